@@ -1,0 +1,658 @@
+//! Typed configuration: `config/ddbcache.toml` (or any file given with `--config`), then `DDBCACHE_*`
+//! environment overrides, then validation.
+//!
+//! Every key has a default, so an empty file is a valid config. Unknown keys are errors: a typo in a
+//! sidecar's config should fail at start, not silently fall back to a default. `config/ddbcache.toml`
+//! documents every key; `ENV_OVERRIDES` below is the one list of environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration, as read from TOML.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub upstream: UpstreamConfig,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub cache: CacheConfig,
+    /// Per-table overrides, keyed by table name.
+    pub tables: BTreeMap<String, TableOverrides>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Data port: where applications send DynamoDB requests.
+    pub addr: SocketAddr,
+    /// Admin port: /metrics, /healthz, /readyz, /cache.
+    pub admin_addr: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 8000).into(),
+            admin_addr: ([127, 0, 0, 1], 9000).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Full endpoint URL. When absent, `https://dynamodb.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// Endpoint of DynamoDB Streams calls. When absent: `endpoint` if that is set (local engines
+    /// serve both), else `https://streams.dynamodb.<region>.amazonaws.com`.
+    pub streams_endpoint: Option<String>,
+    /// Signing region, and the region of the derived endpoint.
+    pub region: String,
+    /// Re-sign requests with SigV4 using the standard AWS credential chain.
+    pub sign: bool,
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout for one upstream call.
+    pub timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            streams_endpoint: None,
+            region: "us-east-1".into(),
+            sign: true,
+            connect_timeout_ms: 1000,
+            timeout_ms: 3000,
+            max_idle_per_host: 64,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The endpoint URL that requests go to.
+    pub fn endpoint_url(&self) -> String {
+        match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => format!("https://dynamodb.{}.amazonaws.com", self.region),
+        }
+    }
+
+    /// The endpoint URL that DynamoDB Streams requests go to.
+    pub fn streams_endpoint_url(&self) -> String {
+        match (&self.streams_endpoint, &self.endpoint) {
+            (Some(e), _) => e.trim_end_matches('/').to_string(),
+            (None, Some(_)) => self.endpoint_url(),
+            (None, None) => format!("https://streams.dynamodb.{}.amazonaws.com", self.region),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Request bodies larger than this are answered with 413.
+    #[serde(with = "size")]
+    pub max_body_bytes: u64,
+    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `ddbcache=debug,hyper=info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Master switch: false turns ddbcache into a pure pass-through proxy.
+    pub enabled: bool,
+    /// Add `x-ddbcache: hit|miss|bypass` to responses of cacheable operations.
+    pub header: bool,
+    pub item: ItemCacheConfig,
+    pub query: QueryCacheConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header: true,
+            item: ItemCacheConfig::default(),
+            query: QueryCacheConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ItemCacheConfig {
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl: Duration,
+    /// TTL of "no such item" answers.
+    #[serde(with = "humantime_serde_compat")]
+    pub negative_ttl: Duration,
+    #[serde(with = "size")]
+    pub capacity: u64,
+}
+
+impl Default for ItemCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(300),
+            capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryCacheConfig {
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl: Duration,
+    #[serde(with = "size")]
+    pub capacity: u64,
+}
+
+impl Default for QueryCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Per-table TTLs; an absent key inherits the cache's. `0s` turns that cache off for the table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableOverrides {
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub item_ttl: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub query_ttl: Option<Duration>,
+}
+
+/// A configuration problem, naming the key (or variable) and what was wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value for {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Environment variables that override config keys: `(variable, key, setter)`.
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+pub const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
+    ("DDBCACHE_LISTEN_ADDR", "listen.addr", |c, v| {
+        c.listen.addr = parse_addr(v)?;
+        Ok(())
+    }),
+    ("DDBCACHE_ADMIN_ADDR", "listen.admin_addr", |c, v| {
+        c.listen.admin_addr = parse_addr(v)?;
+        Ok(())
+    }),
+    ("DDBCACHE_UPSTREAM_ENDPOINT", "upstream.endpoint", |c, v| {
+        c.upstream.endpoint = (!v.is_empty()).then(|| v.to_string());
+        Ok(())
+    }),
+    ("DDBCACHE_UPSTREAM_REGION", "upstream.region", |c, v| {
+        c.upstream.region = v.to_string();
+        Ok(())
+    }),
+    ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign", |c, v| {
+        c.upstream.sign = parse_bool(v)?;
+        Ok(())
+    }),
+    (
+        "DDBCACHE_UPSTREAM_CONNECT_TIMEOUT_MS",
+        "upstream.connect_timeout_ms",
+        |c, v| {
+            c.upstream.connect_timeout_ms = parse_u64(v)?;
+            Ok(())
+        },
+    ),
+    (
+        "DDBCACHE_UPSTREAM_TIMEOUT_MS",
+        "upstream.timeout_ms",
+        |c, v| {
+            c.upstream.timeout_ms = parse_u64(v)?;
+            Ok(())
+        },
+    ),
+    (
+        "DDBCACHE_MAX_BODY_BYTES",
+        "server.max_body_bytes",
+        |c, v| {
+            c.server.max_body_bytes = parse_size(v)?;
+            Ok(())
+        },
+    ),
+    (
+        "DDBCACHE_SHUTDOWN_GRACE",
+        "server.shutdown_grace",
+        |c, v| {
+            c.server.shutdown_grace = parse_duration(v)?;
+            Ok(())
+        },
+    ),
+    ("DDBCACHE_LOG_FORMAT", "log.format", |c, v| {
+        c.log.format = match v {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(format!("expected `text` or `json`, got `{v}`")),
+        };
+        Ok(())
+    }),
+    ("DDBCACHE_LOG_LEVEL", "log.level", |c, v| {
+        c.log.level = v.to_string();
+        Ok(())
+    }),
+    ("DDBCACHE_CACHE_ENABLED", "cache.enabled", |c, v| {
+        c.cache.enabled = parse_bool(v)?;
+        Ok(())
+    }),
+    ("DDBCACHE_CACHE_HEADER", "cache.header", |c, v| {
+        c.cache.header = parse_bool(v)?;
+        Ok(())
+    }),
+    ("DDBCACHE_ITEM_TTL", "cache.item.ttl", |c, v| {
+        c.cache.item.ttl = parse_duration(v)?;
+        Ok(())
+    }),
+    (
+        "DDBCACHE_ITEM_NEGATIVE_TTL",
+        "cache.item.negative_ttl",
+        |c, v| {
+            c.cache.item.negative_ttl = parse_duration(v)?;
+            Ok(())
+        },
+    ),
+    ("DDBCACHE_ITEM_CAPACITY", "cache.item.capacity", |c, v| {
+        c.cache.item.capacity = parse_size(v)?;
+        Ok(())
+    }),
+    ("DDBCACHE_QUERY_TTL", "cache.query.ttl", |c, v| {
+        c.cache.query.ttl = parse_duration(v)?;
+        Ok(())
+    }),
+    ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity", |c, v| {
+        c.cache.query.capacity = parse_size(v)?;
+        Ok(())
+    }),
+];
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Applies `DDBCACHE_*` overrides from an environment (a function, so tests need not touch the
+    /// process environment).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (var, _key, set) in ENV_OVERRIDES {
+            if let Some(value) = get(var) {
+                set(self, value.trim()).map_err(|message| ConfigError::Env { var, message })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        for (key, endpoint) in [
+            ("upstream.endpoint", self.upstream.endpoint_url()),
+            (
+                "upstream.streams_endpoint",
+                self.upstream.streams_endpoint_url(),
+            ),
+        ] {
+            match endpoint.parse::<http::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http") | Some("https"))
+                        && uri.authority().is_some() => {}
+                _ => {
+                    return invalid(
+                        key,
+                        &format!("`{endpoint}` is not an http:// or https:// URL"),
+                    )
+                }
+            }
+        }
+        if self.upstream.region.is_empty() {
+            return invalid("upstream.region", "must not be empty");
+        }
+        if self.upstream.timeout_ms == 0 {
+            return invalid("upstream.timeout_ms", "must be greater than 0");
+        }
+        if self.upstream.connect_timeout_ms == 0 {
+            return invalid("upstream.connect_timeout_ms", "must be greater than 0");
+        }
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be greater than 0");
+        }
+        if self.listen.addr == self.listen.admin_addr && self.listen.addr.port() != 0 {
+            return invalid(
+                "listen.admin_addr",
+                "must differ from listen.addr (the admin port is separate)",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "not a valid tracing filter (try `info`)");
+        }
+        Ok(())
+    }
+
+    /// The effective config: file (if any), then environment, then validation.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective config as TOML, as `check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// TTLs in force for one table (None = that cache is off for the table).
+    pub fn table_ttls(&self, table: &str) -> TableTtls {
+        let o = self.tables.get(table);
+        let pick = |over: Option<Duration>, default: Duration| {
+            let d = over.unwrap_or(default);
+            (!d.is_zero()).then_some(d)
+        };
+        TableTtls {
+            item: pick(o.and_then(|o| o.item_ttl), self.cache.item.ttl),
+            negative: pick(o.and_then(|o| o.negative_ttl), self.cache.item.negative_ttl),
+            query: pick(o.and_then(|o| o.query_ttl), self.cache.query.ttl),
+        }
+    }
+}
+
+/// The TTLs that apply to one table; `None` means "do not cache".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableTtls {
+    pub item: Option<Duration>,
+    pub negative: Option<Duration>,
+    pub query: Option<Duration>,
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("`{v}` is not a socket address like 127.0.0.1:8000"))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true or false, got `{v}`")),
+    }
+}
+
+fn parse_u64(v: &str) -> Result<u64, String> {
+    v.parse()
+        .map_err(|_| format!("expected a whole number, got `{v}`"))
+}
+
+/// `5m`, `30s`, `1h 30m`, `250ms`, `0s`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v)
+        .map_err(|e| format!("`{v}` is not a duration like 30s or 5m ({e})"))
+}
+
+/// `256MiB`, `1GiB`, `64MB`, `1048576` (bytes).
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("`{v}` is not a size like 256MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{v}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, mult) in UNITS {
+        if bytes >= mult && bytes % mult == 0 {
+            return format!("{}{unit}", bytes / mult);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Sizes accept a number of bytes or a string with a unit.
+mod size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_size(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(n),
+            Raw::Str(s) => super::parse_size(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => super::humantime_serde_compat::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.cache.item.capacity, 256 << 20);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn shipped_config_file_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ddbcache.toml");
+        let c = Config::from_file(&path).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[upstream]\ntimeout = 5\n").unwrap_err();
+        assert!(err.contains("unknown field `timeout`"), "{err}");
+    }
+
+    #[test]
+    fn bad_size_names_the_key() {
+        let err = Config::from_toml("[cache.item]\ncapacity = \"12 parsecs\"\n").unwrap_err();
+        assert!(err.contains("capacity"), "{err}");
+        assert!(err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::from_toml("[upstream]\nregion = \"eu-west-1\"\n").unwrap();
+        c.apply_env(|k| match k {
+            "DDBCACHE_UPSTREAM_REGION" => Some("ap-south-1".into()),
+            "DDBCACHE_ITEM_CAPACITY" => Some("1GiB".into()),
+            "DDBCACHE_CACHE_ENABLED" => Some("false".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.upstream.region, "ap-south-1");
+        assert_eq!(c.cache.item.capacity, 1 << 30);
+        assert!(!c.cache.enabled);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == "DDBCACHE_UPSTREAM_SIGN").then(|| "maybe".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("DDBCACHE_UPSTREAM_SIGN"), "{err}");
+    }
+
+    #[test]
+    fn bad_endpoint_fails_validation() {
+        let mut c = Config::default();
+        c.upstream.endpoint = Some("ftp://x".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("upstream.endpoint"), "{err}");
+    }
+
+    #[test]
+    fn per_table_overrides_and_zero_means_off() {
+        let c =
+            Config::from_toml("[tables.orders]\nitem_ttl = \"30s\"\nquery_ttl = \"0s\"\n").unwrap();
+        let t = c.table_ttls("orders");
+        assert_eq!(t.item, Some(Duration::from_secs(30)));
+        assert_eq!(t.query, None);
+        assert_eq!(t.negative, Some(Duration::from_secs(300)));
+        assert_eq!(c.table_ttls("other").item, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::from_toml("[tables.t]\nitem_ttl = \"1m\"\n").unwrap();
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again.table_ttls("t"), c.table_ttls("t"));
+        assert_eq!(again.cache.item.capacity, c.cache.item.capacity);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(format_size(256 << 20), "256MiB");
+    }
+}

@@ -1,0 +1,90 @@
+//! The `ddbcache` command: parse arguments, load config, start logging, run the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ddbcache::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "ddbcache",
+    version,
+    about = "A caching proxy sidecar for Amazon DynamoDB",
+    after_help = "Environment overrides (DDBCACHE_*) are listed in config/ddbcache.toml."
+)]
+struct Cli {
+    /// Config file (TOML). Default: $DDBCACHE_CONFIG, else config/ddbcache.toml if it exists,
+    /// else built-in defaults.
+    #[arg(long, short, global = true, env = "DDBCACHE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Print the effective config (file + environment) and exit; fails on an invalid config.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config.or_else(|| {
+        let default = PathBuf::from("config/ddbcache.toml");
+        default.exists().then_some(default)
+    });
+    let config = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ddbcache: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ddbcache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ddbcache::server::run(
+        config,
+        ddbcache::server::shutdown_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ddbcache: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,292 @@
+//! Canonical encodings: equal DynamoDB values give equal bytes.
+//!
+//! Numbers are normalized (`1`, `1.0`, `1E0` and `10E-1` are one number), binary values are
+//! compared by their decoded bytes, and map order never matters. These encodings are cache keys:
+//! a PutItem that spells a key one way must hit the entry a GetItem spelled another way.
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+/// A key attribute value as it appears in `Key`, `Item` or `ExclusiveStartKey`: only S, N and B
+/// can be key attributes.
+#[derive(Debug, Deserialize)]
+pub struct KeyAttr {
+    #[serde(rename = "S")]
+    s: Option<String>,
+    #[serde(rename = "N")]
+    n: Option<String>,
+    #[serde(rename = "B")]
+    b: Option<String>,
+}
+
+impl KeyAttr {
+    /// Appends the canonical encoding of this value; `None` if it is not a valid key value.
+    fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
+        match (&self.s, &self.n, &self.b) {
+            (Some(s), None, None) => push_field(out, b'S', s.as_bytes()),
+            (None, Some(n), None) => push_field(out, b'N', normalize_number(n)?.as_bytes()),
+            (None, None, Some(b)) => {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+                push_field(out, b'B', &bytes)
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Canonical bytes of a primary key given as `(attribute name, value)` pairs in any order.
+/// `None` when a value is not a valid key value (the request then goes upstream uncached, and
+/// DynamoDB says what is wrong).
+pub fn encode_key<'a, I>(attrs: I) -> Option<Vec<u8>>
+where
+    I: IntoIterator<Item = (&'a str, &'a KeyAttr)>,
+{
+    let mut pairs: Vec<(&str, &KeyAttr)> = attrs.into_iter().collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::with_capacity(32);
+    for (name, value) in pairs {
+        push_field(&mut out, b'A', name.as_bytes());
+        value.encode_into(&mut out)?;
+    }
+    Some(out)
+}
+
+/// Normalizes a DynamoDB number: `-0012.50E+1` → `-125e-1`, every zero → `0`.
+/// `None` if the string is not a number DynamoDB would accept.
+pub fn normalize_number(s: &str) -> Option<String> {
+    let s = s.trim();
+    let (negative, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    let digits: String = [int, frac].concat();
+    let significant = digits.trim_start_matches('0');
+    if significant.is_empty() {
+        return Some("0".into());
+    }
+    let trimmed = significant.trim_end_matches('0');
+    let trailing = (significant.len() - trimmed.len()) as i64;
+    let exp = exponent - frac.len() as i64 + trailing;
+    let sign = if negative { "-" } else { "" };
+    Some(format!("{sign}{trimmed}e{exp}"))
+}
+
+/// Rewrites every `{"N": ...}` and `{"NS": [...]}` inside a JSON tree to normalized numbers, so
+/// two requests that differ only in how they spell numbers become the same request.
+pub fn normalize_numbers_in(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if map.len() == 1 {
+                if let Some(Value::String(n)) = map.get_mut("N") {
+                    if let Some(norm) = normalize_number(n) {
+                        *n = norm;
+                    }
+                    return;
+                }
+                if let Some(Value::Array(ns)) = map.get_mut("NS") {
+                    for n in ns.iter_mut() {
+                        if let Value::String(s) = n {
+                            if let Some(norm) = normalize_number(s) {
+                                *s = norm;
+                            }
+                        }
+                    }
+                    ns.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                    return;
+                }
+            }
+            for v in map.values_mut() {
+                normalize_numbers_in(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_numbers_in),
+        _ => {}
+    }
+}
+
+/// A table name as given (`Music`) or as an ARN (`arn:aws:dynamodb:us-east-1:123456789012:table/Music`).
+pub fn table_name(name: &str) -> &str {
+    if name.starts_with("arn:") {
+        if let Some(i) = name.find(":table/") {
+            let rest = &name[i + ":table/".len()..];
+            return rest.split('/').next().unwrap_or(rest);
+        }
+    }
+    name
+}
+
+/// The canonical form of what a read returns: ProjectionExpression with ExpressionAttributeNames
+/// resolved, or AttributesToGet. Paths are sorted (the order of a projection does not change the
+/// answer). `None` if the projection references a name that is not defined.
+pub fn encode_projection(
+    expression: Option<&str>,
+    names: Option<&std::collections::HashMap<String, String>>,
+    attributes_to_get: Option<&[String]>,
+) -> Option<Vec<u8>> {
+    let mut paths: Vec<Vec<u8>> = Vec::new();
+    if let Some(expr) = expression {
+        for path in expr.split(',') {
+            let mut encoded = Vec::new();
+            for segment in path.trim().split('.') {
+                let (name, indexes) = match segment.find('[') {
+                    Some(i) => (&segment[..i], &segment[i..]),
+                    None => (segment, ""),
+                };
+                let name = name.trim();
+                let resolved = if name.starts_with('#') {
+                    names?.get(name)?.as_str()
+                } else {
+                    name
+                };
+                push_field(&mut encoded, b'.', resolved.as_bytes());
+                for index in indexes.split('[').skip(1) {
+                    let n = index.trim().strip_suffix(']')?.trim();
+                    push_field(&mut encoded, b'[', n.as_bytes());
+                }
+            }
+            paths.push(encoded);
+        }
+    }
+    if let Some(attrs) = attributes_to_get {
+        for a in attrs {
+            let mut encoded = Vec::new();
+            push_field(&mut encoded, b'.', a.as_bytes());
+            paths.push(encoded);
+        }
+    }
+    paths.sort_unstable();
+    Some(paths.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn attr(json: &str) -> KeyAttr {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn equal_numbers_normalize_equal() {
+        let forms = ["1", "1.0", "1E0", "10E-1", "0.1e1", "+1", "001.000"];
+        let norms: Vec<_> = forms.iter().map(|f| normalize_number(f).unwrap()).collect();
+        assert!(norms.iter().all(|n| n == &norms[0]), "{norms:?}");
+        assert_ne!(
+            normalize_number("1").unwrap(),
+            normalize_number("-1").unwrap()
+        );
+        assert_ne!(
+            normalize_number("10").unwrap(),
+            normalize_number("1").unwrap()
+        );
+        assert_eq!(normalize_number("0.000").unwrap(), "0");
+        assert_eq!(normalize_number("-0").unwrap(), "0");
+        assert_eq!(normalize_number("1e400").unwrap(), "1e400");
+    }
+
+    #[test]
+    fn non_numbers_are_refused() {
+        for bad in ["", "-", ".", "1.2.3", "abc", "1e", "1e1.5", "0x10"] {
+            assert_eq!(normalize_number(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_encoding_ignores_attribute_order_and_number_spelling() {
+        let (a1, b1) = (attr(r#"{"S":"x"}"#), attr(r#"{"N":"1.0"}"#));
+        let (a2, b2) = (attr(r#"{"S":"x"}"#), attr(r#"{"N":"1"}"#));
+        let k1 = encode_key([("pk", &a1), ("sk", &b1)]).unwrap();
+        let k2 = encode_key([("sk", &b2), ("pk", &a2)]).unwrap();
+        assert_eq!(k1, k2);
+        let other = attr(r#"{"N":"2"}"#);
+        assert_ne!(k1, encode_key([("pk", &a1), ("sk", &other)]).unwrap());
+    }
+
+    #[test]
+    fn binary_keys_compare_by_bytes_and_types_are_distinct() {
+        let b = attr(r#"{"B":"AAE="}"#);
+        let s = attr(r#"{"S":"AAE="}"#);
+        assert_ne!(
+            encode_key([("k", &b)]).unwrap(),
+            encode_key([("k", &s)]).unwrap()
+        );
+        assert_eq!(encode_key([("k", &attr(r#"{"B":"not base64!"}"#))]), None);
+        assert_eq!(encode_key([("k", &attr(r#"{"BOOL":true}"#))]), None);
+    }
+
+    #[test]
+    fn projection_resolves_names_and_ignores_order() {
+        let names: std::collections::HashMap<String, String> =
+            [("#n".to_string(), "name".to_string())].into();
+        let a = encode_projection(Some("#n, price"), Some(&names), None).unwrap();
+        let b = encode_projection(Some("price,name"), None, None).unwrap();
+        let c = encode_projection(None, None, Some(&["name".into(), "price".into()])).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_ne!(a, encode_projection(Some("name"), None, None).unwrap());
+        assert_eq!(encode_projection(Some("#missing"), None, None), None);
+        assert_ne!(
+            encode_projection(Some("a.b"), None, None),
+            encode_projection(Some("a[1]"), None, None)
+        );
+    }
+
+    #[test]
+    fn arns_name_their_table() {
+        assert_eq!(
+            table_name("arn:aws:dynamodb:us-east-1:123456789012:table/Music"),
+            "Music"
+        );
+        assert_eq!(table_name("Music"), "Music");
+    }
+
+    #[test]
+    fn numbers_inside_requests_normalize() {
+        let mut a: serde_json::Value =
+            serde_json::from_str(r#"{":v":{"N":"1.50"},"l":{"L":[{"N":"2E0"}]}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{":v":{"N":"15e-1"},"l":{"L":[{"N":"2"}]}}"#).unwrap();
+        let mut b2 = b.clone();
+        normalize_numbers_in(&mut a);
+        normalize_numbers_in(&mut b2);
+        assert_eq!(a, b2);
+    }
+
+    proptest! {
+        #[test]
+        fn scaling_spellings_agree(mantissa in 1u64..1_000_000, shift in 0i64..6) {
+            // m × 10^0 written plainly, and as (m × 10^shift) × 10^-shift.
+            let plain = mantissa.to_string();
+            let scaled = format!("{}e-{}", mantissa * 10u64.pow(shift as u32), shift);
+            prop_assert_eq!(normalize_number(&plain), normalize_number(&scaled));
+        }
+
+        #[test]
+        fn distinct_integers_stay_distinct(a in 0u64..1_000_000, b in 0u64..1_000_000) {
+            prop_assume!(a != b);
+            prop_assert_ne!(normalize_number(&a.to_string()), normalize_number(&b.to_string()));
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The upstream client: endpoint resolution, pooled keep-alive connections (HTTP or HTTPS with
+//! rustls), timeouts, and SigV4 re-signing. It forwards bytes; cache policy lives elsewhere.
+
+pub mod signing;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::protocol::{Operation, ProtocolError};
+pub use signing::Signer;
+
+/// An upstream answer, whole.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub elapsed: Duration,
+}
+
+/// Why an upstream call produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to upstream {endpoint}: {detail}")]
+    Connect { endpoint: String, detail: String },
+    #[error("upstream {endpoint} did not answer within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    #[error("upstream {endpoint} failed mid-request: {detail}")]
+    Io { endpoint: String, detail: String },
+    #[error("cannot sign the upstream request: {0}")]
+    Signing(String),
+}
+
+impl UpstreamError {
+    /// The `kind` label of `ddbcache_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Io { .. } => "io",
+            UpstreamError::Signing(_) => "signing",
+        }
+    }
+
+    /// What the client sees: a status every SDK retries.
+    pub fn to_protocol(&self) -> ProtocolError {
+        match self {
+            UpstreamError::Signing(_) => ProtocolError::Internal(self.to_string()),
+            _ => ProtocolError::UpstreamUnavailable(self.to_string()),
+        }
+    }
+}
+
+/// Inbound headers that are not forwarded: hop-by-hop headers, and what the upstream request
+/// gets anew (host, length, and — when signing — the signature).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+];
+const SIGNATURE_HEADERS: &[&str] = &[
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One upstream endpoint (and its DynamoDB Streams endpoint).
+pub struct Upstream {
+    client: HttpsClient,
+    endpoint: Endpoint,
+    streams_endpoint: Endpoint,
+    signer: Option<Signer>,
+    timeout: Duration,
+}
+
+struct Endpoint {
+    url: String,
+    base: Uri,
+    host: HeaderValue,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        let base: Uri = url.parse()?;
+        let authority = base
+            .authority()
+            .ok_or_else(|| anyhow::anyhow!("endpoint `{url}` has no host"))?;
+        Ok(Endpoint {
+            url: url.to_string(),
+            host: HeaderValue::from_str(authority.as_str())?,
+            base,
+        })
+    }
+
+    fn uri(&self, path_and_query: &str) -> Uri {
+        let base_path = self.base.path().trim_end_matches('/');
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = format!("{base_path}{path_and_query}").parse().ok();
+        Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
+    }
+}
+
+impl Upstream {
+    /// Builds the client; with `sign`, loads the credential chain (credentials themselves are
+    /// fetched on first use and by the readiness probe).
+    pub async fn new(config: &UpstreamConfig) -> anyhow::Result<Upstream> {
+        let signer = if config.sign {
+            Some(Signer::from_default_chain(config.region.clone()).await?)
+        } else {
+            None
+        };
+        Self::with_signer(config, signer)
+    }
+
+    pub fn with_signer(
+        config: &UpstreamConfig,
+        signer: Option<Signer>,
+    ) -> anyhow::Result<Upstream> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            // Below the idle timeouts of DynamoDB's and common engines' servers, so a pooled
+            // connection is not closed under a request.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build(https);
+        Ok(Upstream {
+            client,
+            endpoint: Endpoint::parse(&config.endpoint_url())?,
+            streams_endpoint: Endpoint::parse(&config.streams_endpoint_url())?,
+            signer,
+            timeout: Duration::from_millis(config.timeout_ms),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint.url
+    }
+
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    /// Forwards one request. `inbound` are the client's headers; `identity_encoding` asks the
+    /// upstream for an uncompressed answer (what the caches store).
+    pub async fn send(
+        &self,
+        op: Operation,
+        path_and_query: &str,
+        inbound: &HeaderMap,
+        body: Bytes,
+        identity_encoding: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let endpoint = if op.is_streams() {
+            &self.streams_endpoint
+        } else {
+            &self.endpoint
+        };
+        let mut request = Request::post(endpoint.uri(path_and_query))
+            .body(body)
+            .expect("a POST with a valid URI is a valid request");
+        let headers = request.headers_mut();
+        for (name, value) in inbound {
+            let n = name.as_str();
+            if HOP_BY_HOP.contains(&n)
+                || (self.signer.is_some() && SIGNATURE_HEADERS.contains(&n))
+                || (identity_encoding && name == header::ACCEPT_ENCODING)
+            {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        headers.insert(header::HOST, endpoint.host.clone());
+        if let Some(signer) = &self.signer {
+            signer
+                .sign(&mut request)
+                .await
+                .map_err(UpstreamError::Signing)?;
+        }
+        let request = request.map(Full::new);
+        let started = Instant::now();
+        let url = || endpoint.url.clone();
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect {
+                        endpoint: url(),
+                        detail: error_chain(&e),
+                    }
+                } else {
+                    UpstreamError::Io {
+                        endpoint: url(),
+                        detail: error_chain(&e),
+                    }
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Io {
+                    endpoint: url(),
+                    detail: error_chain(&e),
+                })?
+                .to_bytes();
+            Ok::<_, UpstreamError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                endpoint: url(),
+                timeout: self.timeout,
+            })??;
+        let mut headers = parts.headers;
+        for h in HOP_BY_HOP {
+            headers.remove(*h);
+        }
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers,
+            body,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Readiness: credentials load (when signing) and the upstream answers a cheap call with 2xx.
+    pub async fn probe(&self) -> Result<(), String> {
+        if let Some(signer) = &self.signer {
+            signer.credentials().await?;
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-amz-target"),
+            HeaderValue::from_static("DynamoDB_20120810.ListTables"),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::protocol::CONTENT_TYPE),
+        );
+        if self.signer.is_none() {
+            // Unsigned engines still want a well-formed Authorization header.
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
+            ));
+            headers.insert(
+                HeaderName::from_static("x-amz-date"),
+                HeaderValue::from_static("20200101T000000Z"),
+            );
+        }
+        let r = self
+            .send(
+                Operation::ListTables,
+                "/",
+                &headers,
+                Bytes::from_static(br#"{"Limit":1}"#),
+                true,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "upstream answered the readiness probe with {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
+            ))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_paths_join() {
+        let e = Endpoint::parse("http://127.0.0.1:4567").unwrap();
+        assert_eq!(e.uri("/").to_string(), "http://127.0.0.1:4567/");
+        assert_eq!(e.host, "127.0.0.1:4567");
+        let e = Endpoint::parse("https://example.com/prefix/").unwrap();
+        assert_eq!(e.uri("/").to_string(), "https://example.com/prefix/");
+    }
+}
