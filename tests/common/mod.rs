@@ -1,0 +1,436 @@
+//! Shared test harness: real upstream engines ([`engines`]), ddbcache started in-process on free
+//! ports, the AWS SDK pointed at it, raw HTTP, `/metrics` readings, and a [`Relay`] that sits
+//! between ddbcache and the engine to capture requests or hold a response back on cue.
+#![allow(dead_code)]
+
+pub mod engines;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{oneshot, Mutex};
+
+use ddbcache::config::Config;
+use ddbcache::server::{AppState, Server};
+use ddbcache::upstream::{Signer, Upstream};
+
+pub use engines::Engine;
+
+/// Static credentials the tests sign with.
+pub const ACCESS_KEY: &str = "AKIDDDBCACHETEST";
+pub const SECRET_KEY: &str = "ddbcache-test-secret";
+
+/// ddbcache running in-process; shuts down when dropped.
+pub struct TestProxy {
+    pub endpoint: String,
+    pub admin: String,
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestProxy {
+    /// Sends the shutdown signal without waiting for the drain to finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and waits for `run` to return.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        self.task.take().expect("not yet shut down").await?
+    }
+
+    /// Waits until `/readyz` says ready (the readiness probe reached the upstream).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.state.is_ready() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "proxy never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A counter or gauge from `/metrics`, e.g. `ddbcache_cache_hits_total{cache="item"}`;
+    /// 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, _, body) = http_get(&format!("{}/metrics", self.admin)).await;
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        text.lines()
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+/// The config tests start from: free loopback ports, the given upstream, no signing.
+pub fn test_config(upstream: &str) -> Config {
+    let mut config = Config::default();
+    config.listen.addr = "127.0.0.1:0".parse().unwrap();
+    config.listen.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.upstream.endpoint = Some(upstream.to_string());
+    config.upstream.sign = false;
+    config.upstream.timeout_ms = 5000;
+    config.server.shutdown_grace = Duration::from_secs(10);
+    config
+}
+
+pub async fn start_proxy(upstream: &str) -> TestProxy {
+    start_proxy_with(upstream, |_| {}).await
+}
+
+/// Starts ddbcache with the test config, edited. With `upstream.sign = true` it signs with the
+/// test's static credentials.
+pub async fn start_proxy_with(upstream: &str, edit: impl FnOnce(&mut Config)) -> TestProxy {
+    let mut config = test_config(upstream);
+    edit(&mut config);
+    config.validate().expect("test config is valid");
+    let signer = config.upstream.sign.then(|| {
+        let creds =
+            aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        Signer::with_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+            config.upstream.region.clone(),
+        )
+    });
+    let upstream = Arc::new(Upstream::with_signer(&config.upstream, signer).unwrap());
+    let server = Server::bind_with(config, upstream).await.unwrap();
+    let endpoint = format!("http://{}", server.local_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    let state = server.state();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    TestProxy {
+        endpoint,
+        admin,
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// The Rust SDK pointed at `endpoint`, with static test credentials.
+pub async fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    sdk_client_with_attempts(endpoint, 3).await
+}
+
+pub async fn sdk_client_with_attempts(endpoint: &str, attempts: u32) -> aws_sdk_dynamodb::Client {
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(attempts)
+                .with_initial_backoff(Duration::from_millis(10)),
+        )
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&conf)
+}
+
+/// A table name no other test uses.
+pub fn unique_table(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a table with a string hash key `pk` and string range key `sk`, and waits until ACTIVE.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::*;
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sk")
+                .key_type(KeyType::Range)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("CreateTable");
+    wait_active(client, name).await;
+}
+
+/// Polls DescribeTable until the table is ACTIVE (engines create tables asynchronously).
+pub async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) {
+    for _ in 0..200 {
+        let d = client.describe_table().table_name(name).send().await;
+        if let Ok(d) = d {
+            if d.table().and_then(|t| t.table_status())
+                == Some(&aws_sdk_dynamodb::types::TableStatus::Active)
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("table {name} never became ACTIVE");
+}
+
+/// Polls DescribeTable until the table is gone.
+pub async fn wait_deleted(client: &aws_sdk_dynamodb::Client, name: &str) {
+    for _ in 0..200 {
+        match client.describe_table().table_name(name).send().await {
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                return
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+    panic!("table {name} was never deleted");
+}
+
+pub fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+pub fn n(v: &str) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn http_get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    collect(client().request(req).await.expect("GET")).await
+}
+
+pub async fn http_post(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let req = Request::post(url).body(Full::new(Bytes::new())).unwrap();
+    collect(client().request(req).await.expect("POST")).await
+}
+
+/// A DynamoDB-protocol POST with an optional target and extra headers.
+pub async fn dynamodb_post(
+    endpoint: &str,
+    target: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut req = Request::post(endpoint)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKID/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
+        )
+        .header("x-amz-date", "20200101T000000Z");
+    if let Some(t) = target {
+        req = req.header("x-amz-target", t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    collect(client().request(req).await.expect("POST")).await
+}
+
+async fn collect(resp: Response<Incoming>) -> (StatusCode, HeaderMap, Bytes) {
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relay
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+struct Hold {
+    matches: Box<dyn Fn(&str, &[u8]) -> bool + Send>,
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// An HTTP relay in front of an engine: records every request and can hold back the response to
+/// one chosen request until the test releases it. With it a test can make an upstream answer
+/// "arrive late" at exactly the moment it wants.
+pub struct Relay {
+    pub endpoint: String,
+    captured: Arc<Mutex<Vec<Captured>>>,
+    hold: Arc<Mutex<Option<Hold>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Handles to a held response: `reached` fires once the upstream has answered (and the answer is
+/// being held); sending on `release` lets it go on to ddbcache.
+pub struct Held {
+    pub reached: oneshot::Receiver<()>,
+    pub release: oneshot::Sender<()>,
+}
+
+impl Relay {
+    pub async fn start(target: &str) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let hold: Arc<Mutex<Option<Hold>>> = Arc::new(Mutex::new(None));
+        let target = target.to_string();
+        let (c, h) = (captured.clone(), hold.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (c, h, target) = (c.clone(), h.clone(), target.clone());
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (c, h, target) = (c.clone(), h.clone(), target.clone());
+                    async move { Ok::<_, std::convert::Infallible>(relay(req, &target, c, h).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Relay {
+            endpoint,
+            captured,
+            hold,
+            task,
+        }
+    }
+
+    pub async fn captured(&self) -> Vec<Captured> {
+        self.captured.lock().await.clone()
+    }
+
+    /// Holds the response to the next request whose target and body satisfy `matches`.
+    pub async fn hold_next(&self, matches: impl Fn(&str, &[u8]) -> bool + Send + 'static) -> Held {
+        let (reached_tx, reached) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        *self.hold.lock().await = Some(Hold {
+            matches: Box::new(matches),
+            reached: reached_tx,
+            release: release_rx,
+        });
+        Held { reached, release }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(
+    req: Request<Incoming>,
+    target: &str,
+    captured: Arc<Mutex<Vec<Captured>>>,
+    hold: Arc<Mutex<Option<Hold>>>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    captured.lock().await.push(Captured {
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let held = {
+        let mut slot = hold.lock().await;
+        if slot.as_ref().is_some_and(|h| (h.matches)(&op, &body)) {
+            slot.take()
+        } else {
+            None
+        }
+    };
+    let mut out = Request::post(target);
+    for (k, v) in parts.headers.iter() {
+        if k != "host" {
+            out = out.header(k, v);
+        }
+    }
+    let resp = client()
+        .request(out.body(Full::new(body)).unwrap())
+        .await
+        .expect("engine answers the relay");
+    let (status, headers, body) = collect(resp).await;
+    if let Some(h) = held {
+        let _ = h.reached.send(());
+        let _ = h.release.await;
+    }
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    for (k, v) in headers.iter() {
+        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+            response.headers_mut().insert(k, v.clone());
+        }
+    }
+    response
+}
