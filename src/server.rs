@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     upstream_ok: AtomicBool,
     draining: AtomicBool,
+    ready: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -37,8 +39,15 @@ impl AppState {
         self.upstream_ok.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
+    /// Follows readiness as it changes (to wait for it instead of polling `/readyz`).
+    pub fn watch_ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
     fn publish_ready(&self) {
-        self.metrics.ready.set(self.is_ready() as i64);
+        let ready = self.is_ready();
+        self.metrics.ready.set(ready as i64);
+        self.ready.send_replace(ready);
     }
 }
 
@@ -83,6 +92,7 @@ impl Server {
             metrics,
             upstream_ok: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            ready: watch::Sender::new(false),
         });
         Ok(Server {
             data,

@@ -51,16 +51,18 @@ impl TestProxy {
         self.task.take().expect("not yet shut down").await?
     }
 
-    /// Waits until `/readyz` says ready (the readiness probe reached the upstream).
+    /// Waits until the proxy reports ready (the readiness probe reached the upstream).
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !self.state.is_ready() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "proxy never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_readiness(true).await;
+    }
+
+    /// Waits until readiness is `ready`, as `/readyz` reports it.
+    pub async fn wait_readiness(&self, ready: bool) {
+        let mut watch = self.state.watch_ready();
+        tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|r| *r == ready))
+            .await
+            .unwrap_or_else(|_| panic!("readiness never became {ready}"))
+            .expect("proxy state alive");
     }
 
     /// A counter or gauge from `/metrics`, e.g. `ddbcache_cache_hits_total{cache="item"}`;
@@ -225,7 +227,10 @@ pub async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) {
 pub async fn wait_deleted(client: &aws_sdk_dynamodb::Client, name: &str) {
     for _ in 0..200 {
         match client.describe_table().table_name(name).send().await {
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
                 return
             }
             _ => tokio::time::sleep(Duration::from_millis(25)).await,
@@ -240,6 +245,23 @@ pub fn s(v: &str) -> AttributeValue {
 
 pub fn n(v: &str) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// An attribute value written out with map keys in order, so equal values give equal strings.
+pub fn canon(v: &AttributeValue) -> String {
+    match v {
+        AttributeValue::M(m) => format!("M{:?}", canon_item(m)),
+        AttributeValue::L(l) => format!("L{:?}", l.iter().map(canon).collect::<Vec<_>>()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// An item in a form that compares equal exactly when DynamoDB would call the items equal
+/// (attribute order ignored; set order kept, as the engines keep it).
+pub fn canon_item(
+    item: &HashMap<String, AttributeValue>,
+) -> std::collections::BTreeMap<String, String> {
+    item.iter().map(|(k, v)| (k.clone(), canon(v))).collect()
 }
 
 pub fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
@@ -263,7 +285,8 @@ pub async fn http_post(url: &str) -> (StatusCode, HeaderMap, Bytes) {
     collect(client().request(req).await.expect("POST")).await
 }
 
-/// A DynamoDB-protocol POST with an optional target and extra headers.
+/// A DynamoDB-protocol POST with an optional target, as an SDK would send it (with a
+/// placeholder signature); `headers` add to or replace the defaults.
 pub async fn dynamodb_post(
     endpoint: &str,
     target: Option<&str>,
@@ -271,19 +294,23 @@ pub async fn dynamodb_post(
     body: impl Into<Bytes>,
 ) -> (StatusCode, HeaderMap, Bytes) {
     let mut req = Request::post(endpoint)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header(
+        .body(Full::new(body.into()))
+        .unwrap();
+    let defaults = [
+        ("content-type", "application/x-amz-json-1.0"),
+        (
             "authorization",
             "AWS4-HMAC-SHA256 Credential=AKID/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
-        )
-        .header("x-amz-date", "20200101T000000Z");
-    if let Some(t) = target {
-        req = req.header("x-amz-target", t);
+        ),
+        ("x-amz-date", "20200101T000000Z"),
+    ];
+    let target = target.map(|t| ("x-amz-target", t));
+    for (name, value) in defaults.iter().chain(&target).chain(headers) {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
     }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(body.into())).unwrap();
     collect(client().request(req).await.expect("POST")).await
 }
 

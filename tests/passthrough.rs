@@ -1,0 +1,1212 @@
+//! ddbcache as a transparent proxy: every operation answers through it exactly as the engine
+//! answers directly; the protocol boundary (unknown targets, oversize and malformed bodies)
+//! answers in DynamoDB's error shape; a missing upstream gives retryable errors and the proxy
+//! recovers; requests are re-signed for the upstream; metrics, readiness and draining behave.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::*;
+use aws_sdk_dynamodb::Client;
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------------
+// Every operation: the same call through ddbcache and directly, on two engines in the same state.
+
+/// Two engines of the same kind, one behind ddbcache and one reached directly. The same calls go
+/// to both, so their answers must match.
+struct Pair {
+    proxied: Client,
+    direct: Client,
+    proxy: TestProxy,
+    _engines: (Engine, Engine),
+}
+
+impl Pair {
+    async fn dynalite() -> Pair {
+        Pair::with(Engine::dynalite().await, Engine::dynalite().await).await
+    }
+
+    async fn moto() -> Pair {
+        Pair::with(Engine::moto().await, Engine::moto().await).await
+    }
+
+    async fn with(behind: Engine, direct: Engine) -> Pair {
+        let proxy = start_proxy(&behind.endpoint()).await;
+        Pair {
+            proxied: sdk_client(&proxy.endpoint).await,
+            direct: sdk_client(&direct.endpoint()).await,
+            proxy,
+            _engines: (behind, direct),
+        }
+    }
+}
+
+/// An answer reduced to what must be equal: the output's view, or the error's code and message.
+fn outcome<T, E, V>(
+    call: &str,
+    result: Result<T, E>,
+    view: impl FnOnce(T) -> V,
+) -> Result<V, String>
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+{
+    result.map(view).map_err(|e| match e.code() {
+        Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
+        None => panic!("{call}: an error without a DynamoDB error code: {e:?}"),
+    })
+}
+
+/// Makes the call on both sides of a [`Pair`], asserts that the views of the answers are equal,
+/// and returns the view (or the error code both sides got).
+macro_rules! both {
+    ($pair:expr, |$c:ident| $call:expr, |$o:ident| $view:expr) => {{
+        let via_proxy = {
+            let $c = &$pair.proxied;
+            outcome(stringify!($call), $call.await, |$o| $view)
+        };
+        let direct = {
+            let $c = &$pair.direct;
+            outcome(stringify!($call), $call.await, |$o| $view)
+        };
+        assert_eq!(via_proxy, direct, "{}", stringify!($call));
+        via_proxy
+    }};
+}
+
+/// [`both!`] for a call that succeeds: returns the view.
+macro_rules! same {
+    ($($t:tt)*) => {
+        both!($($t)*).unwrap_or_else(|code| panic!("failed through the proxy and directly: {code}"))
+    };
+}
+
+/// [`both!`] for a call that fails: returns the error code.
+macro_rules! same_error {
+    ($($t:tt)*) => {
+        both!($($t)*).map(|_| ()).expect_err("succeeded through the proxy and directly")
+    };
+}
+
+fn items(
+    list: &[HashMap<String, AttributeValue>],
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    list.iter().map(canon_item).collect()
+}
+
+fn table_view(t: Option<&TableDescription>) -> (Option<String>, String, String) {
+    let t = t.expect("a table description");
+    (
+        t.table_name().map(str::to_string),
+        format!("{:?}", t.key_schema()),
+        format!("{:?}", t.attribute_definitions()),
+    )
+}
+
+fn create_request(c: &Client, table: &str) -> CreateTableFluentBuilder {
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let def = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    c.create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(def("pk"))
+        .attribute_definitions(def("sk"))
+}
+
+/// An item with every kind of attribute value.
+fn rich_item(pk: &str, sk: &str, num: &str) -> HashMap<String, AttributeValue> {
+    let mut item = key(pk, sk);
+    item.extend([
+        ("n".to_string(), AttributeValue::N(num.to_string())),
+        ("s".to_string(), s("text ✓ with unicode")),
+        (
+            "b".to_string(),
+            AttributeValue::B(Blob::new(vec![0u8, 1, 2, 255])),
+        ),
+        ("bool".to_string(), AttributeValue::Bool(true)),
+        ("null".to_string(), AttributeValue::Null(true)),
+        (
+            "ss".to_string(),
+            AttributeValue::Ss(vec!["x".into(), "y".into()]),
+        ),
+        (
+            "ns".to_string(),
+            AttributeValue::Ns(vec!["1".into(), "2.5".into()]),
+        ),
+        (
+            "m".to_string(),
+            AttributeValue::M(HashMap::from([
+                ("nested".to_string(), n("7")),
+                ("deep".to_string(), AttributeValue::L(vec![s("a"), n("1")])),
+            ])),
+        ),
+        ("l".to_string(), AttributeValue::L(vec![s("one"), n("2")])),
+    ]);
+    item
+}
+
+#[tokio::test]
+async fn item_and_table_operations_answer_as_the_engine_does() {
+    let p = Pair::dynalite().await;
+    let t = "passthrough";
+
+    same!(p, |c| create_request(c, t).send(), |o| table_view(
+        o.table_description()
+    ));
+    wait_active(&p.proxied, t).await;
+    wait_active(&p.direct, t).await;
+    same!(p, |c| c.describe_table().table_name(t).send(), |o| {
+        let d = o.table().unwrap();
+        (
+            table_view(Some(d)),
+            d.table_status().cloned(),
+            d.item_count(),
+        )
+    });
+    same!(p, |c| c.list_tables().send(), |o| o.table_names().to_vec());
+
+    // Writes, with their ReturnValues, and a failed condition.
+    same!(
+        p,
+        |c| c
+            .put_item()
+            .table_name(t)
+            .set_item(Some(rich_item("a", "1", "1.50")))
+            .return_values(ReturnValue::AllOld)
+            .send(),
+        |o| o.attributes().map(canon_item)
+    );
+    same!(
+        p,
+        |c| c
+            .put_item()
+            .table_name(t)
+            .set_item(Some(rich_item("a", "1", "2")))
+            .return_values(ReturnValue::AllOld)
+            .send(),
+        |o| o.attributes().map(canon_item)
+    );
+    let refused = same_error!(
+        p,
+        |c| c
+            .put_item()
+            .table_name(t)
+            .set_item(Some(rich_item("a", "1", "3")))
+            .condition_expression("attribute_not_exists(pk)")
+            .send(),
+        |o| o.attributes().map(canon_item)
+    );
+    assert!(
+        refused.starts_with("ConditionalCheckFailedException:"),
+        "{refused}"
+    );
+    for i in 2..5 {
+        same!(
+            p,
+            |c| c
+                .put_item()
+                .table_name(t)
+                .set_item(Some(rich_item("a", &i.to_string(), "9")))
+                .send(),
+            |o| o.attributes().map(canon_item)
+        );
+    }
+
+    // Reads: the second GetItem is a cache hit through the proxy and must not differ.
+    for _ in 0..2 {
+        let got = same!(
+            p,
+            |c| c
+                .get_item()
+                .table_name(t)
+                .set_key(Some(key("a", "1")))
+                .send(),
+            |o| { o.item().map(canon_item) }
+        );
+        assert!(got.is_some());
+    }
+    same!(
+        p,
+        |c| c
+            .get_item()
+            .table_name(t)
+            .set_key(Some(key("a", "1")))
+            .projection_expression("#n, #m.nested, #l[1]")
+            .expression_attribute_names("#n", "n")
+            .expression_attribute_names("#m", "m")
+            .expression_attribute_names("#l", "l")
+            .send(),
+        |o| o.item().map(canon_item)
+    );
+    same!(
+        p,
+        |c| c
+            .get_item()
+            .table_name(t)
+            .set_key(Some(key("a", "none")))
+            .send(),
+        |o| { o.item().map(canon_item) }
+    );
+    same!(
+        p,
+        |c| c
+            .get_item()
+            .table_name(t)
+            .set_key(Some(key("a", "1")))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send(),
+        |o| o.item().map(canon_item)
+    );
+    same!(
+        p,
+        |c| c
+            .update_item()
+            .table_name(t)
+            .set_key(Some(key("a", "1")))
+            .update_expression("SET n = n + :one, #new = :v REMOVE ss")
+            .expression_attribute_names("#new", "added")
+            .expression_attribute_values(":one", n("1"))
+            .expression_attribute_values(":v", s("fresh"))
+            .return_values(ReturnValue::AllNew)
+            .send(),
+        |o| o.attributes().map(canon_item)
+    );
+    let query = |c: &Client| {
+        c.query()
+            .table_name(t)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("a"))
+    };
+    same!(p, |c| query(c).send(), |o| (
+        items(o.items()),
+        o.count(),
+        o.last_evaluated_key().map(canon_item)
+    ));
+    same!(
+        p,
+        |c| query(c).limit(2).scan_index_forward(false).send(),
+        |o| { (items(o.items()), o.last_evaluated_key().map(canon_item)) }
+    );
+    same!(p, |c| c.scan().table_name(t).send(), |o| (
+        items(o.items()),
+        o.count(),
+        o.scanned_count()
+    ));
+    same!(
+        p,
+        |c| c
+            .scan()
+            .table_name(t)
+            .filter_expression("n > :x")
+            .expression_attribute_values(":x", n("5"))
+            .send(),
+        |o| (items(o.items()), o.count(), o.scanned_count())
+    );
+
+    // Batches.
+    let batch = |c: &Client| {
+        c.batch_write_item().request_items(
+            t,
+            vec![
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(rich_item("b", "1", "1")))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(key("a", "4")))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            ],
+        )
+    };
+    same!(p, |c| batch(c).send(), |o| o
+        .unprocessed_items()
+        .map_or(0, |u| u.len()));
+    let batch_get = |c: &Client| {
+        let keys = KeysAndAttributes::builder()
+            .keys(key("a", "1"))
+            .keys(key("b", "1"))
+            .keys(key("a", "4"))
+            .keys(key("z", "0"))
+            .build()
+            .unwrap();
+        c.batch_get_item().request_items(t, keys)
+    };
+    for _ in 0..2 {
+        let got = same!(p, |c| batch_get(c).send(), |o| {
+            let mut v = items(&o.responses().unwrap()[t]);
+            v.sort();
+            (v, o.unprocessed_keys().map_or(0, |u| u.len()))
+        });
+        assert_eq!(got.0.len(), 2);
+    }
+
+    same!(
+        p,
+        |c| c
+            .delete_item()
+            .table_name(t)
+            .set_key(Some(key("a", "1")))
+            .return_values(ReturnValue::AllOld)
+            .send(),
+        |o| o.attributes().map(canon_item)
+    );
+    same!(
+        p,
+        |c| c
+            .get_item()
+            .table_name(t)
+            .set_key(Some(key("a", "1")))
+            .send(),
+        |o| { o.item().map(canon_item) }
+    );
+    same!(p, |c| query(c).send(), |o| items(o.items()));
+
+    same!(p, |c| c.delete_table().table_name(t).send(), |o| {
+        o.table_description()
+            .and_then(|d| d.table_name().map(str::to_string))
+    });
+    wait_deleted(&p.proxied, t).await;
+    wait_deleted(&p.direct, t).await;
+    let gone = same_error!(
+        p,
+        |c| c
+            .get_item()
+            .table_name(t)
+            .set_key(Some(key("a", "2")))
+            .send(),
+        |o| { o.item().map(canon_item) }
+    );
+    assert!(gone.starts_with("ResourceNotFoundException:"), "{gone}");
+    drop(p.proxy);
+}
+
+#[tokio::test]
+async fn transactions_partiql_and_ttl_answer_as_the_engine_does() {
+    let p = Pair::moto().await;
+    let t = "passthrough-moto";
+    same!(p, |c| create_request(c, t).send(), |o| table_view(
+        o.table_description()
+    ));
+    wait_active(&p.proxied, t).await;
+    wait_active(&p.direct, t).await;
+
+    let transact_write = |c: &Client, v: &str, expect_absent: bool| {
+        let mut put = Put::builder()
+            .table_name(t)
+            .set_item(Some(rich_item("t", "1", v)));
+        if expect_absent {
+            put = put.condition_expression("attribute_not_exists(pk)");
+        }
+        c.transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(put.build().unwrap())
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(t)
+                            .set_key(Some(key("t", "2")))
+                            .update_expression("SET v = :v")
+                            .expression_attribute_values(":v", s(v))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+    };
+    same!(p, |c| transact_write(c, "1", true).send(), |_o| ());
+    let cancelled = same_error!(p, |c| transact_write(c, "2", true).send(), |_o| ());
+    assert!(
+        cancelled.starts_with("TransactionCanceledException:"),
+        "{cancelled}"
+    );
+    same!(p, |c| transact_write(c, "3", false).send(), |_o| ());
+
+    let transact_get = |c: &Client| {
+        let get = |sk: &str| {
+            TransactGetItem::builder()
+                .get(
+                    Get::builder()
+                        .table_name(t)
+                        .set_key(Some(key("t", sk)))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        };
+        c.transact_get_items()
+            .transact_items(get("1"))
+            .transact_items(get("2"))
+            .transact_items(get("3"))
+    };
+    let got = same!(p, |c| transact_get(c).send(), |o| {
+        o.responses()
+            .iter()
+            .map(|r| r.item().map(canon_item))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(got.iter().filter(|i| i.is_some()).count(), 2);
+
+    // PartiQL with parameters: insert, update, select.
+    let statement = |c: &Client, sql: &str, params: Vec<AttributeValue>| {
+        c.execute_statement()
+            .statement(sql)
+            .set_parameters((!params.is_empty()).then_some(params))
+    };
+    let insert = format!(r#"INSERT INTO "{t}" VALUE {{'pk': 'q', 'sk': '1', 'v': 'one'}}"#);
+    let update = format!(r#"UPDATE "{t}" SET v = ? WHERE pk = ? AND sk = ?"#);
+    let select = format!(r#"SELECT * FROM "{t}" WHERE pk = ?"#);
+    same!(p, |c| statement(c, &insert, vec![]).send(), |o| items(
+        o.items()
+    ));
+    same!(
+        p,
+        |c| statement(c, &select, vec![s("q")]).send(),
+        |o| items(o.items())
+    );
+    same!(
+        p,
+        |c| statement(c, &update, vec![s("uno"), s("q"), s("1")]).send(),
+        |o| items(o.items())
+    );
+    let selected = same!(
+        p,
+        |c| statement(c, &select, vec![s("q")]).send(),
+        |o| items(o.items())
+    );
+    assert_eq!(selected[0]["v"], canon(&s("uno")));
+    // The item cache saw the PartiQL write: GetItem through the proxy agrees.
+    same!(
+        p,
+        |c| c
+            .get_item()
+            .table_name(t)
+            .set_key(Some(key("q", "1")))
+            .send(),
+        |o| { o.item().map(canon_item) }
+    );
+
+    // Item TTL settings.
+    let spec = TimeToLiveSpecification::builder()
+        .attribute_name("expires")
+        .enabled(true)
+        .build()
+        .unwrap();
+    same!(
+        p,
+        |c| c
+            .update_time_to_live()
+            .table_name(t)
+            .time_to_live_specification(spec.clone())
+            .send(),
+        |o| format!("{:?}", o.time_to_live_specification())
+    );
+    same!(p, |c| c.describe_time_to_live().table_name(t).send(), |o| {
+        format!("{:?}", o.time_to_live_description())
+    });
+}
+
+#[tokio::test]
+async fn streams_calls_reach_the_streams_api() {
+    let p = Pair::moto().await;
+    let t = "passthrough-streams";
+    same!(
+        p,
+        |c| create_request(c, t)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .unwrap()
+            )
+            .send(),
+        |o| table_view(o.table_description())
+    );
+    let list_streams = |endpoint: String| async move {
+        let body = json!({ "TableName": t }).to_string();
+        let (status, _, body) = dynamodb_post(
+            &endpoint,
+            Some("DynamoDBStreams_20120810.ListStreams"),
+            &[],
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    let via_proxy = list_streams(p.proxy.endpoint.clone()).await;
+    let direct = list_streams(p._engines.1.endpoint()).await;
+    let tables = |v: &Value| {
+        v["Streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["TableName"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tables(&via_proxy), tables(&direct));
+    assert_eq!(tables(&via_proxy), [json!(t)]);
+
+    let arn = via_proxy["Streams"][0]["StreamArn"].as_str().unwrap();
+    let (status, _, body) = dynamodb_post(
+        &p.proxy.endpoint,
+        Some("DynamoDBStreams_20120810.DescribeStream"),
+        &[],
+        json!({ "StreamArn": arn }).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let described: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(described["StreamDescription"]["TableName"], json!(t));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol boundary, in raw HTTP.
+
+fn error_type(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "error body is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v["__type"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("com.amazonaws.dynamodb.v20120810#"))
+        .unwrap_or_else(|| panic!("__type is not DynamoDB's: {v}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn unknown_missing_and_foreign_targets_are_refused_without_going_upstream() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy(&relay.endpoint).await;
+    for target in [
+        Some("DynamoDB_20120810.Frobnicate"),
+        Some("DynamoDB_20120810."),
+        Some("AmazonSQS.SendMessage"),
+        Some("DynamoDBStreams_20120810.GetItem"),
+        None,
+    ] {
+        let (status, headers, body) = dynamodb_post(&proxy.endpoint, target, &[], "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{target:?}");
+        assert_eq!(error_type(&body), "UnknownOperationException", "{target:?}");
+        assert_eq!(headers["content-type"], "application/x-amz-json-1.0");
+        assert!(headers.contains_key("x-amzn-requestid"));
+    }
+    let forwarded = relay.captured().await;
+    assert!(
+        forwarded
+            .iter()
+            .all(|c| c.headers["x-amz-target"] == "DynamoDB_20120810.ListTables"),
+        "only the readiness probe may reach the upstream: {forwarded:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversize_and_malformed_bodies_get_dynamodb_errors() {
+    let engine = Engine::dynalite().await;
+    let proxy = start_proxy_with(&engine.endpoint(), |c| c.server.max_body_bytes = 1024).await;
+    let client = sdk_client(&proxy.endpoint).await;
+    create_table(&client, "bodies").await;
+
+    let big = json!({"TableName": "bodies", "Item": {"pk": {"S": "a"}, "sk": {"S": "1"}, "pad": {"S": "x".repeat(4096)}}});
+    let (status, _, body) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.PutItem"),
+        &[],
+        big.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_type(&body), "ValidationException");
+    // The SDK sees it as a client error, not as something to retry.
+    let err = client
+        .put_item()
+        .table_name("bodies")
+        .set_item(Some(rich_item("a", "1", "1")))
+        .item("pad", s(&"x".repeat(4096)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ValidationException"));
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 413);
+
+    for (target, body) in [
+        ("GetItem", "{not json"),
+        ("GetItem", r#"{"TableName": 5, "Key": {}}"#),
+        ("Query", r#"["TableName"]"#),
+        (
+            "BatchGetItem",
+            r#"{"RequestItems": {"bodies": {"Keys": "a"}}}"#,
+        ),
+    ] {
+        let (status, _, answer) = dynamodb_post(
+            &proxy.endpoint,
+            Some(&format!("DynamoDB_20120810.{target}")),
+            &[],
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{target} {body}");
+        assert_eq!(
+            error_type(&answer),
+            "SerializationException",
+            "{target} {body}"
+        );
+    }
+    // The proxy keeps serving after bad input.
+    client.list_tables().send().await.unwrap();
+}
+
+#[tokio::test]
+async fn responses_and_gzip_request_bodies_pass_through_unchanged() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy(&relay.endpoint).await;
+    let client = sdk_client(&proxy.endpoint).await;
+    create_table(&client, "gzip").await;
+
+    // A gzip-compressed body reaches the upstream byte for byte, encoding header included, and
+    // the upstream's answer comes back as the engine gives it for the same request directly.
+    let put =
+        json!({"TableName": "gzip", "Item": {"pk": {"S": "g"}, "sk": {"S": "1"}}}).to_string();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(put.as_bytes()).unwrap();
+    let gzipped = Bytes::from(encoder.finish().unwrap());
+    let gzip = [("content-encoding", "gzip")];
+    let target = Some("DynamoDB_20120810.PutItem");
+    let (status, headers, body) =
+        dynamodb_post(&proxy.endpoint, target, &gzip, gzipped.clone()).await;
+    let (direct_status, direct_headers, direct_body) =
+        dynamodb_post(&engine.endpoint(), target, &gzip, gzipped.clone()).await;
+    assert_eq!((status, &body), (direct_status, &direct_body));
+    assert_eq!(headers["content-type"], direct_headers["content-type"]);
+    let upstream_saw = relay.captured().await.pop().unwrap();
+    assert_eq!(upstream_saw.body, gzipped);
+    assert_eq!(upstream_saw.headers["content-encoding"], "gzip");
+
+    // A plain write: body, status, request id and checksum are the upstream's own.
+    let (status, headers, body) = dynamodb_post(&proxy.endpoint, target, &[], put.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let crc: u32 = headers["x-amz-crc32"].to_str().unwrap().parse().unwrap();
+    assert_eq!(crc, crc32fast::hash(&body));
+    assert!(!headers["x-amzn-requestid"].is_empty());
+
+    // An upstream error is passed through as it is, status and shape.
+    let (status, _, body) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.DescribeTable"),
+        &[],
+        r#"{"TableName":"no-such-table"}"#,
+    )
+    .await;
+    let (direct_status, _, direct_body) = dynamodb_post(
+        &engine.endpoint(),
+        Some("DynamoDB_20120810.DescribeTable"),
+        &[],
+        r#"{"TableName":"no-such-table"}"#,
+    )
+    .await;
+    assert_eq!((status, body), (direct_status, direct_body));
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream failure.
+
+#[tokio::test]
+async fn a_stopped_upstream_gives_retryable_errors_and_the_proxy_recovers() {
+    let mut engine = Engine::dynalite().await;
+    let proxy = start_proxy(&engine.endpoint()).await;
+    let client = sdk_client_with_attempts(&proxy.endpoint, 1).await;
+    create_table(&client, "outage").await;
+    engine.stop().await;
+
+    let errors = "ddbcache_upstream_errors_total{kind=\"connect\"}";
+    let before = proxy.metric(errors).await;
+    let err = client.list_tables().send().await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
+    assert_eq!(err.code(), Some("ServiceUnavailable"));
+    let err = client
+        .put_item()
+        .table_name("outage")
+        .set_item(Some(key("a", "1")))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
+    let (status, _, body) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.ListTables"),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_type(&body), "ServiceUnavailable");
+    assert_eq!(proxy.metric(errors).await - before, 3.0);
+
+    // The engine comes back (empty, on the same port): the same proxy serves again.
+    engine.start_again().await;
+    create_table(&client, "outage").await;
+    client
+        .put_item()
+        .table_name("outage")
+        .set_item(Some(key("a", "1")))
+        .send()
+        .await
+        .unwrap();
+    let got = client
+        .get_item()
+        .table_name("outage")
+        .set_key(Some(key("a", "1")))
+        .send()
+        .await
+        .unwrap();
+    assert!(got.item().is_some());
+}
+
+#[tokio::test]
+async fn a_write_that_times_out_is_answered_retryably_and_sent_once() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy_with(&relay.endpoint, |c| c.upstream.timeout_ms = 300).await;
+    let client = sdk_client_with_attempts(&proxy.endpoint, 1).await;
+    create_table(&client, "slow").await;
+
+    let held = relay
+        .hold_next(|target, _| target.ends_with("PutItem"))
+        .await;
+    let err = client
+        .put_item()
+        .table_name("slow")
+        .set_item(Some(key("a", "1")))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
+    assert_eq!(
+        proxy
+            .metric("ddbcache_upstream_errors_total{kind=\"timeout\"}")
+            .await,
+        1.0
+    );
+    drop(held);
+    let puts = relay
+        .captured()
+        .await
+        .iter()
+        .filter(|c| c.headers["x-amz-target"] == "DynamoDB_20120810.PutItem")
+        .count();
+    assert_eq!(puts, 1, "the proxy must not retry a write on its own");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing.
+
+const BOGUS_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDCLIENT/20200101/eu-north-1/dynamodb/aws4_request, SignedHeaders=host, Signature=deadbeef";
+
+/// Recomputes the SigV4 signature of a request as the upstream received it, from the signed
+/// headers it names, and returns the `Authorization` value it should carry.
+fn expected_authorization(captured: &Captured, upstream: &str) -> String {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
+
+    let auth = captured.headers["authorization"].to_str().unwrap();
+    let signed_names = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("SignedHeaders");
+    let headers: Vec<(&str, &str)> = signed_names
+        .split(';')
+        .map(|name| (name, captured.headers[name].to_str().unwrap()))
+        .collect();
+    let date = captured.headers["x-amz-date"].to_str().unwrap();
+    let time = chrono_free_parse(date);
+    let identity =
+        aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "t").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("dynamodb")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        format!("{upstream}/"),
+        headers.into_iter(),
+        SignableBody::Bytes(&captured.body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let authorization = instructions
+        .headers()
+        .find(|(name, _)| *name == "authorization")
+        .map(|(_, value)| value.to_string())
+        .unwrap();
+    authorization
+}
+
+/// `YYYYMMDDTHHMMSSZ` as a time.
+fn chrono_free_parse(stamp: &str) -> SystemTime {
+    let n = |range: std::ops::Range<usize>| stamp[range].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(4..6), n(6..8));
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+}
+
+#[tokio::test]
+async fn requests_are_re_signed_for_the_upstream_host() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy_with(&relay.endpoint, |c| c.upstream.sign = true).await;
+    proxy.wait_ready().await;
+
+    let (status, _, _) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.ListTables"),
+        &[
+            ("authorization", BOGUS_AUTH),
+            ("x-amz-security-token", "client-token"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = relay.captured().await.pop().unwrap();
+    let auth = seen.headers["authorization"].to_str().unwrap();
+    let today = chrono_free_today();
+    assert!(
+        auth.starts_with(&format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{today}/us-east-1/dynamodb/aws4_request, "
+        )),
+        "{auth}"
+    );
+    assert!(
+        auth.contains("SignedHeaders=") && auth.contains(";host;"),
+        "{auth}"
+    );
+    let authority = relay.endpoint.trim_start_matches("http://");
+    assert_eq!(seen.headers["host"], authority);
+    assert!(
+        !seen.headers.contains_key("x-amz-security-token"),
+        "the client's session token must not reach the upstream"
+    );
+    assert_eq!(auth, expected_authorization(&seen, &relay.endpoint));
+
+    // The SDK's own signed requests work the same way.
+    let client = sdk_client(&proxy.endpoint).await;
+    create_table(&client, "signed").await;
+    let seen = relay.captured().await.pop().unwrap();
+    assert_eq!(
+        seen.headers["authorization"].to_str().unwrap(),
+        expected_authorization(&seen, &relay.endpoint)
+    );
+}
+
+fn chrono_free_today() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = secs.div_euclid(86400) + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+#[tokio::test]
+async fn without_signing_the_inbound_authorization_is_forwarded_as_is() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy(&relay.endpoint).await;
+    let (status, _, _) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.ListTables"),
+        &[("authorization", BOGUS_AUTH)],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = relay.captured().await.pop().unwrap();
+    assert_eq!(seen.headers["authorization"], BOGUS_AUTH);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener, metrics, readiness and draining.
+
+#[tokio::test]
+async fn metrics_count_requests_by_operation_and_status() {
+    let engine = Engine::dynalite().await;
+    let proxy = start_proxy(&engine.endpoint()).await;
+    let client = sdk_client(&proxy.endpoint).await;
+    create_table(&client, "counted").await;
+
+    let list = "ddbcache_requests_total{operation=\"ListTables\",status=\"200\"}";
+    let upstream = "ddbcache_upstream_request_duration_seconds_count{operation=\"ListTables\"}";
+    let missing = "ddbcache_requests_total{operation=\"GetItem\",status=\"400\"}";
+    let (list0, upstream0, missing0) = (
+        proxy.metric(list).await,
+        proxy.metric(upstream).await,
+        proxy.metric(missing).await,
+    );
+    for _ in 0..7 {
+        client.list_tables().send().await.unwrap();
+    }
+    for _ in 0..3 {
+        let err = client
+            .get_item()
+            .table_name("no-such-table")
+            .set_key(Some(key("a", "1")))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("ResourceNotFoundException"));
+    }
+    assert_eq!(proxy.metric(list).await - list0, 7.0);
+    assert_eq!(proxy.metric(upstream).await - upstream0, 7.0);
+    assert_eq!(proxy.metric(missing).await - missing0, 3.0);
+    assert_eq!(proxy.metric("ddbcache_requests_in_flight").await, 0.0);
+
+    let (status, headers, body) = http_get(&format!("{}/metrics", proxy.admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for family in [
+        "ddbcache_request_duration_seconds_bucket",
+        "ddbcache_upstream_request_duration_seconds_bucket",
+        "ddbcache_ready",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics");
+    }
+}
+
+#[tokio::test]
+async fn readiness_flips_while_draining_and_in_flight_requests_finish() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy(&relay.endpoint).await;
+    let client = sdk_client_with_attempts(&proxy.endpoint, 1).await;
+    create_table(&client, "drain").await;
+    proxy.wait_ready().await;
+    assert_eq!(
+        http_get(&format!("{}/readyz", proxy.admin)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(proxy.metric("ddbcache_ready").await, 1.0);
+
+    // A request is in flight (its upstream answer held back) when shutdown begins.
+    let held = relay
+        .hold_next(|target, _| target.ends_with("GetItem"))
+        .await;
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .get_item()
+                .table_name("drain")
+                .set_key(Some(key("a", "1")))
+                .send()
+                .await
+        })
+    };
+    held.reached.await.unwrap();
+    let mut proxy = proxy;
+    proxy.begin_shutdown();
+    proxy.wait_readiness(false).await;
+    let (status, _, _) = http_get(&format!("{}/readyz", proxy.admin)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        http_get(&format!("{}/healthz", proxy.admin)).await.0,
+        StatusCode::OK
+    );
+
+    held.release.send(()).unwrap();
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert!(answer.item().is_none());
+    proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_upstream() {
+    let mut engine = Engine::dynalite().await;
+    engine.stop().await;
+    let proxy = start_proxy(&engine.endpoint()).await;
+    assert_eq!(
+        http_get(&format!("{}/readyz", proxy.admin)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    engine.start_again().await;
+    proxy.wait_ready().await;
+    assert_eq!(
+        http_get(&format!("{}/readyz", proxy.admin)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn h2c_clients_are_served() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client as HyperClient;
+    use hyper_util::rt::TokioExecutor;
+
+    let engine = Engine::dynalite().await;
+    let proxy = start_proxy(&engine.endpoint()).await;
+    let h2: HyperClient<_, Full<Bytes>> = HyperClient::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    for _ in 0..3 {
+        let request = http::Request::post(&proxy.endpoint)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "DynamoDB_20120810.ListTables")
+            .header("authorization", BOGUS_AUTH)
+            .header("x-amz-date", "20200101T000000Z")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let response = h2.request(request).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["TableNames"].is_array());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary's configuration handling.
+
+fn ddbcache(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ddbcache"));
+    command.args(args).env_remove("DDBCACHE_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn check_config_prints_the_effective_config_and_names_bad_keys() {
+    let dir = std::env::temp_dir().join(format!("ddbcache-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[upstream]\nendpoint = \"http://127.0.0.1:4567\"\nsign = false\n",
+    )
+    .unwrap();
+
+    let out = ddbcache(
+        &["--config", good.to_str().unwrap(), "check-config"],
+        &[
+            ("DDBCACHE_ITEM_TTL", "7s"),
+            ("DDBCACHE_LISTEN_ADDR", "0.0.0.0:8123"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(
+        effective["upstream"]["endpoint"].as_str(),
+        Some("http://127.0.0.1:4567")
+    );
+    assert_eq!(effective["upstream"]["sign"].as_bool(), Some(false));
+    assert_eq!(effective["cache"]["item"]["ttl"].as_str(), Some("7s"));
+    assert_eq!(effective["listen"]["addr"].as_str(), Some("0.0.0.0:8123"));
+
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "[cache.item]\nttl = \"1m\"\ncapacty = \"1GiB\"\n").unwrap();
+    let bad_type = dir.join("bad-type.toml");
+    std::fs::write(&bad_type, "[cache.query]\nttl = \"soon\"\n").unwrap();
+    for (file, env, names) in [
+        (&unknown, None, "capacty"),
+        (&bad_type, None, "ttl"),
+        (
+            &good,
+            Some(("DDBCACHE_UPSTREAM_SIGN", "maybe")),
+            "DDBCACHE_UPSTREAM_SIGN",
+        ),
+    ] {
+        let env: Vec<_> = env.into_iter().collect();
+        let out = ddbcache(&["--config", file.to_str().unwrap(), "check-config"], &env);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(names),
+            "error does not name {names}: {stderr}"
+        );
+    }
+    let out = ddbcache(
+        &["--config", "/nonexistent/ddbcache.toml", "check-config"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ddbcache.toml"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
