@@ -122,7 +122,11 @@ async fn reads_are_answered_from_cache_after_the_upstream_stops() {
     assert_eq!(scan_vs(&client, &table).await, scan);
     assert_eq!(batch(client.clone()).await, batched);
     let after = proxy.metric(ITEM_HITS).await + proxy.metric(QUERY_HITS).await;
-    assert_eq!(after - before, 5.0, "every read was a hit (the batch counts one per key)");
+    assert_eq!(
+        after - before,
+        5.0,
+        "every read was a hit (the batch counts one per key)"
+    );
     assert_eq!(get.as_deref(), Some("one"));
     assert_eq!(batched, BTreeSet::from(["one".into(), "two".into()]));
 }

@@ -152,7 +152,14 @@ fn spawn(kind: Kind, port: u16, output: &Arc<Mutex<String>>) -> Child {
                 .arg(cli)
                 .args(["--host", "127.0.0.1", "--port", &port_arg])
                 // Tables are ACTIVE (and gone) at once: tests need not wait out a fake delay.
-                .args(["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]);
+                .args([
+                    "--createTableMs",
+                    "0",
+                    "--deleteTableMs",
+                    "0",
+                    "--updateTableMs",
+                    "0",
+                ]);
             command
         }
         Kind::Moto => {
