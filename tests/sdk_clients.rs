@@ -195,7 +195,7 @@ async fn rust_sdk_sequence_through_proxy() {
         .send()
         .await
         .expect("BatchWriteItem");
-    assert!(written.unprocessed_items().map_or(true, |u| u.is_empty()));
+    assert!(written.unprocessed_items().is_none_or(|u| u.is_empty()));
     let keys = KeysAndAttributes::builder()
         .set_keys(Some(orders.iter().map(|sk| key("cust#1", sk)).collect()))
         .build()

@@ -333,8 +333,11 @@ pub struct Captured {
     pub body: Bytes,
 }
 
+/// Picks a request by its target and body.
+type RequestMatcher = Box<dyn Fn(&str, &[u8]) -> bool + Send>;
+
 struct Hold {
-    matches: Box<dyn Fn(&str, &[u8]) -> bool + Send>,
+    matches: RequestMatcher,
     reached: oneshot::Sender<()>,
     release: oneshot::Receiver<()>,
 }
