@@ -7,6 +7,7 @@
 #   .venv                          moto (local engine with transactions and PartiQL), boto3 and
 #                                  pytest, from scripts/requirements.txt
 #
+# Usage: scripts/setup.sh [node|python]...   (no argument: both)
 # Needs: node >= 18 with npm, python3 >= 3.9 with the venv module.
 # Env: PYTHON (default python3) picks the interpreter for .venv.
 set -euo pipefail
@@ -57,6 +58,13 @@ python_deps() {
     printf '%s\n' "$sum" >"$stamp"
 }
 
-node_deps
-python_deps
+parts=("$@")
+[[ ${#parts[@]} -gt 0 ]] || parts=(node python)
+for part in "${parts[@]}"; do
+    case "$part" in
+        node) node_deps ;;
+        python) python_deps ;;
+        *) say "unknown part '$part' (expected node or python)" >&2; exit 2 ;;
+    esac
+done
 say "done"
