@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
+use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::*;
 use aws_sdk_dynamodb::Client;
@@ -112,28 +112,8 @@ fn table_view(t: Option<&TableDescription>) -> (Option<String>, String, String) 
     )
 }
 
-fn create_request(c: &Client, table: &str) -> CreateTableFluentBuilder {
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let def = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    c.create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(def("pk"))
-        .attribute_definitions(def("sk"))
+fn get(c: &Client, table: &str, pk: &str, sk: &str) -> GetItemFluentBuilder {
+    c.get_item().table_name(table).set_key(Some(key(pk, sk)))
 }
 
 /// An item with every kind of attribute value.
@@ -173,7 +153,7 @@ async fn item_and_table_operations_answer_as_the_engine_does() {
     let p = Pair::dynalite().await;
     let t = "passthrough";
 
-    same!(p, |c| create_request(c, t).send(), |o| table_view(
+    same!(p, |c| create_table_request(c, t).send(), |o| table_view(
         o.table_description()
     ));
     wait_active(&p.proxied, t).await;
@@ -237,23 +217,14 @@ async fn item_and_table_operations_answer_as_the_engine_does() {
 
     // Reads: the second GetItem is a cache hit through the proxy and must not differ.
     for _ in 0..2 {
-        let got = same!(
-            p,
-            |c| c
-                .get_item()
-                .table_name(t)
-                .set_key(Some(key("a", "1")))
-                .send(),
-            |o| { o.item().map(canon_item) }
-        );
+        let got = same!(p, |c| get(c, t, "a", "1").send(), |o| o
+            .item()
+            .map(canon_item));
         assert!(got.is_some());
     }
     same!(
         p,
-        |c| c
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key("a", "1")))
+        |c| get(c, t, "a", "1")
             .projection_expression("#n, #m.nested, #l[1]")
             .expression_attribute_names("#n", "n")
             .expression_attribute_names("#m", "m")
@@ -261,21 +232,12 @@ async fn item_and_table_operations_answer_as_the_engine_does() {
             .send(),
         |o| o.item().map(canon_item)
     );
+    same!(p, |c| get(c, t, "a", "none").send(), |o| o
+        .item()
+        .map(canon_item));
     same!(
         p,
-        |c| c
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key("a", "none")))
-            .send(),
-        |o| { o.item().map(canon_item) }
-    );
-    same!(
-        p,
-        |c| c
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key("a", "1")))
+        |c| get(c, t, "a", "1")
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send(),
         |o| o.item().map(canon_item)
@@ -382,15 +344,9 @@ async fn item_and_table_operations_answer_as_the_engine_does() {
             .send(),
         |o| o.attributes().map(canon_item)
     );
-    same!(
-        p,
-        |c| c
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key("a", "1")))
-            .send(),
-        |o| { o.item().map(canon_item) }
-    );
+    same!(p, |c| get(c, t, "a", "1").send(), |o| o
+        .item()
+        .map(canon_item));
     same!(p, |c| query(c).send(), |o| items(o.items()));
 
     same!(p, |c| c.delete_table().table_name(t).send(), |o| {
@@ -399,15 +355,9 @@ async fn item_and_table_operations_answer_as_the_engine_does() {
     });
     wait_deleted(&p.proxied, t).await;
     wait_deleted(&p.direct, t).await;
-    let gone = same_error!(
-        p,
-        |c| c
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key("a", "2")))
-            .send(),
-        |o| { o.item().map(canon_item) }
-    );
+    let gone = same_error!(p, |c| get(c, t, "a", "2").send(), |o| o
+        .item()
+        .map(canon_item));
     assert!(gone.starts_with("ResourceNotFoundException:"), "{gone}");
     drop(p.proxy);
 }
@@ -416,7 +366,7 @@ async fn item_and_table_operations_answer_as_the_engine_does() {
 async fn transactions_partiql_and_ttl_answer_as_the_engine_does() {
     let p = Pair::moto().await;
     let t = "passthrough-moto";
-    same!(p, |c| create_request(c, t).send(), |o| table_view(
+    same!(p, |c| create_table_request(c, t).send(), |o| table_view(
         o.table_description()
     ));
     wait_active(&p.proxied, t).await;
@@ -511,15 +461,9 @@ async fn transactions_partiql_and_ttl_answer_as_the_engine_does() {
     );
     assert_eq!(selected[0]["v"], canon(&s("uno")));
     // The item cache saw the PartiQL write: GetItem through the proxy agrees.
-    same!(
-        p,
-        |c| c
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key("q", "1")))
-            .send(),
-        |o| { o.item().map(canon_item) }
-    );
+    same!(p, |c| get(c, t, "q", "1").send(), |o| o
+        .item()
+        .map(canon_item));
 
     // Item TTL settings.
     let spec = TimeToLiveSpecification::builder()
@@ -547,7 +491,7 @@ async fn streams_calls_reach_the_streams_api() {
     let t = "passthrough-streams";
     same!(
         p,
-        |c| create_request(c, t)
+        |c| create_table_request(c, t)
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
