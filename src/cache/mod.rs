@@ -193,6 +193,10 @@ impl Fill<'_> {
         if current != self.stamp || ttl.is_zero() {
             return false;
         }
+        // An upstream body is usually a slice of the connection's read buffer: storing it as it
+        // is would keep that whole buffer alive for the entry's lifetime, several times the
+        // bytes the weighter counts. An entry owns exactly its bytes.
+        let body = Bytes::copy_from_slice(&body);
         let entry = Arc::new(Entry {
             crc32: crate::protocol::crc32_header(&body),
             body,
@@ -550,6 +554,24 @@ mod tests {
             items: vec![(table.into(), pk.to_vec())],
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn an_entry_does_not_keep_the_buffer_its_body_came_from() {
+        let cache = cache_with(1 << 20);
+        let read_buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let Lookup::Miss(fill) = cache
+            .lookup(Kind::Item, "t", b"k", CacheKey::item("t", b"k", b""))
+            .await
+        else {
+            panic!("expected a miss");
+        };
+        assert!(fill.complete(read_buffer.slice(0..100), Some(0..2), TTL));
+        assert!(is_hit(&cache, "t", b"k").await);
+        assert!(
+            read_buffer.is_unique(),
+            "the cached entry must not hold a reference to the 64 KiB buffer"
+        );
     }
 
     #[tokio::test]
