@@ -145,7 +145,7 @@ impl Metrics {
                 &registry,
                 IntGauge::new(
                     "ddbcache_ready",
-                    "1 when credentials and upstream are usable and the proxy is not draining.",
+                    "1 once credentials loaded and the upstream answered, until draining starts.",
                 )
                 .expect("valid metric"),
             ),

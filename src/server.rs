@@ -34,7 +34,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Ready: credentials and upstream usable, and not draining.
+    /// Ready: credentials loaded and the upstream answered once, and not draining. A later
+    /// upstream outage does not flip it: hits are still served and misses get retryable errors,
+    /// and taking the pod out of its Service would not bring DynamoDB back.
     pub fn is_ready(&self) -> bool {
         self.upstream_ok.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
