@@ -1,0 +1,199 @@
+//! The cache verbs a request calls: `lookup` (a hit, at 1k, 100k and 1M entries), `lookup` +
+//! `Fill::complete` (a miss being stored), and the invalidations a write or a control-plane call
+//! makes.
+//!
+//! `cargo bench --bench cache`. Lookups pick keys uniformly at random from what was filled, so at
+//! 1M entries the index no longer fits in the CPU caches, as in a real sidecar with a full cache.
+//! Each lookup builds its `CacheKey` (an allocation), as the request path does.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use ddbcache::cache::{Cache, CacheKey, Kind, Lookup};
+use ddbcache::config::Config;
+use ddbcache::metrics::Metrics;
+use ddbcache::protocol::requests::WriteSet;
+
+const TABLE: &str = "bench";
+const TTL: Duration = Duration::from_secs(3600);
+
+/// A GetItem response of about 230 bytes; every entry shares it (the cache weighs it per entry).
+fn response() -> Bytes {
+    let body = format!(
+        r#"{{"Item":{{"pk":{{"S":"p0000000000"}},"sk":{{"S":"s000000"}},"v":{{"S":"{}"}}}}}}"#,
+        "x".repeat(177)
+    );
+    Bytes::from(body)
+}
+
+fn new_cache(capacity: u64) -> Cache {
+    let mut config = Config::default();
+    config.cache.item.capacity = capacity;
+    config.cache.query.capacity = capacity;
+    Cache::new(Arc::new(config), Arc::new(Metrics::new()))
+}
+
+/// The canonical key of item number `i`, shaped like the ones `ddbcache-load` sends.
+fn key_part(i: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    for (name, value) in [("pk", format!("p{i:010}")), ("sk", "s000000".to_owned())] {
+        k.push(b'A');
+        k.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        k.extend_from_slice(name.as_bytes());
+        k.push(b'S');
+        k.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        k.extend_from_slice(value.as_bytes());
+    }
+    k
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+/// Looks `key` up and, on a miss, stores `body`. Returns whether it was a hit.
+async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
+    match cache
+        .lookup(Kind::Item, TABLE, key, CacheKey::item(TABLE, key, b""))
+        .await
+    {
+        Lookup::Hit { .. } => true,
+        Lookup::Miss(fill) => {
+            fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
+            false
+        }
+    }
+}
+
+/// xorshift64*: cheap, and not the thing being measured.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+fn lookup_hit(c: &mut Criterion) {
+    let rt = runtime();
+    let body = response();
+    let mut g = c.benchmark_group("lookup_hit");
+    for entries in [1_000u64, 100_000, 1_000_000] {
+        let cache = new_cache(4 << 30);
+        let keys: Vec<Vec<u8>> = (0..entries).map(key_part).collect();
+        rt.block_on(async {
+            for k in &keys {
+                lookup_or_fill(&cache, k, &body).await;
+            }
+        });
+        assert_eq!(cache.stats(Kind::Item).entries, entries, "all entries fit");
+        g.bench_function(BenchmarkId::from_parameter(entries), |b| {
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        let k = &keys[(next_random(&mut state) % entries) as usize];
+                        let hit = lookup_or_fill(&cache, black_box(k), &body).await;
+                        debug_assert!(hit);
+                        black_box(hit);
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn fill(c: &mut Criterion) {
+    let rt = runtime();
+    let body = response();
+    // Room for about 100k entries: once full, every fill also evicts, as in steady state.
+    let cache = new_cache(100_000 * 512);
+    let mut next = 0u64;
+    c.bench_function("fill", |b| {
+        b.iter_custom(|iters| {
+            let keys: Vec<Vec<u8>> = (next..next + iters).map(key_part).collect();
+            next += iters;
+            rt.block_on(async {
+                let started = Instant::now();
+                for k in &keys {
+                    black_box(lookup_or_fill(&cache, k, &body).await);
+                }
+                started.elapsed()
+            })
+        })
+    });
+}
+
+fn invalidation(c: &mut Criterion) {
+    let rt = runtime();
+    let body = response();
+    let mut g = c.benchmark_group("invalidate");
+
+    let cache = new_cache(1 << 30);
+    rt.block_on(async {
+        for i in 0..100_000 {
+            lookup_or_fill(&cache, &key_part(i), &body).await;
+        }
+    });
+    // A PutItem / UpdateItem / DeleteItem: its key's stripe and its table, before and after.
+    let item_write = WriteSet {
+        items: vec![(TABLE.to_owned(), key_part(42))],
+        ..Default::default()
+    };
+    g.bench_function("write_item", |b| {
+        b.iter(|| {
+            cache.write_started(black_box(&item_write));
+            cache.write_finished(black_box(&item_write));
+        })
+    });
+    // A write whose items cannot be named (a PartiQL UPDATE ... WHERE): the whole table, O(1).
+    let table_write = WriteSet {
+        tables: vec![TABLE.to_owned()],
+        ..Default::default()
+    };
+    g.bench_function("write_table", |b| {
+        b.iter(|| {
+            cache.write_started(black_box(&table_write));
+            cache.write_finished(black_box(&table_write));
+        })
+    });
+
+    // A control-plane call (UpdateTable, DeleteTable, ...): the table's entries are dropped, so
+    // this one walks the cache; 10k entries of the table go, 10k of another table stay.
+    g.sample_size(20);
+    g.bench_function("control_table_10k", |b| {
+        b.iter_batched(
+            || {
+                let cache = new_cache(1 << 30);
+                rt.block_on(async {
+                    for i in 0..10_000 {
+                        let k = key_part(i);
+                        lookup_or_fill(&cache, &k, &body).await;
+                        let key = CacheKey::item("other", &k, b"");
+                        if let Lookup::Miss(fill) = cache.lookup(Kind::Item, "other", &k, key).await
+                        {
+                            fill.complete(body.clone(), None, TTL);
+                        }
+                    }
+                });
+                cache
+            },
+            |cache| {
+                cache.invalidate_table(TABLE, "control");
+                cache
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookup_hit, fill, invalidation);
+criterion_main!(benches);
