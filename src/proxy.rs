@@ -268,7 +268,8 @@ impl Proxy {
             .filter(|a| !a.has_capacity)
         {
             if cache.key_names(&read.table).is_none() {
-                cache.learn_key_names(&read.table, read.key_names.clone());
+                let names = read.key_names.iter().map(|n| n.to_string()).collect();
+                cache.learn_key_names(&read.table, names);
             }
             let ttl = if answer.item.is_some() {
                 ttls.item

@@ -4,29 +4,33 @@
 //! compared by their decoded bytes, and map order never matters. These encodings are cache keys:
 //! a PutItem that spells a key one way must hit the entry a GetItem spelled another way.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde::Deserialize;
 
 /// A key attribute value as it appears in `Key`, `Item` or `ExclusiveStartKey`: only S, N and B
-/// can be key attributes.
+/// can be key attributes. Borrowed from the request body unless JSON escapes forced a copy.
 #[derive(Debug, Deserialize)]
-pub struct KeyAttr {
-    #[serde(rename = "S")]
-    s: Option<String>,
-    #[serde(rename = "N")]
-    n: Option<String>,
-    #[serde(rename = "B")]
-    b: Option<String>,
+pub struct KeyAttr<'a> {
+    #[serde(rename = "S", borrow)]
+    s: Option<Cow<'a, str>>,
+    #[serde(rename = "N", borrow)]
+    n: Option<Cow<'a, str>>,
+    #[serde(rename = "B", borrow)]
+    b: Option<Cow<'a, str>>,
 }
 
-impl KeyAttr {
+impl KeyAttr<'_> {
     /// Appends the canonical encoding of this value; `None` if it is not a valid key value.
     fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         match (&self.s, &self.n, &self.b) {
             (Some(s), None, None) => push_field(out, b'S', s.as_bytes()),
             (None, Some(n), None) => push_field(out, b'N', normalize_number(n)?.as_bytes()),
             (None, None, Some(b)) => {
-                let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .ok()?;
                 push_field(out, b'B', &bytes)
             }
             _ => return None,
@@ -44,9 +48,9 @@ fn push_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
 /// Canonical bytes of a primary key given as `(attribute name, value)` pairs in any order.
 /// `None` when a value is not a valid key value (the request then goes upstream uncached, and
 /// DynamoDB says what is wrong).
-pub fn encode_key<'a, I>(attrs: I) -> Option<Vec<u8>>
+pub fn encode_key<'a, 'b: 'a, I>(attrs: I) -> Option<Vec<u8>>
 where
-    I: IntoIterator<Item = (&'a str, &'a KeyAttr)>,
+    I: IntoIterator<Item = (&'a str, &'a KeyAttr<'b>)>,
 {
     let mut pairs: Vec<(&str, &KeyAttr)> = attrs.into_iter().collect();
     if pairs.is_empty() {
@@ -184,7 +188,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn attr(json: &str) -> KeyAttr {
+    fn attr(json: &str) -> KeyAttr<'_> {
         serde_json::from_str(json).unwrap()
     }
 

@@ -6,6 +6,7 @@
 //! strictly: a field ddbcache does not know might change the answer, so such a read is forwarded
 //! uncached. Writes are parsed leniently and invalidate conservatively when not understood.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
@@ -65,15 +66,17 @@ fn wants_capacity(rcc: &Option<String>) -> bool {
 // ---------------------------------------------------------------------------------------------
 // GetItem
 
+// The hit path: strings are borrowed from the body (a `Cow` only copies when JSON escapes must be
+// undone), so reading a GetItem down to its cache key allocates little beyond the key itself.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GetItemInput {
-    #[serde(rename = "TableName")]
-    table_name: String,
-    #[serde(rename = "Key")]
-    key: BTreeMap<String, KeyAttr>,
-    #[serde(rename = "ProjectionExpression")]
-    projection_expression: Option<String>,
+struct GetItemInput<'a> {
+    #[serde(rename = "TableName", borrow)]
+    table_name: Cow<'a, str>,
+    #[serde(rename = "Key", borrow)]
+    key: BTreeMap<Cow<'a, str>, KeyAttr<'a>>,
+    #[serde(rename = "ProjectionExpression", borrow)]
+    projection_expression: Option<Cow<'a, str>>,
     #[serde(rename = "ExpressionAttributeNames")]
     expression_attribute_names: Option<HashMap<String, String>>,
     #[serde(rename = "AttributesToGet")]
@@ -84,12 +87,12 @@ struct GetItemInput {
     return_consumed_capacity: Option<String>,
 }
 
-/// A GetItem, reduced to what keys the item cache.
+/// A GetItem, reduced to what keys the item cache; names borrow from the request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetItemRead {
-    pub table: String,
+pub struct GetItemRead<'a> {
+    pub table: Cow<'a, str>,
     /// The key's attribute names, sorted: what the table's key schema must be.
-    pub key_names: Vec<String>,
+    pub key_names: Vec<Cow<'a, str>>,
     /// Canonical primary key.
     pub key: Vec<u8>,
     /// Canonical projection (empty: whole item).
@@ -98,12 +101,12 @@ pub struct GetItemRead {
     pub wants_capacity: bool,
 }
 
-pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead>, ProtocolError> {
+pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, ProtocolError> {
     let input: GetItemInput = match parse_strict(body)? {
         ReadParse::Cacheable(i) => i,
         ReadParse::Uncacheable => return Ok(ReadParse::Uncacheable),
     };
-    let Some(key) = encode_key(input.key.iter().map(|(k, v)| (k.as_str(), v))) else {
+    let Some(key) = encode_key(input.key.iter().map(|(k, v)| (k.as_ref(), v))) else {
         return Ok(ReadParse::Uncacheable);
     };
     let Some(projection) = encode_projection(
@@ -113,9 +116,13 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead>, ProtocolErr
     ) else {
         return Ok(ReadParse::Uncacheable);
     };
+    let table = match input.table_name {
+        Cow::Borrowed(name) => Cow::Borrowed(table_name(name)),
+        Cow::Owned(name) => Cow::Owned(table_name(&name).to_owned()),
+    };
     Ok(ReadParse::Cacheable(GetItemRead {
-        table: table_name(&input.table_name).to_string(),
-        key_names: input.key.keys().cloned().collect(),
+        table,
+        key_names: input.key.into_keys().collect(),
         key,
         projection,
         consistent_read: input.consistent_read.unwrap_or(false),
@@ -128,18 +135,18 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead>, ProtocolErr
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchGetItemInput {
-    #[serde(rename = "RequestItems")]
-    request_items: BTreeMap<String, KeysAndAttributes>,
+struct BatchGetItemInput<'a> {
+    #[serde(rename = "RequestItems", borrow)]
+    request_items: BTreeMap<String, KeysAndAttributes<'a>>,
     #[serde(rename = "ReturnConsumedCapacity")]
     return_consumed_capacity: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeysAndAttributes {
-    #[serde(rename = "Keys")]
-    keys: Vec<BTreeMap<String, KeyAttr>>,
+struct KeysAndAttributes<'a> {
+    #[serde(rename = "Keys", borrow)]
+    keys: Vec<BTreeMap<String, KeyAttr<'a>>>,
     #[serde(rename = "ProjectionExpression")]
     projection_expression: Option<String>,
     #[serde(rename = "ExpressionAttributeNames")]
@@ -441,8 +448,8 @@ impl WriteSet {
 struct KeyOrItem<'a> {
     #[serde(rename = "TableName")]
     table_name: Option<String>,
-    #[serde(rename = "Key")]
-    key: Option<BTreeMap<String, KeyAttr>>,
+    #[serde(rename = "Key", borrow)]
+    key: Option<BTreeMap<String, KeyAttr<'a>>>,
     #[serde(rename = "Item", borrow)]
     item: Option<HashMap<String, &'a RawValue>>,
 }
@@ -736,6 +743,18 @@ mod tests {
         assert!(!a.consistent_read);
     }
 
+    #[test]
+    fn get_item_escapes_are_undone_before_keying() {
+        // Names and values are borrowed from the body unless escaped: both must key alike.
+        let plain = cacheable(parse_get_item(
+            br#"{"TableName":"t1","Key":{"pk":{"S":"a/b"}}}"#,
+        ));
+        let escaped = cacheable(parse_get_item(
+            br#"{"TableName":"t\u0031","Key":{"p\u006b":{"S":"a\/b"}}}"#,
+        ));
+        assert_eq!(plain, escaped);
+        assert_eq!(escaped.table, "t1");
+    }
     #[test]
     fn get_item_wrong_types_are_serialization_errors() {
         for body in [
