@@ -3,7 +3,7 @@
 //! one request.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use tracing::{debug, warn};
 
 use crate::cache::{Cache, CacheKey, Entry, Kind, Lookup};
@@ -62,6 +63,10 @@ pub struct Proxy {
     upstream: Arc<Upstream>,
     cache: Option<Cache>,
     metrics: Arc<Metrics>,
+    /// `ddbcache_requests_total{operation, status="200"}` per operation (indexed by the
+    /// operation), resolved on first use: most requests end here, and a labelled lookup per request
+    /// would take the metric family's lock and hash both labels.
+    ok_requests: Box<[OnceLock<IntCounter>]>,
 }
 
 impl Proxy {
@@ -75,6 +80,7 @@ impl Proxy {
             upstream,
             cache,
             metrics,
+            ok_requests: Operation::ALL.iter().map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -102,10 +108,16 @@ impl Proxy {
         };
 
         let op_name = op.map_or("Unknown", Operation::name);
-        self.metrics
-            .requests
-            .with_label_values(&[op_name, response.status().as_str()])
-            .inc();
+        match op {
+            Some(op) if response.status() == StatusCode::OK => self.ok_requests[op as usize]
+                .get_or_init(|| self.metrics.requests.with_label_values(&[op_name, "200"]))
+                .inc(),
+            _ => self
+                .metrics
+                .requests
+                .with_label_values(&[op_name, response.status().as_str()])
+                .inc(),
+        }
         self.metrics
             .request_duration
             .observe(started.elapsed().as_secs_f64());

@@ -10,7 +10,6 @@ pub mod generations;
 
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,16 +135,20 @@ type Store = QuickCache<CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, 
 type Guard<'a> =
     PlaceholderGuard<'a, CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, CountEvictions>;
 
-/// One cache with its counters.
+/// One cache with its counters. The counters are resolved once: a labelled lookup per hit would
+/// take the metric family's lock and hash the label on the hit path.
 struct Part {
     store: Store,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: IntCounter,
+    misses: IntCounter,
+    negative_hits: IntCounter,
+    coalesced: IntCounter,
     capacity: u64,
 }
 
 impl Part {
-    fn new(capacity: u64, evictions: IntCounter) -> Part {
+    fn new(capacity: u64, kind: Kind, metrics: &Metrics) -> Part {
+        let label = [kind.label()];
         // Estimated entries only sizes the index; a wrong guess costs a resize, not correctness.
         let estimated = (capacity / 1024).clamp(1024, 4 << 20) as usize;
         Part {
@@ -154,10 +157,12 @@ impl Part {
                 capacity,
                 ByteWeighter,
                 ahash::RandomState::new(),
-                CountEvictions(evictions),
+                CountEvictions(metrics.eviction_counter(kind.label())),
             ),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: metrics.cache_hits.with_label_values(&label),
+            misses: metrics.cache_misses.with_label_values(&label),
+            negative_hits: metrics.cache_negative_hits.with_label_values(&label),
+            coalesced: metrics.cache_coalesced.with_label_values(&label),
             capacity,
         }
     }
@@ -237,14 +242,8 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Cache {
-        let items = Part::new(
-            config.cache.item.capacity,
-            metrics.eviction_counter(Kind::Item.label()),
-        );
-        let queries = Part::new(
-            config.cache.query.capacity,
-            metrics.eviction_counter(Kind::Query.label()),
-        );
+        let items = Part::new(config.cache.item.capacity, Kind::Item, &metrics);
+        let queries = Part::new(config.cache.query.capacity, Kind::Query, &metrics);
         for (kind, part) in [(Kind::Item, &items), (Kind::Query, &queries)] {
             metrics
                 .cache_capacity
@@ -311,11 +310,7 @@ impl Cache {
                     // Another request's upstream call filled it while this one waited.
                     Ok(entry) => (entry, true),
                     Err(guard) => {
-                        part.misses.fetch_add(1, Ordering::Relaxed);
-                        self.metrics
-                            .cache_misses
-                            .with_label_values(&[kind.label()])
-                            .inc();
+                        part.misses.inc();
                         return Lookup::Miss(Fill {
                             cache: self,
                             kind,
@@ -339,11 +334,7 @@ impl Cache {
             // again (a concurrent fill may be fresh).
             part.store.remove_if(&key, |e| Arc::ptr_eq(e, &found));
         }
-        part.misses.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .cache_misses
-            .with_label_values(&[kind.label()])
-            .inc();
+        part.misses.inc();
         let stamp = self.current_stamp(kind, &state, stripe);
         Lookup::Miss(Fill {
             cache: self,
@@ -358,17 +349,12 @@ impl Cache {
 
     fn count_hit(&self, kind: Kind, entry: &Entry, coalesced: bool) {
         let part = self.part(kind);
-        part.hits.fetch_add(1, Ordering::Relaxed);
-        let label = [kind.label()];
-        self.metrics.cache_hits.with_label_values(&label).inc();
+        part.hits.inc();
         if coalesced {
-            self.metrics.cache_coalesced.with_label_values(&label).inc();
+            part.coalesced.inc();
         }
         if kind == Kind::Item && entry.is_negative() {
-            self.metrics
-                .cache_negative_hits
-                .with_label_values(&label)
-                .inc();
+            part.negative_hits.inc();
         }
     }
 
@@ -388,8 +374,7 @@ impl Cache {
             }
             self.items.store.remove_if(&key, |e| Arc::ptr_eq(e, &entry));
         }
-        self.items.misses.fetch_add(1, Ordering::Relaxed);
-        self.metrics.cache_misses.with_label_values(&["item"]).inc();
+        self.items.misses.inc();
         Lookup::Miss(Fill {
             cache: self,
             kind: Kind::Item,
@@ -482,10 +467,7 @@ impl Cache {
 
     pub fn stats(&self, kind: Kind) -> PartStats {
         let part = self.part(kind);
-        let (hits, misses) = (
-            part.hits.load(Ordering::Relaxed),
-            part.misses.load(Ordering::Relaxed),
-        );
+        let (hits, misses) = (part.hits.get(), part.misses.get());
         PartStats {
             entries: part.store.len() as u64,
             bytes: part.store.weight(),
