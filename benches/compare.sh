@@ -217,11 +217,23 @@ hit_pid=$spawned_pid
 say "starting ddbcache (cache off) on $miss_port, admin $miss_admin_port"
 start_ddbcache ddbcache-miss "$miss_port" "$miss_admin_port" false "$ITEM_CAPACITY"
 miss_pid=$spawned_pid
+if ((MEM_KEYS > 0)); then
+    # Started now, while dynalite is idle: after a million-item preload its ListTables (the
+    # readiness probe) can take longer than the probe's timeout.
+    mem_port="$(free_port)"
+    mem_admin_port="$(free_port)"
+    say "starting ddbcache (item capacity $MEM_CAPACITY) on $mem_port, admin $mem_admin_port"
+    start_ddbcache ddbcache-mem "$mem_port" "$mem_admin_port" true "$MEM_CAPACITY"
+    mem_pid=$spawned_pid
+fi
 
 wait_tcp fixed "$fixed_pid" "$fixed_port"
 wait_tcp dynalite "$dynalite_pid" "$dynalite_port"
 wait_ready ddbcache-hit "$hit_pid" "http://127.0.0.1:$hit_admin_port"
 wait_ready ddbcache-miss "$miss_pid" "http://127.0.0.1:$miss_admin_port"
+if ((MEM_KEYS > 0)); then
+    wait_ready ddbcache-mem "$mem_pid" "http://127.0.0.1:$mem_admin_port"
+fi
 
 fixed_url="http://127.0.0.1:$fixed_port"
 dynalite_url="http://127.0.0.1:$dynalite_port"
@@ -273,7 +285,8 @@ measure() {
     t0="$(date +%s.%N)"
     s0="$(cpu_s "$server")"
     g0="$(cpu_s "$gen")"
-    sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.1 }')"
+    # Well before the generator stops (it may start late on a loaded machine).
+    sleep "$(awk -v d="$DURATION" 'BEGIN { print d - 0.3 }')"
     t1="$(date +%s.%N)"
     s1="$(cpu_s "$server")"
     g1="$(cpu_s "$gen")"
@@ -308,12 +321,6 @@ done
 
 mem_row=""
 if ((MEM_KEYS > 0)); then
-    mem_port="$(free_port)"
-    mem_admin_port="$(free_port)"
-    say "starting ddbcache (item capacity $MEM_CAPACITY) on $mem_port, admin $mem_admin_port"
-    start_ddbcache ddbcache-mem "$mem_port" "$mem_admin_port" true "$MEM_CAPACITY"
-    mem_pid=$spawned_pid
-    wait_ready ddbcache-mem "$mem_pid" "http://127.0.0.1:$mem_admin_port"
     mem_rss_idle="$(rss_kib "$mem_pid")"
     if ((largest_scale >= MEM_KEYS)); then
         mem_table="bench_$largest_scale"
@@ -428,6 +435,8 @@ hit_ratio="${hit_ratio:-n/a}"
     fi
     echo
     echo "Supplementary: ddbcache's server CPU per hit is $cpu_ratio× the bare server's per answer; that ratio is the hit path's cost independent of what limits throughput on a shared machine."
+    echo
+    echo "Where a hit's CPU goes, and what was changed because of it: \`benches/README.md\`, \"Profiling a hit\"."
     echo
     if ((${#scale_rows[@]} > 0)); then
         echo "## Hit cost by cache size"
