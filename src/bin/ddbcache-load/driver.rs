@@ -26,9 +26,9 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::sync::Semaphore;
 
-use crate::client::{DynamoClient, TransportError};
+use crate::client::{DynamoClient, Reply, TransportError};
 use crate::report::Record;
-use crate::workload::Workload;
+use crate::workload::{Op, Workload};
 
 pub struct DriveOptions {
     /// Closed loop: requests in flight. Open loop: connections (workers).
@@ -57,6 +57,29 @@ pub struct Outcome {
 struct WorkerStats {
     warmup: Record,
     measured: Record,
+}
+
+impl WorkerStats {
+    /// Records one answer: `latency` as the user saw it, `service` from sending to answer, and
+    /// for a measured request how far into the measurement it ended.
+    fn record(
+        &mut self,
+        measured: Option<Duration>,
+        op: Op,
+        latency: Duration,
+        service: Duration,
+        result: &Result<Reply, TransportError>,
+    ) {
+        let record = if measured.is_some() {
+            &mut self.measured
+        } else {
+            &mut self.warmup
+        };
+        record.record(op, latency, service, result);
+        if let Some(done_at) = measured {
+            record.last_done = record.last_done.max(done_at);
+        }
+    }
 }
 
 struct Shared {
@@ -171,18 +194,13 @@ async fn closed_worker(shared: Arc<Shared>, stats: Arc<Mutex<WorkerStats>>, mut 
         let (op, body) = shared.workload.next_request(&mut rng);
         let result = shared.client.call(op, body).await;
         let done = Instant::now();
-        {
-            let mut s = stats.lock();
-            let record = if measured {
-                &mut s.measured
-            } else {
-                &mut s.warmup
-            };
-            record.record(op, done - start, done - start, &result);
-            if measured {
-                record.last_done = record.last_done.max(done - shared.measure_start);
-            }
-        }
+        stats.lock().record(
+            measured.then(|| done - shared.measure_start),
+            op,
+            done - start,
+            done - start,
+            &result,
+        );
         back_off_if_unreachable(&result).await;
     }
 }
@@ -281,25 +299,13 @@ async fn open_worker(
         let (op, body) = shared.workload.next_request(&mut rng);
         let result = shared.client.call(op, body).await;
         let done = Instant::now();
-        {
-            let mut s = stats.lock();
-            let record = if measured {
-                &mut s.measured
-            } else {
-                &mut s.warmup
-            };
-            record.record(
-                op,
-                done.saturating_duration_since(intended),
-                done - sent,
-                &result,
-            );
-            if measured {
-                record.last_done = record
-                    .last_done
-                    .max(done.saturating_duration_since(shared.measure_start));
-            }
-        }
+        stats.lock().record(
+            measured.then(|| done.saturating_duration_since(shared.measure_start)),
+            op,
+            done.saturating_duration_since(intended),
+            done - sent,
+            &result,
+        );
         back_off_if_unreachable(&result).await;
     }
 }
