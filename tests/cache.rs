@@ -577,14 +577,9 @@ async fn batch_get_with_partial_hits_answers_like_dynamodb() {
         "keys 0, 1 and 9 hit"
     );
     let items = |o: &aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput| {
-        let mut v: Vec<String> = o.responses().unwrap()[&table]
+        let mut v: Vec<_> = o.responses().unwrap()[&table]
             .iter()
-            .map(|i| {
-                format!(
-                    "{:?}",
-                    i.iter().collect::<std::collections::BTreeMap<_, _>>()
-                )
-            })
+            .map(canon_item)
             .collect();
         v.sort();
         v
