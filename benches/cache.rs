@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ddbcache::cache::{Cache, CacheKey, Kind, Lookup};
-use ddbcache::config::Config;
+use ddbcache::cache::{Cache, CacheKey, InvalidationCause, Kind, Lookup};
+use ddbcache::config::CacheConfig;
 use ddbcache::metrics::Metrics;
-use ddbcache::protocol::requests::WriteSet;
+use ddbcache::protocol::writes::WriteScope;
 
 const TABLE: &str = "bench";
 const TTL: Duration = Duration::from_secs(3600);
@@ -30,10 +30,10 @@ fn response() -> Bytes {
 }
 
 fn new_cache(capacity: u64) -> Cache {
-    let mut config = Config::default();
-    config.cache.item.capacity = capacity;
-    config.cache.query.capacity = capacity;
-    Cache::new(Arc::new(config), Arc::new(Metrics::new()))
+    let mut config = CacheConfig::default();
+    config.item.capacity = capacity;
+    config.query.capacity = capacity;
+    Cache::new(&config, Arc::new(Metrics::new()))
 }
 
 /// The canonical key of item number `i`, shaped like the ones `ddbcache-load` sends.
@@ -143,7 +143,7 @@ fn invalidation(c: &mut Criterion) {
         }
     });
     // A PutItem / UpdateItem / DeleteItem: its key's stripe and its table, before and after.
-    let item_write = WriteSet {
+    let item_write = WriteScope {
         items: vec![(TABLE.to_owned(), key_part(42))],
         ..Default::default()
     };
@@ -154,7 +154,7 @@ fn invalidation(c: &mut Criterion) {
         })
     });
     // A write whose items cannot be named (a PartiQL UPDATE ... WHERE): the whole table, O(1).
-    let table_write = WriteSet {
+    let table_write = WriteScope {
         tables: vec![TABLE.to_owned()],
         ..Default::default()
     };
@@ -186,7 +186,7 @@ fn invalidation(c: &mut Criterion) {
                 cache
             },
             |cache| {
-                cache.invalidate_table(TABLE, "control");
+                cache.invalidate_table(TABLE, InvalidationCause::Control);
                 cache
             },
             BatchSize::PerIteration,

@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ddbcache::cache::CacheKey;
-use ddbcache::protocol::requests::{self, ReadParse};
+use ddbcache::protocol::reads::{self, ReadParse};
 use ddbcache::protocol::Operation;
 
 const GET_ITEM: &[u8] =
@@ -32,14 +32,14 @@ fn classify(c: &mut Criterion) {
 }
 
 fn get_item_key(body: &[u8]) -> CacheKey {
-    match requests::parse_get_item(body) {
+    match reads::parse_get_item(body) {
         Ok(ReadParse::Cacheable(read)) => CacheKey::item(&read.table, &read.key, &read.projection),
         _ => panic!("the bench body is a cacheable GetItem"),
     }
 }
 
 fn query_key(body: &[u8]) -> CacheKey {
-    match requests::parse_query(body, false) {
+    match reads::parse_query(body, false) {
         Ok(ReadParse::Cacheable(read)) => CacheKey::query(&read.table, &read.key),
         _ => panic!("the bench body is a cacheable Query"),
     }

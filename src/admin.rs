@@ -1,5 +1,7 @@
 //! The admin port: `/metrics`, `/healthz`, `/readyz`, `/cache` and `POST /cache/flush`.
-//! Separate from the data port so probes and scrapes never queue behind application traffic.
+//! Separate from the data port so probes and scrapes never queue behind application traffic. It
+//! reads a small state of its own ([`AdminState`]): the metrics, the readiness and the cache
+//! handle, never the proxy or the server.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,18 +13,25 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
-use crate::cache::Kind;
-use crate::server::AppState;
+use crate::cache::{Cache, InvalidationCause, Kind};
+use crate::listener::Listener;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+
+/// What the admin endpoints read and act on.
+pub(crate) struct AdminState {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) readiness: Arc<Readiness>,
+    /// `None` when the cache is disabled.
+    pub(crate) cache: Option<Arc<Cache>>,
+}
 
 /// Serves the admin port until the task is aborted.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
+pub(crate) async fn serve(listener: Listener, state: Arc<AdminState>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = listener.accept().await;
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
@@ -35,11 +44,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     }
 }
 
-fn route(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
-            if let Some(cache) = state.proxy.cache() {
+            if let Some(cache) = &state.cache {
                 cache.refresh_gauges();
             }
             reply(
@@ -50,7 +59,7 @@ fn route(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
-            if state.is_ready() {
+            if state.readiness.is_ready() {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
                 reply(
@@ -61,7 +70,7 @@ fn route(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (&Method::GET, "/cache") => {
-            let body = match state.proxy.cache() {
+            let body = match &state.cache {
                 Some(cache) => serde_json::json!({
                     "enabled": true,
                     "item": cache.stats(Kind::Item),
@@ -72,7 +81,7 @@ fn route(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             reply(StatusCode::OK, "application/json", body.to_string())
         }
         (&Method::POST, "/cache/flush") => {
-            let Some(cache) = state.proxy.cache() else {
+            let Some(cache) = &state.cache else {
                 return reply(
                     StatusCode::CONFLICT,
                     "application/json",
@@ -81,7 +90,7 @@ fn route(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             };
             match table_param(req.uri().query()) {
                 Some(table) => {
-                    cache.invalidate_table(&table, "flush");
+                    cache.invalidate_table(&table, InvalidationCause::Flush);
                     let body = serde_json::json!({ "flushed": table });
                     reply(StatusCode::OK, "application/json", body.to_string())
                 }

@@ -5,15 +5,18 @@
 //! pass through invalidate what they touch, so a client never reads its own acknowledged write
 //! back stale. Everything else is forwarded unchanged, re-signed with SigV4.
 //!
-//! Where things live: [`config`] (settings), [`server`] (listeners, shutdown), [`proxy`] (the
-//! request pipeline), [`protocol`] (the DynamoDB wire format), [`cache`] (entries, generations,
-//! single-flight), [`upstream`] (HTTP client, signing), [`admin`] and [`metrics`].
+//! Where things live (ARCHITECTURE.md has the whole map): [`config`] (settings), [`server`]
+//! (listeners, lifecycle), [`proxy`] (the request pipeline and cache policy), [`protocol`] (the
+//! DynamoDB wire format), [`cache`] (entries, generations, single-flight, key schemas),
+//! [`upstream`] (HTTP client, signing), [`readiness`], [`admin`] and [`metrics`].
 
 pub mod admin;
 pub mod cache;
 pub mod config;
+mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod readiness;
 pub mod server;
 pub mod upstream;

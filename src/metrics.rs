@@ -103,8 +103,8 @@ impl Metrics {
             ),
             cache_bypasses: counter(
                 "ddbcache_cache_bypasses_total",
-                "Reads that skipped the cache (ConsistentRead, ReturnConsumedCapacity on a miss, TTL 0, unknown parameters).",
-                &["cache"],
+                "Cacheable reads that went around the cache, by reason (consistent_read, cache_off, not_understood).",
+                &["cache", "reason"],
             ),
             cache_negative_hits: counter(
                 "ddbcache_cache_negative_hits_total",
@@ -167,16 +167,12 @@ impl Metrics {
             for c in [
                 &m.cache_hits,
                 &m.cache_misses,
-                &m.cache_bypasses,
                 &m.cache_evictions,
                 &m.cache_coalesced,
                 &m.cache_negative_hits,
             ] {
                 c.with_label_values(&[cache]);
             }
-        }
-        for cause in ["write", "control", "flush"] {
-            m.invalidations.with_label_values(&[cause]);
         }
         m
     }
@@ -211,7 +207,6 @@ mod tests {
             "ddbcache_requests_total{operation=\"GetItem\",status=\"200\"} 1",
             "ddbcache_cache_hits_total{cache=\"item\"} 0",
             "ddbcache_upstream_request_duration_seconds_bucket",
-            "ddbcache_cache_invalidations_total{cause=\"flush\"} 0",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

@@ -1,12 +1,11 @@
 //! Listeners and lifecycle: the data port (HTTP/1.1 and h2c, keep-alive), the admin port, the
-//! readiness probe, and graceful shutdown.
+//! background tasks (readiness probe, credential refresher), and graceful shutdown.
 //!
 //! `Server::bind` then `Server::run(shutdown)` is what both `main` and the tests call; shutdown is
 //! a future, so a test can end a server as a signal would.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,48 +15,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::readiness::{self, Readiness};
 use crate::upstream::Upstream;
-
-/// What the admin endpoints read: the proxy, its metrics, and the lifecycle flags.
-pub struct AppState {
-    pub proxy: Proxy,
-    pub metrics: Arc<Metrics>,
-    upstream_ok: AtomicBool,
-    draining: AtomicBool,
-    ready: watch::Sender<bool>,
-}
-
-impl AppState {
-    /// Ready: credentials loaded and the upstream answered once, and not draining. A later
-    /// upstream outage does not flip it: hits are still served and misses get retryable errors,
-    /// and taking the pod out of its Service would not bring DynamoDB back.
-    pub fn is_ready(&self) -> bool {
-        self.upstream_ok.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
-    }
-
-    /// Follows readiness as it changes (to wait for it instead of polling `/readyz`).
-    pub fn watch_ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
-    }
-
-    fn publish_ready(&self) {
-        let ready = self.is_ready();
-        self.metrics.ready.set(ready as i64);
-        self.ready.send_replace(ready);
-    }
-}
 
 /// A bound, not yet running, ddbcache.
 pub struct Server {
-    data: TcpListener,
-    admin: TcpListener,
-    state: Arc<AppState>,
+    data: Listener,
+    admin: Listener,
+    proxy: Arc<Proxy>,
+    admin_state: Arc<AdminState>,
+    readiness: Arc<Readiness>,
     upstream: Arc<Upstream>,
     grace: Duration,
 }
@@ -75,50 +49,43 @@ impl Server {
 
     /// Binds with a ready-made upstream client (tests inject credentials this way).
     pub async fn bind_with(config: Config, upstream: Arc<Upstream>) -> anyhow::Result<Server> {
-        let data = TcpListener::bind(config.listen.addr)
-            .await
-            .with_context(|| format!("cannot listen on listen.addr {}", config.listen.addr))?;
-        let admin = TcpListener::bind(config.listen.admin_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on listen.admin_addr {}",
-                    config.listen.admin_addr
-                )
-            })?;
+        let data = bind(config.listen.addr, "listen.addr").await?;
+        let admin = bind(config.listen.admin_addr, "listen.admin_addr").await?;
         let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
         let grace = config.server.shutdown_grace;
-        let config = Arc::new(config);
-        let state = Arc::new(AppState {
-            proxy: Proxy::new(config, upstream.clone(), metrics.clone()),
+        let proxy = Arc::new(Proxy::new(
+            Arc::new(config),
+            upstream.clone(),
+            metrics.clone(),
+        ));
+        let admin_state = Arc::new(AdminState {
             metrics,
-            upstream_ok: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            ready: watch::Sender::new(false),
+            readiness: readiness.clone(),
+            cache: proxy.cache().cloned(),
         });
         Ok(Server {
-            data,
-            admin,
-            state,
+            data: Listener::new(data, "data"),
+            admin: Listener::new(admin, "admin"),
+            proxy,
+            admin_state,
+            readiness,
             upstream,
             grace,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.data
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.data.local_addr()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.admin.local_addr()
     }
 
-    pub fn state(&self) -> Arc<AppState> {
-        self.state.clone()
+    /// The readiness this server reports on `/readyz`.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, reports not-ready, lets in-flight
@@ -127,40 +94,37 @@ impl Server {
         let Server {
             data,
             admin,
-            state,
+            proxy,
+            admin_state,
+            readiness,
             upstream,
             grace,
         } = self;
         info!(
-            listen = %data.local_addr()?,
-            admin = %admin.local_addr()?,
+            listen = %data.local_addr(),
+            admin = %admin.local_addr(),
             upstream = upstream.endpoint(),
             "ddbcache serving"
         );
-        let probe = tokio::spawn(readiness_probe(state.clone(), upstream.clone()));
-        let refresher = tokio::spawn(credentials_refresher(upstream.clone()));
-        let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone()));
+        let background = [
+            tokio::spawn(readiness::probe_upstream(
+                readiness.clone(),
+                upstream.clone(),
+            )),
+            tokio::spawn(credentials_refresher(upstream.clone())),
+            tokio::spawn(admin::serve(admin, admin_state)),
+        ];
 
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = data.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let state = state.clone();
+                stream = data.accept() => {
+                    let proxy = proxy.clone();
                     let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(state.proxy.handle(req).await) }
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -175,8 +139,7 @@ impl Server {
         }
 
         info!(grace = ?grace, "shutting down: draining in-flight requests");
-        state.draining.store(true, Ordering::Release);
-        state.publish_ready();
+        readiness.start_draining();
         drop(data);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
@@ -184,36 +147,23 @@ impl Server {
         {
             warn!("grace period over with requests still in flight; exiting anyway");
         }
-        probe.abort();
-        refresher.abort();
-        admin_task.abort();
+        for task in background {
+            task.abort();
+        }
         info!("ddbcache stopped");
         Ok(())
     }
 }
 
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {key} {addr}"))
+}
+
 /// Binds and runs with a config: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     Server::bind(config).await?.run(shutdown).await
-}
-
-/// Marks the upstream usable once credentials load and it answers a ListTables; retries with
-/// backoff until then.
-async fn readiness_probe(state: Arc<AppState>, upstream: Arc<Upstream>) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match upstream.probe().await {
-            Ok(()) => {
-                state.upstream_ok.store(true, Ordering::Release);
-                state.publish_ready();
-                info!("upstream reachable: ready");
-                return;
-            }
-            Err(e) => warn!(error = %e, retry_in = ?delay, "not ready yet"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
 }
 
 /// Keeps signing credentials fresh ahead of their expiry, off the request path.

@@ -19,7 +19,8 @@ use common::*;
 const ITEM_HITS: &str = r#"ddbcache_cache_hits_total{cache="item"}"#;
 const ITEM_MISSES: &str = r#"ddbcache_cache_misses_total{cache="item"}"#;
 const QUERY_HITS: &str = r#"ddbcache_cache_hits_total{cache="query"}"#;
-const ITEM_BYPASSES: &str = r#"ddbcache_cache_bypasses_total{cache="item"}"#;
+const ITEM_BYPASSES: &str =
+    r#"ddbcache_cache_bypasses_total{cache="item",reason="consistent_read"}"#;
 const NEGATIVE_HITS: &str = r#"ddbcache_cache_negative_hits_total{cache="item"}"#;
 
 async fn get_v(client: &Client, table: &str, pk: &str, sk: &str) -> Option<String> {
@@ -482,7 +483,7 @@ async fn per_table_ttl_zero_turns_the_cache_off_for_that_table() {
     assert_eq!(proxy.metric(QUERY_HITS).await, 0.0);
     assert_eq!(
         proxy
-            .metric(r#"ddbcache_cache_bypasses_total{cache="query"}"#)
+            .metric(r#"ddbcache_cache_bypasses_total{cache="query",reason="cache_off"}"#)
             .await,
         2.0
     );

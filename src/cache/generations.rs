@@ -27,25 +27,26 @@ const STRIPES: usize = 1 << 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     global: u64,
+    /// The table's epoch (item entries) or write counter (query entries).
     table: u64,
-    part: u64,
+    /// The narrowest scope the entry depends on: its key's stripe for an item entry; 0 for a
+    /// query entry, which depends on the whole table.
+    scope: u64,
 }
 
-/// Per-table state: generations and the learned key schema.
+/// A table's generations.
 #[derive(Default)]
-pub struct TableState {
+pub struct TableGenerations {
     /// Bumped by control-plane calls and flushes: ends every entry of the table.
     epoch: AtomicU64,
     /// Bumped by every write to the table (and by what bumps `epoch`): ends its query entries.
     writes: AtomicU64,
-    /// The table's key attribute names, sorted; learned from reads and DescribeTable answers.
-    key_names: RwLock<Option<Arc<[String]>>>,
 }
 
 pub struct Generations {
     global: AtomicU64,
     stripes: Box<[AtomicU64]>,
-    tables: RwLock<HashMap<String, Arc<TableState>>>,
+    tables: RwLock<HashMap<String, Arc<TableGenerations>>>,
     hasher: ahash::RandomState,
 }
 
@@ -65,7 +66,7 @@ impl Generations {
         }
     }
 
-    pub fn table(&self, name: &str) -> Arc<TableState> {
+    pub fn table(&self, name: &str) -> Arc<TableGenerations> {
         if let Some(t) = self.tables.read().get(name) {
             return t.clone();
         }
@@ -85,58 +86,37 @@ impl Generations {
     }
 
     /// Stamp for an item read.
-    pub fn item_stamp(&self, table: &TableState, stripe: usize) -> Stamp {
+    pub fn item_stamp(&self, table: &TableGenerations, stripe: usize) -> Stamp {
         Stamp {
             global: self.global.load(Ordering::Acquire),
             table: table.epoch.load(Ordering::Acquire),
-            part: self.stripes[stripe].load(Ordering::Acquire),
+            scope: self.stripes[stripe].load(Ordering::Acquire),
         }
     }
 
     /// Stamp for a query read.
-    pub fn query_stamp(&self, table: &TableState) -> Stamp {
+    pub fn query_stamp(&self, table: &TableGenerations) -> Stamp {
         Stamp {
             global: self.global.load(Ordering::Acquire),
             table: table.writes.load(Ordering::Acquire),
-            part: 0,
+            scope: 0,
         }
     }
 
     /// A write to one item.
-    pub fn bump_item(&self, table: &TableState, stripe: usize) {
+    pub fn bump_item(&self, table: &TableGenerations, stripe: usize) {
         self.stripes[stripe].fetch_add(1, Ordering::AcqRel);
         table.writes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A write to a table whose items cannot be named, a control call or a flush.
-    pub fn bump_table(&self, table: &TableState) {
+    pub fn bump_table(&self, table: &TableGenerations) {
         table.epoch.fetch_add(1, Ordering::AcqRel);
         table.writes.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn bump_global(&self) {
         self.global.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn key_names(&self, table: &str) -> Option<Arc<[String]>> {
-        self.tables.read().get(table)?.key_names.read().clone()
-    }
-
-    pub fn set_key_names(&self, table: &str, names: Option<Vec<String>>) {
-        let state = self.table(table);
-        let mut slot = state.key_names.write();
-        match names {
-            Some(n) if slot.as_deref() != Some(&n[..]) => *slot = Some(n.into()),
-            Some(_) => {}
-            None => *slot = None,
-        }
-    }
-
-    /// Forget every key schema (a full flush: tables may have been recreated).
-    pub fn forget_schemas(&self) {
-        for t in self.tables.read().values() {
-            *t.key_names.write() = None;
-        }
     }
 }
 
@@ -169,15 +149,5 @@ mod tests {
         let before = g.item_stamp(&t, s);
         g.bump_global();
         assert_ne!(g.item_stamp(&t, s), before);
-    }
-
-    #[test]
-    fn key_names_are_remembered_and_forgotten() {
-        let g = Generations::new();
-        assert_eq!(g.key_names("t"), None);
-        g.set_key_names("t", Some(vec!["pk".into()]));
-        assert_eq!(g.key_names("t").as_deref(), Some(&["pk".to_string()][..]));
-        g.forget_schemas();
-        assert_eq!(g.key_names("t"), None);
     }
 }

@@ -1,12 +1,15 @@
 //! The item cache and the query cache, behind one handle with a few verbs: `lookup` (with
 //! single-flight), `peek_item` and [`Fill`] (for BatchGetItem's many keys), `write_started` /
 //! `write_finished`, `invalidate_table` and `flush`. No HTTP in here: entries are response bytes
-//! and their checksum.
+//! and their checksum. Whether a request may use the cache, and for how long, is decided by the
+//! proxy's policy, not here.
 //!
 //! Coherence lives in [`generations`]: entries carry the stamp their read started under, and a
-//! lookup only accepts an entry whose stamp is still current.
+//! lookup only accepts an entry whose stamp is still current. Key schemas, which writes need to
+//! name the item they change, live in [`schemas`].
 
-pub mod generations;
+mod generations;
+pub mod schemas;
 
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
@@ -19,10 +22,11 @@ use prometheus::IntCounter;
 use quick_cache::sync::{Cache as QuickCache, PlaceholderGuard};
 use quick_cache::{Lifecycle, Weighter};
 
-use crate::config::{Config, TableTtls};
+use crate::config::CacheConfig;
 use crate::metrics::Metrics;
-use crate::protocol::requests::WriteSet;
-use generations::{Generations, Stamp, TableState};
+use crate::protocol::writes::WriteScope;
+use generations::{Generations, Stamp, TableGenerations};
+use schemas::KeySchemas;
 
 /// Which cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,33 @@ impl Kind {
         match self {
             Kind::Item => "item",
             Kind::Query => "query",
+        }
+    }
+}
+
+/// Why entries were invalidated: the `cause` label of `ddbcache_cache_invalidations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidationCause {
+    /// A write passed through.
+    Write,
+    /// A control-plane call (the table may have been recreated, restored or re-keyed).
+    Control,
+    /// `POST /cache/flush`.
+    Flush,
+}
+
+impl InvalidationCause {
+    pub const ALL: [InvalidationCause; 3] = [
+        InvalidationCause::Write,
+        InvalidationCause::Control,
+        InvalidationCause::Flush,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            InvalidationCause::Write => "write",
+            InvalidationCause::Control => "control",
+            InvalidationCause::Flush => "flush",
         }
     }
 }
@@ -131,14 +162,14 @@ impl Lifecycle<CacheKey, Arc<Entry>> for CountEvictions {
     }
 }
 
-type Store = QuickCache<CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, CountEvictions>;
+type Entries = QuickCache<CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, CountEvictions>;
 type Guard<'a> =
     PlaceholderGuard<'a, CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, CountEvictions>;
 
-/// One cache with its counters. The counters are resolved once: a labelled lookup per hit would
-/// take the metric family's lock and hash the label on the hit path.
-struct Part {
-    store: Store,
+/// One of the two caches: its entries and its counters. The counters are resolved once: a labelled
+/// lookup per hit would take the metric family's lock and hash the label on the hit path.
+struct Store {
+    entries: Entries,
     hits: IntCounter,
     misses: IntCounter,
     negative_hits: IntCounter,
@@ -146,13 +177,13 @@ struct Part {
     capacity: u64,
 }
 
-impl Part {
-    fn new(capacity: u64, kind: Kind, metrics: &Metrics) -> Part {
+impl Store {
+    fn new(capacity: u64, kind: Kind, metrics: &Metrics) -> Store {
         let label = [kind.label()];
         // Estimated entries only sizes the index; a wrong guess costs a resize, not correctness.
         let estimated = (capacity / 1024).clamp(1024, 4 << 20) as usize;
-        Part {
-            store: QuickCache::with(
+        Store {
+            entries: QuickCache::with(
                 estimated,
                 capacity,
                 ByteWeighter,
@@ -184,7 +215,7 @@ pub struct Fill<'a> {
     guard: Option<Guard<'a>>,
     key: Option<CacheKey>,
     stamp: Stamp,
-    table: Arc<TableState>,
+    table: Arc<TableGenerations>,
     stripe: Option<usize>,
 }
 
@@ -212,7 +243,7 @@ impl Fill<'_> {
         match (self.guard.take(), self.key.take()) {
             (Some(guard), _) => guard.insert(entry).is_ok(),
             (None, Some(key)) => {
-                self.cache.part(self.kind).store.insert(key, entry);
+                self.cache.store(self.kind).entries.insert(key, entry);
                 true
             }
             (None, None) => false,
@@ -222,7 +253,7 @@ impl Fill<'_> {
 
 /// Statistics of one cache, as `/cache` shows them.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct PartStats {
+pub struct StoreStats {
     pub entries: u64,
     pub bytes: u64,
     pub capacity_bytes: u64,
@@ -231,47 +262,51 @@ pub struct PartStats {
     pub hit_ratio: f64,
 }
 
-/// The cache handle: both caches, their generations, and the learned key schemas.
+/// The cache handle: both caches, their generations, and the key schemas.
 pub struct Cache {
-    items: Part,
-    queries: Part,
+    items: Store,
+    queries: Store,
     generations: Generations,
-    config: Arc<Config>,
+    schemas: KeySchemas,
     metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Cache {
-        let items = Part::new(config.cache.item.capacity, Kind::Item, &metrics);
-        let queries = Part::new(config.cache.query.capacity, Kind::Query, &metrics);
-        for (kind, part) in [(Kind::Item, &items), (Kind::Query, &queries)] {
+    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Cache {
+        let items = Store::new(config.item.capacity, Kind::Item, &metrics);
+        let queries = Store::new(config.query.capacity, Kind::Query, &metrics);
+        for (kind, store) in [(Kind::Item, &items), (Kind::Query, &queries)] {
             metrics
                 .cache_capacity
                 .with_label_values(&[kind.label()])
-                .set(part.capacity as i64);
+                .set(store.capacity as i64);
+        }
+        // Export zeros from the start, so rate() works from the first scrape.
+        for cause in InvalidationCause::ALL {
+            metrics.invalidations.with_label_values(&[cause.label()]);
         }
         Cache {
             items,
             queries,
             generations: Generations::new(),
-            config,
+            schemas: KeySchemas::default(),
             metrics,
         }
     }
 
-    fn part(&self, kind: Kind) -> &Part {
+    /// The key schemas of the tables this cache has seen.
+    pub fn schemas(&self) -> &KeySchemas {
+        &self.schemas
+    }
+
+    fn store(&self, kind: Kind) -> &Store {
         match kind {
             Kind::Item => &self.items,
             Kind::Query => &self.queries,
         }
     }
 
-    /// TTLs for a table (per-table overrides applied).
-    pub fn ttls(&self, table: &str) -> TableTtls {
-        self.config.table_ttls(table)
-    }
-
-    fn current_stamp(&self, kind: Kind, table: &TableState, stripe: Option<usize>) -> Stamp {
+    fn current_stamp(&self, kind: Kind, table: &TableGenerations, stripe: Option<usize>) -> Stamp {
         match (kind, stripe) {
             (Kind::Item, Some(s)) => self.generations.item_stamp(table, s),
             _ => self.generations.query_stamp(table),
@@ -296,7 +331,7 @@ impl Cache {
         key_part: &[u8],
         key: CacheKey,
     ) -> Lookup<'_> {
-        let part = self.part(kind);
+        let store = self.store(kind);
         let state = self.generations.table(table);
         let stripe = self.stripe_for(kind, table, key_part);
         // Bounded: each turn either answers or removes a dead entry; a key rewritten faster than
@@ -304,13 +339,13 @@ impl Cache {
         for _ in 0..4 {
             let stamp = self.current_stamp(kind, &state, stripe);
             // The plain get answers hits without touching placeholders; only a miss reserves.
-            let (found, coalesced) = match part.store.get(&key) {
+            let (found, coalesced) = match store.entries.get(&key) {
                 Some(entry) => (entry, false),
-                None => match part.store.get_value_or_guard_async(&key).await {
+                None => match store.entries.get_value_or_guard_async(&key).await {
                     // Another request's upstream call filled it while this one waited.
                     Ok(entry) => (entry, true),
                     Err(guard) => {
-                        part.misses.inc();
+                        store.misses.inc();
                         return Lookup::Miss(Fill {
                             cache: self,
                             kind,
@@ -332,9 +367,9 @@ impl Cache {
             }
             // Filled under generations that are no longer current, or expired: drop it and look
             // again (a concurrent fill may be fresh).
-            part.store.remove_if(&key, |e| Arc::ptr_eq(e, &found));
+            store.entries.remove_if(&key, |e| Arc::ptr_eq(e, &found));
         }
-        part.misses.inc();
+        store.misses.inc();
         let stamp = self.current_stamp(kind, &state, stripe);
         Lookup::Miss(Fill {
             cache: self,
@@ -348,13 +383,13 @@ impl Cache {
     }
 
     fn count_hit(&self, kind: Kind, entry: &Entry, coalesced: bool) {
-        let part = self.part(kind);
-        part.hits.inc();
+        let store = self.store(kind);
+        store.hits.inc();
         if coalesced {
-            part.coalesced.inc();
+            store.coalesced.inc();
         }
         if kind == Kind::Item && entry.is_negative() {
-            part.negative_hits.inc();
+            store.negative_hits.inc();
         }
     }
 
@@ -364,7 +399,7 @@ impl Cache {
         let state = self.generations.table(table);
         let stripe = Some(self.generations.stripe(table, key_part));
         let stamp = self.current_stamp(Kind::Item, &state, stripe);
-        if let Some(entry) = self.items.store.get(&key) {
+        if let Some(entry) = self.items.entries.get(&key) {
             if self.is_current(&entry, stamp, Instant::now()) {
                 self.count_hit(Kind::Item, &entry, false);
                 return Lookup::Hit {
@@ -372,7 +407,9 @@ impl Cache {
                     coalesced: false,
                 };
             }
-            self.items.store.remove_if(&key, |e| Arc::ptr_eq(e, &entry));
+            self.items
+                .entries
+                .remove_if(&key, |e| Arc::ptr_eq(e, &entry));
         }
         self.items.misses.inc();
         Lookup::Miss(Fill {
@@ -386,29 +423,19 @@ impl Cache {
         })
     }
 
-    pub fn count_bypass(&self, kind: Kind) {
-        self.metrics
-            .cache_bypasses
-            .with_label_values(&[kind.label()])
-            .inc();
-    }
-
     /// Ends every entry a write may have changed; called before the write is forwarded.
-    pub fn write_started(&self, set: &WriteSet) {
-        self.metrics
-            .invalidations
-            .with_label_values(&["write"])
-            .inc();
+    pub fn write_started(&self, set: &WriteScope) {
+        self.count_invalidation(InvalidationCause::Write);
         self.bump_for_write(set);
     }
 
     /// Ends them again once the upstream answered — or failed: a write that got no answer may
     /// still have happened. Reads that started while the write was in flight cannot fill.
-    pub fn write_finished(&self, set: &WriteSet) {
+    pub fn write_finished(&self, set: &WriteScope) {
         self.bump_for_write(set);
     }
 
-    fn bump_for_write(&self, set: &WriteSet) {
+    fn bump_for_write(&self, set: &WriteScope) {
         if set.everything {
             self.generations.bump_global();
             return;
@@ -423,55 +450,51 @@ impl Cache {
         }
     }
 
-    /// Drops a table's entries and its learned key schema (control-plane calls, flushes).
-    pub fn invalidate_table(&self, table: &str, cause: &'static str) {
-        self.metrics.invalidations.with_label_values(&[cause]).inc();
+    fn count_invalidation(&self, cause: InvalidationCause) {
+        self.metrics
+            .invalidations
+            .with_label_values(&[cause.label()])
+            .inc();
+    }
+
+    /// Drops a table's entries (control-plane calls, flushes). A control-plane call also drops
+    /// the table's key schema: the table may have been recreated with another key.
+    pub fn invalidate_table(&self, table: &str, cause: InvalidationCause) {
+        self.count_invalidation(cause);
         self.generations.bump_table(&self.generations.table(table));
-        if cause == "control" {
-            self.generations.set_key_names(table, None);
+        if cause == InvalidationCause::Control {
+            self.schemas.forget(table);
         }
         // Entries are already dead; reclaim their memory too.
-        for part in [&self.items, &self.queries] {
-            part.store.retain(|k, _| k.table() != table.as_bytes());
+        for store in [&self.items, &self.queries] {
+            store.entries.retain(|k, _| k.table() != table.as_bytes());
         }
         self.refresh_gauges();
     }
 
-    /// Drops everything.
+    /// Drops everything, key schemas included.
     pub fn flush(&self) {
-        self.metrics
-            .invalidations
-            .with_label_values(&["flush"])
-            .inc();
+        self.count_invalidation(InvalidationCause::Flush);
         self.generations.bump_global();
-        self.generations.forget_schemas();
-        self.items.store.clear();
-        self.queries.store.clear();
+        self.schemas.forget_all();
+        self.items.entries.clear();
+        self.queries.entries.clear();
         self.refresh_gauges();
     }
 
     /// A write or control call that names no table ddbcache can find: end every entry.
-    pub fn invalidate_everything(&self, cause: &'static str) {
-        self.metrics.invalidations.with_label_values(&[cause]).inc();
+    pub fn invalidate_everything(&self, cause: InvalidationCause) {
+        self.count_invalidation(cause);
         self.generations.bump_global();
     }
 
-    /// The table's key attribute names, sorted, if known.
-    pub fn key_names(&self, table: &str) -> Option<Vec<String>> {
-        self.generations.key_names(table).map(|n| n.to_vec())
-    }
-
-    pub fn learn_key_names(&self, table: &str, names: Vec<String>) {
-        self.generations.set_key_names(table, Some(names));
-    }
-
-    pub fn stats(&self, kind: Kind) -> PartStats {
-        let part = self.part(kind);
-        let (hits, misses) = (part.hits.get(), part.misses.get());
-        PartStats {
-            entries: part.store.len() as u64,
-            bytes: part.store.weight(),
-            capacity_bytes: part.capacity,
+    pub fn stats(&self, kind: Kind) -> StoreStats {
+        let store = self.store(kind);
+        let (hits, misses) = (store.hits.get(), store.misses.get());
+        StoreStats {
+            entries: store.entries.len() as u64,
+            bytes: store.entries.weight(),
+            capacity_bytes: store.capacity,
             hits,
             misses,
             hit_ratio: if hits + misses == 0 {
@@ -485,16 +508,16 @@ impl Cache {
     /// Updates the entries and bytes gauges (called on scrape).
     pub fn refresh_gauges(&self) {
         for kind in [Kind::Item, Kind::Query] {
-            let part = self.part(kind);
+            let store = self.store(kind);
             let label = [kind.label()];
             self.metrics
                 .cache_entries
                 .with_label_values(&label)
-                .set(part.store.len() as i64);
+                .set(store.entries.len() as i64);
             self.metrics
                 .cache_bytes
                 .with_label_values(&label)
-                .set(part.store.weight() as i64);
+                .set(store.entries.weight() as i64);
         }
     }
 }
@@ -504,10 +527,10 @@ mod tests {
     use super::*;
 
     fn cache_with(capacity: u64) -> Cache {
-        let mut config = Config::default();
-        config.cache.item.capacity = capacity;
-        config.cache.query.capacity = capacity;
-        Cache::new(Arc::new(config), Arc::new(Metrics::new()))
+        let mut config = CacheConfig::default();
+        config.item.capacity = capacity;
+        config.query.capacity = capacity;
+        Cache::new(&config, Arc::new(Metrics::new()))
     }
 
     const TTL: Duration = Duration::from_secs(60);
@@ -531,8 +554,8 @@ mod tests {
         )
     }
 
-    fn item_write(table: &str, pk: &[u8]) -> WriteSet {
-        WriteSet {
+    fn item_write(table: &str, pk: &[u8]) -> WriteScope {
+        WriteScope {
             items: vec![(table.into(), pk.to_vec())],
             ..Default::default()
         }
@@ -644,7 +667,7 @@ mod tests {
         let cache = cache_with(1 << 20);
         fill_item(&cache, "a", b"k", b"{}").await;
         fill_item(&cache, "b", b"k", b"{}").await;
-        cache.invalidate_table("a", "flush");
+        cache.invalidate_table("a", InvalidationCause::Flush);
         assert!(!is_hit(&cache, "a", b"k").await);
         assert!(is_hit(&cache, "b", b"k").await);
         cache.flush();

@@ -1,10 +1,15 @@
-//! The DynamoDB JSON protocol as ddbcache sees it: the operation list, the error shape, canonical
-//! keys, and the few request and response fields the caches need.
+//! The DynamoDB JSON protocol as ddbcache sees it: the operation list ([`operation`]), the error
+//! shape ([`error`]), canonical keys ([`canonical`]), and the few fields the caches need from read
+//! requests ([`reads`]), write requests ([`writes`], [`partiql`]) and upstream answers
+//! ([`answers`]). No HTTP and no cache in here: these are functions of bytes.
 
+pub mod answers;
 pub mod canonical;
 pub mod error;
 pub mod operation;
-pub mod requests;
+pub mod partiql;
+pub mod reads;
+pub mod writes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -19,7 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{oneshot, Mutex};
 
 use ddbcache::config::Config;
-use ddbcache::server::{AppState, Server};
+use ddbcache::readiness::Readiness;
+use ddbcache::server::Server;
 use ddbcache::upstream::{Signer, Upstream};
 
 pub use engines::Engine;
@@ -32,7 +33,7 @@ pub const SECRET_KEY: &str = "ddbcache-test-secret";
 pub struct TestProxy {
     pub endpoint: String,
     pub admin: String,
-    pub state: Arc<AppState>,
+    pub readiness: Arc<Readiness>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -58,7 +59,7 @@ impl TestProxy {
 
     /// Waits until readiness is `ready`, as `/readyz` reports it.
     pub async fn wait_readiness(&self, ready: bool) {
-        let mut watch = self.state.watch_ready();
+        let mut watch = self.readiness.watch();
         tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|r| *r == ready))
             .await
             .unwrap_or_else(|_| panic!("readiness never became {ready}"))
@@ -119,7 +120,7 @@ pub async fn start_proxy_with(upstream: &str, edit: impl FnOnce(&mut Config)) ->
     let server = Server::bind_with(config, upstream).await.unwrap();
     let endpoint = format!("http://{}", server.local_addr());
     let admin = format!("http://{}", server.admin_addr());
-    let state = server.state();
+    let readiness = server.readiness();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
@@ -127,7 +128,7 @@ pub async fn start_proxy_with(upstream: &str, edit: impl FnOnce(&mut Config)) ->
     TestProxy {
         endpoint,
         admin,
-        state,
+        readiness,
         stop: Some(stop),
         task: Some(task),
     }

@@ -1,0 +1,233 @@
+//! The request pipeline. [`Proxy::handle`] is the life of one request, phase by phase, each in a
+//! file named for it:
+//!
+//! 1. admit ([`admit`]): a known operation, a body within the limit, gzip undone for reading;
+//! 2. classify ([`Proxy::dispatch`]): the operation's class picks the path;
+//! 3. reads ([`reads`]: GetItem, Query, Scan; [`batch_get`]: BatchGetItem) parse the request, ask
+//!    the [`policy`] whether the cache may be used, look up, forward a miss and fill; writes
+//!    ([`writes`]: items, PartiQL, control plane) invalidate, forward, and invalidate again;
+//! 4. respond ([`respond`]): a hit's stored bytes, the upstream's answer, or ddbcache's own error;
+//!    then the request is counted and logged.
+//!
+//! Cache policy is decided in [`policy`] only; the cache itself ([`crate::cache`]) knows nothing of
+//! HTTP, and the upstream client ([`crate::upstream`]) nothing of the cache.
+
+mod admit;
+mod batch_get;
+mod policy;
+mod reads;
+pub mod respond;
+mod writes;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus::IntCounter;
+use tracing::{debug, warn};
+
+use crate::cache::{Cache, Kind};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::reads::require_object;
+use crate::protocol::{answers, OpClass, Operation, ProtocolError};
+use crate::upstream::{Upstream, UpstreamResponse};
+use admit::Inbound;
+use policy::BypassReason;
+use respond::Outcome;
+pub use respond::{Body, HEADER_OUTCOME};
+
+/// What a phase hands back: the response and what the cache did, or an error ddbcache answers.
+type Answered = Result<(Response<Body>, Outcome), ProtocolError>;
+
+/// Whether a forwarded request asks the upstream for an uncompressed answer (what the caches
+/// store) or keeps the client's `Accept-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    AsClientAsked,
+}
+
+pub struct Proxy {
+    config: Arc<Config>,
+    upstream: Arc<Upstream>,
+    cache: Option<Arc<Cache>>,
+    metrics: Arc<Metrics>,
+    /// `ddbcache_requests_total{operation, status="200"}` per operation (indexed by the
+    /// operation), resolved on first use: most requests end here, and a labelled lookup per request
+    /// would take the metric family's lock and hash both labels.
+    ok_requests: Box<[OnceLock<IntCounter>]>,
+}
+
+impl Proxy {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+    ) -> Proxy {
+        let cache = config
+            .cache
+            .enabled
+            .then(|| Arc::new(Cache::new(&config.cache, metrics.clone())));
+        // Export zeros from the start, so rate() works from the first scrape.
+        for kind in [Kind::Item, Kind::Query] {
+            for reason in BypassReason::ALL {
+                metrics
+                    .cache_bypasses
+                    .with_label_values(&[kind.label(), reason.label()]);
+            }
+        }
+        Proxy {
+            config,
+            upstream,
+            cache,
+            metrics,
+            ok_requests: Operation::ALL.iter().map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The cache, unless `cache.enabled` is off.
+    pub(crate) fn cache(&self) -> Option<&Arc<Cache>> {
+        self.cache.as_ref()
+    }
+
+    /// One request's whole life.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let _in_flight = scopeguard(|| self.metrics.in_flight.dec());
+
+        let (op, answered) = match admit::admit(req, self.config.server.max_body_bytes).await {
+            Ok(inbound) => (Some(inbound.op), self.dispatch(&inbound).await),
+            Err(rejected) => (rejected.op, Err(rejected.error)),
+        };
+        let (mut response, outcome) =
+            answered.unwrap_or_else(|e| (respond::error(&e), Outcome::NotCacheable));
+        respond::mark(response.headers_mut(), outcome, self.config.cache.header);
+        self.record(op, &response, outcome, started);
+        response
+    }
+
+    /// Classification: which path the request takes.
+    async fn dispatch(&self, inb: &Inbound) -> Answered {
+        let Some(cache) = &self.cache else {
+            require_object(&inb.json)?;
+            return self.pass_through(inb).await;
+        };
+        match inb.op.class() {
+            OpClass::ItemRead if inb.op == Operation::GetItem => self.get_item(cache, inb).await,
+            OpClass::ItemRead => self.batch_get_item(cache, inb).await,
+            OpClass::QueryRead => self.query(cache, inb).await,
+            OpClass::ItemWrite => self.item_write(cache, inb).await,
+            OpClass::PartiQl => self.partiql(cache, inb).await,
+            OpClass::Control => self.control(cache, inb).await,
+            OpClass::Other => {
+                require_object(&inb.json)?;
+                let upstream = self.forward(inb, Encoding::AsClientAsked).await?;
+                if inb.op == Operation::DescribeTable && upstream.status.is_success() {
+                    if let Some((table, names)) = answers::key_schema_of(&upstream.body) {
+                        cache.schemas().learn(&table, names);
+                    }
+                }
+                Ok((respond::relayed(upstream), Outcome::NotCacheable))
+            }
+        }
+    }
+
+    /// Forwards a request the cache has nothing to do with.
+    async fn pass_through(&self, inb: &Inbound) -> Answered {
+        let upstream = self.forward(inb, Encoding::AsClientAsked).await?;
+        Ok((respond::relayed(upstream), Outcome::NotCacheable))
+    }
+
+    /// Forwards a cacheable operation around the cache, counting why.
+    async fn bypass(&self, kind: Kind, reason: BypassReason, inb: &Inbound) -> Answered {
+        self.metrics
+            .cache_bypasses
+            .with_label_values(&[kind.label(), reason.label()])
+            .inc();
+        let upstream = self.forward(inb, Encoding::AsClientAsked).await?;
+        Ok((respond::relayed(upstream), Outcome::Bypass))
+    }
+
+    /// Sends a request upstream and returns the whole answer; no answer at all (unreachable,
+    /// timed out, connection lost) is a retryable error for the client.
+    async fn forward(
+        &self,
+        inb: &Inbound,
+        encoding: Encoding,
+    ) -> Result<UpstreamResponse, ProtocolError> {
+        let result = self
+            .upstream
+            .send(
+                inb.op,
+                &inb.path,
+                &inb.headers,
+                inb.body.clone(),
+                encoding == Encoding::Identity,
+            )
+            .await;
+        match result {
+            Ok(r) => {
+                self.metrics
+                    .upstream_duration
+                    .with_label_values(&[inb.op.name()])
+                    .observe(r.elapsed.as_secs_f64());
+                Ok(r)
+            }
+            Err(e) => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[e.kind()])
+                    .inc();
+                warn!(op = inb.op.name(), error = %e, "upstream call failed");
+                Err(e.to_protocol())
+            }
+        }
+    }
+
+    /// Counts and logs a finished request.
+    fn record(
+        &self,
+        op: Option<Operation>,
+        response: &Response<Body>,
+        outcome: Outcome,
+        started: Instant,
+    ) {
+        let op_name = op.map_or("Unknown", Operation::name);
+        match op {
+            Some(op) if response.status() == StatusCode::OK => self.ok_requests[op as usize]
+                .get_or_init(|| self.metrics.requests.with_label_values(&[op_name, "200"]))
+                .inc(),
+            _ => self
+                .metrics
+                .requests
+                .with_label_values(&[op_name, response.status().as_str()])
+                .inc(),
+        }
+        self.metrics
+            .request_duration
+            .observe(started.elapsed().as_secs_f64());
+        debug!(
+            op = op_name,
+            status = response.status().as_u16(),
+            outcome = outcome.label(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+}
+
+/// Runs `f` when dropped (the in-flight gauge must come down however the request ends).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
+}

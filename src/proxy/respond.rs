@@ -1,0 +1,95 @@
+//! Responses, the last phase: a cache hit (the stored bytes with their precomputed checksum and a
+//! fresh request id), an answer ddbcache composed (a merged BatchGetItem), the upstream's answer
+//! as it came, or an error ddbcache answers itself. Each carries the headers an SDK checks.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::cache::Entry;
+use crate::protocol::{self, ProtocolError};
+use crate::upstream::UpstreamResponse;
+
+/// The body of every response ddbcache sends.
+pub type Body = Full<Bytes>;
+
+/// The `x-ddbcache` header: what the cache did with a request.
+pub const HEADER_OUTCOME: &str = "x-ddbcache";
+
+/// What happened to a request, for the `x-ddbcache` header, the log line and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Hit,
+    Miss,
+    /// A cacheable operation that went around the cache (see `policy::BypassReason`).
+    Bypass,
+    /// Not a cacheable read (a write, a control-plane call, ...): no header.
+    NotCacheable,
+}
+
+impl Outcome {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+            Outcome::NotCacheable => "not_cacheable",
+        }
+    }
+}
+
+/// A JSON answer ddbcache sends itself: content type, `x-amz-crc32` (`crc32` is the body's,
+/// computed by the caller, so a hit can reuse the one computed at fill time) and a fresh
+/// `x-amzn-requestid`. A cache hit and the bare baseline server both answer with this.
+pub fn json_response(status: StatusCode, body: Bytes, crc32: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(protocol::CONTENT_TYPE),
+    );
+    headers.insert(HeaderName::from_static(protocol::HEADER_CRC32), crc32);
+    headers.insert(
+        HeaderName::from_static(protocol::HEADER_REQUEST_ID),
+        protocol::request_id(),
+    );
+    response
+}
+
+/// Writes the `x-ddbcache` header when it is enabled and the request was a cacheable read.
+pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, enabled: bool) {
+    if enabled && outcome != Outcome::NotCacheable {
+        headers.insert(
+            HeaderName::from_static(HEADER_OUTCOME),
+            HeaderValue::from_static(outcome.label()),
+        );
+    }
+}
+
+/// A cache hit: the stored bytes, their precomputed checksum, a fresh request id.
+pub(crate) fn hit(entry: &Entry) -> Response<Body> {
+    json_response(StatusCode::OK, entry.body.clone(), entry.crc32.clone())
+}
+
+/// A 200 answer ddbcache composed itself (a merged BatchGetItem).
+pub(crate) fn composed(body: Vec<u8>) -> Response<Body> {
+    let crc = protocol::crc32_header(&body);
+    json_response(StatusCode::OK, Bytes::from(body), crc)
+}
+
+/// The upstream's answer, status, headers and body as they came.
+pub(crate) fn relayed(upstream: UpstreamResponse) -> Response<Body> {
+    let mut response = Response::new(Full::new(upstream.body));
+    *response.status_mut() = upstream.status;
+    *response.headers_mut() = upstream.headers;
+    response
+}
+
+/// An error ddbcache answers itself, in DynamoDB's shape.
+pub fn error(e: &ProtocolError) -> Response<Body> {
+    let body = e.body();
+    let crc = protocol::crc32_header(&body);
+    json_response(e.status(), body, crc)
+}
