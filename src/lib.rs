@@ -10,7 +10,7 @@
 //! DynamoDB wire format), [`cache`] (entries, generations, single-flight, key schemas),
 //! [`upstream`] (HTTP client, signing), [`readiness`], [`admin`] and [`metrics`].
 
-pub mod admin;
+mod admin;
 pub mod cache;
 pub mod config;
 mod listener;

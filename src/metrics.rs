@@ -7,27 +7,27 @@ use prometheus::{
 };
 
 /// The two caches, as label values.
-pub const CACHES: [&str; 2] = ["item", "query"];
+pub(crate) const CACHES: [&str; 2] = ["item", "query"];
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub in_flight: IntGauge,
-    pub upstream_duration: HistogramVec,
-    pub upstream_errors: IntCounterVec,
-    pub cache_hits: IntCounterVec,
-    pub cache_misses: IntCounterVec,
-    pub cache_bypasses: IntCounterVec,
-    pub cache_negative_hits: IntCounterVec,
-    pub cache_evictions: IntCounterVec,
-    pub cache_coalesced: IntCounterVec,
-    pub invalidations: IntCounterVec,
-    pub cache_entries: IntGaugeVec,
-    pub cache_bytes: IntGaugeVec,
-    pub cache_capacity: IntGaugeVec,
-    pub ready: IntGauge,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) upstream_duration: HistogramVec,
+    pub(crate) upstream_errors: IntCounterVec,
+    pub(crate) cache_hits: IntCounterVec,
+    pub(crate) cache_misses: IntCounterVec,
+    pub(crate) cache_bypasses: IntCounterVec,
+    pub(crate) cache_negative_hits: IntCounterVec,
+    pub(crate) cache_evictions: IntCounterVec,
+    pub(crate) cache_coalesced: IntCounterVec,
+    pub(crate) invalidations: IntCounterVec,
+    pub(crate) cache_entries: IntGaugeVec,
+    pub(crate) cache_bytes: IntGaugeVec,
+    pub(crate) cache_capacity: IntGaugeVec,
+    pub(crate) ready: IntGauge,
     /// Time from a request's arrival to its response, for every request ddbcache answers.
-    pub request_duration: Histogram,
+    pub(crate) request_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -186,7 +186,7 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    pub fn eviction_counter(&self, cache: &str) -> IntCounter {
+    pub(crate) fn eviction_counter(&self, cache: &str) -> IntCounter {
         self.cache_evictions.with_label_values(&[cache])
     }
 }

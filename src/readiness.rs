@@ -15,7 +15,7 @@ use prometheus::IntGauge;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::upstream::Upstream;
+use crate::upstream::{error_chain, Upstream};
 
 pub struct Readiness {
     upstream_ok: AtomicBool,
@@ -73,7 +73,7 @@ pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upst
                 info!("upstream reachable: ready");
                 return;
             }
-            Err(e) => warn!(error = %e, retry_in = ?delay, "not ready yet"),
+            Err(e) => warn!(error = %error_chain(&e), retry_in = ?delay, "not ready yet"),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));

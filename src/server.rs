@@ -23,7 +23,7 @@ use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::readiness::{self, Readiness};
-use crate::upstream::Upstream;
+use crate::upstream::{error_chain, Upstream};
 
 /// A bound, not yet running, ddbcache.
 pub struct Server {
@@ -174,7 +174,7 @@ async fn credentials_refresher(upstream: Arc<Upstream>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         if let Err(e) = signer.credentials().await {
-            warn!(error = %e, "credential refresh failed");
+            warn!(error = %error_chain(&e), "credential refresh failed");
         }
     }
 }

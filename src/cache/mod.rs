@@ -9,7 +9,7 @@
 //! name the item they change, live in [`schemas`].
 
 mod generations;
-pub mod schemas;
+pub(crate) mod schemas;
 
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
@@ -109,7 +109,7 @@ impl CacheKey {
         }
     }
 
-    pub fn table(&self) -> &[u8] {
+    pub(crate) fn table(&self) -> &[u8] {
         &self.bytes[..self.table_len]
     }
 
@@ -120,21 +120,21 @@ impl CacheKey {
 
 /// A stored answer: the upstream's response body, as it was, with its checksum precomputed.
 pub struct Entry {
-    pub body: Bytes,
-    pub crc32: HeaderValue,
+    pub(crate) body: Bytes,
+    pub(crate) crc32: HeaderValue,
     /// Where the `Item` sits inside `body` (GetItem-shaped entries); `None` for "no such item".
-    pub item: Option<Range<usize>>,
+    pub(crate) item: Option<Range<usize>>,
     stamp: Stamp,
     expires: Instant,
 }
 
 impl Entry {
-    pub fn is_negative(&self) -> bool {
+    pub(crate) fn is_negative(&self) -> bool {
         self.item.is_none()
     }
 
     /// The item's JSON, for answering BatchGetItem from GetItem-shaped entries.
-    pub fn item_json(&self) -> Option<&[u8]> {
+    pub(crate) fn item_json(&self) -> Option<&[u8]> {
         self.item.as_ref().map(|r| &self.body[r.clone()])
     }
 }
@@ -295,7 +295,7 @@ impl Cache {
     }
 
     /// The key schemas of the tables this cache has seen.
-    pub fn schemas(&self) -> &KeySchemas {
+    pub(crate) fn schemas(&self) -> &KeySchemas {
         &self.schemas
     }
 
@@ -395,7 +395,7 @@ impl Cache {
 
     /// Looks an item up without waiting or reserving (BatchGetItem's keys). On a miss, returns
     /// the [`Fill`] to complete once the upstream answered; it does not hold the key.
-    pub fn peek_item(&self, table: &str, key_part: &[u8], key: CacheKey) -> Lookup<'_> {
+    pub(crate) fn peek_item(&self, table: &str, key_part: &[u8], key: CacheKey) -> Lookup<'_> {
         let state = self.generations.table(table);
         let stripe = Some(self.generations.stripe(table, key_part));
         let stamp = self.current_stamp(Kind::Item, &state, stripe);
@@ -473,7 +473,7 @@ impl Cache {
     }
 
     /// Drops everything, key schemas included.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         self.count_invalidation(InvalidationCause::Flush);
         self.generations.bump_global();
         self.schemas.forget_all();
@@ -483,7 +483,7 @@ impl Cache {
     }
 
     /// A write or control call that names no table ddbcache can find: end every entry.
-    pub fn invalidate_everything(&self, cause: InvalidationCause) {
+    pub(crate) fn invalidate_everything(&self, cause: InvalidationCause) {
         self.count_invalidation(cause);
         self.generations.bump_global();
     }
@@ -506,7 +506,7 @@ impl Cache {
     }
 
     /// Updates the entries and bytes gauges (called on scrape).
-    pub fn refresh_gauges(&self) {
+    pub(crate) fn refresh_gauges(&self) {
         for kind in [Kind::Item, Kind::Query] {
             let store = self.store(kind);
             let label = [kind.label()];

@@ -3,11 +3,11 @@
 //! requests ([`reads`]), write requests ([`writes`], [`partiql`]) and upstream answers
 //! ([`answers`]). No HTTP and no cache in here: these are functions of bytes.
 
-pub mod answers;
-pub mod canonical;
+pub(crate) mod answers;
+pub(crate) mod canonical;
 pub mod error;
 pub mod operation;
-pub mod partiql;
+pub(crate) mod partiql;
 pub mod reads;
 pub mod writes;
 

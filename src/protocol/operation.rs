@@ -22,7 +22,8 @@ pub enum OpClass {
     PartiQl,
     /// Changes a table's definition or contents wholesale: drop its entries and its key schema.
     Control,
-    /// Everything else: forwarded unchanged, no effect on the cache.
+    /// Everything else: forwarded unchanged. None of these change what a table holds (a
+    /// DescribeTable answer teaches the table's key schema).
     Other,
 }
 

@@ -40,12 +40,12 @@ fn parse_strict<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<ReadParse<T>, 
     }
 }
 
-pub fn serialization_error(e: &serde_json::Error) -> ProtocolError {
+pub(crate) fn serialization_error(e: &serde_json::Error) -> ProtocolError {
     ProtocolError::Serialization(format!("request body could not be parsed: {e}"))
 }
 
 /// Checks that a body is a JSON object (what every DynamoDB operation takes).
-pub fn require_object(body: &[u8]) -> Result<(), ProtocolError> {
+pub(crate) fn require_object(body: &[u8]) -> Result<(), ProtocolError> {
     serde_json::from_slice::<serde::de::IgnoredAny>(body)
         .map_err(|e| serialization_error(&e))
         .and_then(|_| match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -136,7 +136,8 @@ struct BatchGetItemInput<'a> {
     #[serde(rename = "RequestItems", borrow)]
     request_items: BTreeMap<String, KeysAndAttributes<'a>>,
     #[serde(rename = "ReturnConsumedCapacity")]
-    return_consumed_capacity: Option<String>,
+    // Accepted (a known parameter), but a hit answers without capacity either way.
+    _return_consumed_capacity: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +157,7 @@ struct KeysAndAttributes<'a> {
 
 /// One table's part of a BatchGetItem.
 #[derive(Debug, Clone)]
-pub struct BatchTable {
+pub(crate) struct BatchTable {
     /// The name as the client wrote it (the response is keyed by it).
     pub request_name: String,
     pub table: String,
@@ -168,12 +169,11 @@ pub struct BatchTable {
 }
 
 #[derive(Debug, Clone)]
-pub struct BatchGetRead {
+pub(crate) struct BatchGetRead {
     pub tables: Vec<BatchTable>,
-    pub wants_capacity: bool,
 }
 
-pub fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, ProtocolError> {
+pub(crate) fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, ProtocolError> {
     let input: BatchGetItemInput = match parse_strict(body)? {
         ReadParse::Cacheable(i) => i,
         ReadParse::Uncacheable => return Ok(ReadParse::Uncacheable),
@@ -210,13 +210,12 @@ pub fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, Prot
     }
     Ok(ReadParse::Cacheable(BatchGetRead {
         tables,
-        wants_capacity: wants_capacity(&input.return_consumed_capacity),
     }))
 }
 
 /// Rewrites a BatchGetItem body to ask only for the keys `keep(table_index, key_index)` selects.
 /// Tables left with no keys are dropped. Everything else in the request is kept as it was.
-pub fn batch_get_subset(
+pub(crate) fn batch_get_subset(
     body: &[u8],
     read: &BatchGetRead,
     keep: impl Fn(usize, usize) -> bool,

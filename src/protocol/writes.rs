@@ -75,7 +75,7 @@ fn add_write<'a>(
 /// What a PutItem / UpdateItem / DeleteItem / BatchWriteItem / TransactWriteItems touches.
 /// `schema` gives a table's key attribute names when known. Errors only for bodies that are not
 /// JSON objects; anything else not understood widens the set.
-pub fn parse_write(
+pub(crate) fn parse_write(
     op: super::Operation,
     body: &[u8],
     schema: &dyn Fn(&str) -> Option<Vec<String>>,
@@ -155,7 +155,7 @@ pub fn parse_write(
 }
 
 /// The table a control-plane call changes; `None` if the body does not name one.
-pub fn control_table(body: &[u8]) -> Option<String> {
+pub(crate) fn control_table(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Input {
         #[serde(rename = "TableName")]

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::reads::require_object;
 use crate::protocol::{answers, OpClass, Operation, ProtocolError};
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::upstream::{error_chain, Upstream, UpstreamResponse};
 use admit::Inbound;
 use policy::BypassReason;
 use respond::Outcome;
@@ -49,7 +49,7 @@ enum Encoding {
     AsClientAsked,
 }
 
-pub struct Proxy {
+pub(crate) struct Proxy {
     config: Arc<Config>,
     upstream: Arc<Upstream>,
     cache: Option<Arc<Cache>>,
@@ -93,7 +93,7 @@ impl Proxy {
     }
 
     /// One request's whole life.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
         let _in_flight = scopeguard(|| self.metrics.in_flight.dec());
@@ -181,7 +181,7 @@ impl Proxy {
                     .upstream_errors
                     .with_label_values(&[e.kind()])
                     .inc();
-                warn!(op = inb.op.name(), error = %e, "upstream call failed");
+                warn!(op = inb.op.name(), error = %error_chain(&e), "upstream call failed");
                 Err(e.to_protocol())
             }
         }

@@ -15,11 +15,11 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::UpstreamConfig;
 use crate::protocol::{Operation, ProtocolError};
-pub use signing::Signer;
+pub use signing::{Signer, SigningError};
 
 /// An upstream answer, whole.
 #[derive(Debug, Clone)]
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -28,20 +28,31 @@ pub struct UpstreamResponse {
 
 /// Why an upstream call produced no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("cannot connect to upstream {endpoint}: {detail}")]
     Connect { endpoint: String, detail: String },
     #[error("upstream {endpoint} did not answer within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
     #[error("upstream {endpoint} failed mid-request: {detail}")]
     Io { endpoint: String, detail: String },
-    #[error("cannot sign the upstream request: {0}")]
-    Signing(String),
+    #[error("cannot sign the upstream request")]
+    Signing(#[from] SigningError),
+}
+
+/// Why the readiness probe did not pass.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeError {
+    #[error(transparent)]
+    Credentials(#[from] SigningError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream answered the readiness probe with {status}: {body}")]
+    Refused { status: StatusCode, body: String },
 }
 
 impl UpstreamError {
     /// The `kind` label of `ddbcache_upstream_errors_total`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Connect { .. } => "connect",
             UpstreamError::Timeout { .. } => "timeout",
@@ -51,9 +62,9 @@ impl UpstreamError {
     }
 
     /// What the client sees: a status every SDK retries.
-    pub fn to_protocol(&self) -> ProtocolError {
+    pub(crate) fn to_protocol(&self) -> ProtocolError {
         match self {
-            UpstreamError::Signing(_) => ProtocolError::Internal(self.to_string()),
+            UpstreamError::Signing(_) => ProtocolError::Internal(error_chain(self)),
             _ => ProtocolError::UpstreamUnavailable(self.to_string()),
         }
     }
@@ -160,17 +171,17 @@ impl Upstream {
         })
     }
 
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint.url
     }
 
-    pub fn signer(&self) -> Option<&Signer> {
+    pub(crate) fn signer(&self) -> Option<&Signer> {
         self.signer.as_ref()
     }
 
     /// Forwards one request. `inbound` are the client's headers; `identity_encoding` asks the
     /// upstream for an uncompressed answer (what the caches store).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         op: Operation,
         path_and_query: &str,
@@ -199,10 +210,7 @@ impl Upstream {
         }
         headers.insert(header::HOST, endpoint.host.clone());
         if let Some(signer) = &self.signer {
-            signer
-                .sign(&mut request)
-                .await
-                .map_err(UpstreamError::Signing)?;
+            signer.sign(&mut request).await?;
         }
         let request = request.map(Full::new);
         let started = Instant::now();
@@ -251,7 +259,7 @@ impl Upstream {
     }
 
     /// Readiness: credentials load (when signing) and the upstream answers a cheap call with 2xx.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub(crate) async fn probe(&self) -> Result<(), ProbeError> {
         if let Some(signer) = &self.signer {
             signer.credentials().await?;
         }
@@ -282,21 +290,20 @@ impl Upstream {
                 Bytes::from_static(br#"{"Limit":1}"#),
                 true,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if r.status.is_success() {
             Ok(())
         } else {
-            Err(format!(
-                "upstream answered the readiness probe with {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
-            ))
+            Err(ProbeError::Refused {
+                status: r.status,
+                body: String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned(),
+            })
         }
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, `: `-separated, for logs and error messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

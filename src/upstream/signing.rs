@@ -17,6 +17,19 @@ use tokio::sync::{Mutex, RwLock};
 /// Refresh credentials this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error("cannot load AWS credentials")]
+    Credentials(#[source] aws_credential_types::provider::error::CredentialsError),
+    #[error("invalid signing parameters")]
+    Parameters(#[source] BoxError),
+    #[error("the request cannot be signed")]
+    Request(#[source] BoxError),
+}
+
 /// Signs requests for DynamoDB (the signing name of DynamoDB Streams is `dynamodb` too).
 pub struct Signer {
     provider: SharedCredentialsProvider,
@@ -65,7 +78,7 @@ impl Signer {
     }
 
     /// Current credentials, refreshing them if they are near expiry.
-    pub async fn credentials(&self) -> Result<Credentials, String> {
+    pub async fn credentials(&self) -> Result<Credentials, SigningError> {
         if let Some(c) = self.cached.read().await.as_ref().filter(|c| Self::fresh(c)) {
             return Ok(c.clone());
         }
@@ -81,14 +94,17 @@ impl Signer {
             Err(e) => {
                 // Keep using credentials that have not yet expired while the refresh fails.
                 let old = self.cached.read().await.clone().filter(Self::usable);
-                old.ok_or_else(|| format!("cannot load AWS credentials: {e}"))
+                old.ok_or(SigningError::Credentials(e))
             }
         }
     }
 
     /// Signs `request` (whose URI is absolute and whose `host` header is set) in place, replacing
     /// any `authorization`, `x-amz-date` and `x-amz-security-token` it carries.
-    pub async fn sign(&self, request: &mut http::Request<bytes::Bytes>) -> Result<(), String> {
+    pub async fn sign(
+        &self,
+        request: &mut http::Request<bytes::Bytes>,
+    ) -> Result<(), SigningError> {
         let credentials = self.credentials().await?;
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
@@ -98,7 +114,7 @@ impl Signer {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| format!("signing parameters: {e}"))?
+            .map_err(|e| SigningError::Parameters(e.into()))?
             .into();
         for h in ["authorization", "x-amz-date", "x-amz-security-token"] {
             request.headers_mut().remove(h);
@@ -115,9 +131,9 @@ impl Signer {
                 headers,
                 SignableBody::Bytes(request.body()),
             )
-            .map_err(|e| format!("request cannot be signed: {e}"))?;
+            .map_err(|e| SigningError::Request(e.into()))?;
             sign(signable, &params)
-                .map_err(|e| format!("signing failed: {e}"))?
+                .map_err(|e| SigningError::Request(e.into()))?
                 .into_parts()
                 .0
         };
