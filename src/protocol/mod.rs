@@ -9,6 +9,8 @@ pub mod error;
 pub mod operation;
 pub(crate) mod partiql;
 pub mod reads;
+pub mod region;
+pub(crate) mod reserved_words;
 pub mod writes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
