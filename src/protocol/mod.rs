@@ -11,6 +11,7 @@ pub(crate) mod partiql;
 pub mod reads;
 pub mod region;
 pub(crate) mod reserved_words;
+pub mod validate;
 pub mod writes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
