@@ -6,6 +6,7 @@
 pub(crate) mod answers;
 pub(crate) mod canonical;
 pub mod error;
+pub mod front_door;
 pub mod operation;
 pub(crate) mod partiql;
 pub mod reads;

@@ -1,0 +1,1068 @@
+//! What a DynamoDB endpoint answers before any operation runs, as pure functions over a
+//! request's method, path, headers and body.
+//!
+//! A client that talks to ddbcache must get the answers it would get from DynamoDB's own front
+//! door: CORS preflights, the `GET` health answer, 404 for other methods and content types, the
+//! Coral framework's `SerializationException` and `UnknownOperationException`, and the checks of
+//! a signature's shape (which re-signing would otherwise hide). ddbcache answers these itself —
+//! some local engines crash on bodies that are not JSON objects — following dynalite's
+//! imitation of DynamoDB, its order and its words. Everything else is admitted, with what the rest
+//! of the pipeline needs: the operation (or the fact that it is a DynamoDB operation ddbcache does
+//! not know, to be forwarded as a write of unknown scope), the region the client signed for, and
+//! whether the signature came in the query string.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+use super::operation::{DYNAMODB_PREFIX, STREAMS_PREFIX};
+use super::region::Region;
+use super::{crc32_header, request_id, Operation, HEADER_CRC32, HEADER_REQUEST_ID, HEADER_TARGET};
+
+/// The content types of DynamoDB's JSON protocol. DynamoDB answers in the one the client used,
+/// and in `application/json` when the client named none.
+pub const AMZ_JSON: &str = "application/x-amz-json-1.0";
+pub const JSON: &str = "application/json";
+
+/// The parts of a request the front door looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'r> {
+    pub method: &'r Method,
+    /// The request target as sent: path and query string.
+    pub path_and_query: &'r str,
+    pub headers: &'r HeaderMap,
+    /// The body (decompressed, when the client compressed it).
+    pub body: &'r [u8],
+}
+
+/// The front door's decision.
+#[derive(Debug)]
+pub enum Verdict {
+    /// DynamoDB answers this before any operation runs: send it as it is.
+    Answer(LocalAnswer),
+    /// An operation to run.
+    Admit(Admission),
+}
+
+/// A complete answer: status, headers (request id, checksum, CORS and content type where
+/// DynamoDB sends them) and body.
+#[derive(Debug, Clone)]
+pub struct LocalAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An admitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub target: Target,
+    /// The region of the client's SigV4 credential scope, when it names a valid one.
+    pub region: Option<Region>,
+    /// The signature came in the query string (`X-Amz-Algorithm`, ...): re-signing must strip it
+    /// first ([`without_query_auth`]).
+    pub query_signed: bool,
+    /// The request carries `Origin`: every answer gets `Access-Control-Allow-Origin: *`.
+    pub cors: bool,
+    /// The content type DynamoDB answers this request with ([`AMZ_JSON`] or [`JSON`]).
+    pub content_type: &'static str,
+}
+
+/// What the `X-Amz-Target` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Known(Operation),
+    /// An operation of this service that ddbcache does not know (DynamoDB adds operations over
+    /// time): to be forwarded, and treated as a write of unknown scope.
+    Unknown(Service),
+}
+
+/// Which endpoint serves a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    DynamoDb,
+    Streams,
+}
+
+impl Target {
+    pub fn service(self) -> Service {
+        match self {
+            Target::Known(op) if op.is_streams() => Service::Streams,
+            Target::Known(_) => Service::DynamoDb,
+            Target::Unknown(service) => service,
+        }
+    }
+}
+
+impl Admission {
+    /// Adds to an answer ddbcache composes (a hit, a merged batch, an error of its own) the
+    /// headers DynamoDB adds to every answer to this request.
+    pub fn decorate(&self, headers: &mut HeaderMap) {
+        if self.cors {
+            allow_any_origin(headers);
+        }
+    }
+}
+
+/// Runs the front door's checks in DynamoDB's order. `default_region` names the endpoint in the
+/// health answer when the request names no region of its own.
+pub fn examine(req: &Inbound<'_>, default_region: &Region) -> Verdict {
+    let headers = req.headers;
+    let cors = joined(headers, header::ORIGIN).is_some_and(|o| !o.is_empty());
+    let query = QueryString::new(req.path_and_query);
+
+    if cors && req.method == Method::OPTIONS {
+        return Verdict::Answer(preflight(headers));
+    }
+    if req.method == Method::GET {
+        let region = credential_region(headers, &query);
+        let region = region.as_ref().unwrap_or(default_region);
+        let body = format!("healthy: dynamodb.{region}.amazonaws.com ");
+        return Verdict::Answer(answer(StatusCode::OK, None, Bytes::from(body), cors));
+    }
+
+    let content_type = first(headers, header::CONTENT_TYPE).unwrap_or_default();
+    let content_type = content_type.split(';').next().unwrap_or("").trim();
+    if req.method != Method::POST
+        || (!req.body.is_empty() && content_type != JSON && content_type != AMZ_JSON)
+    {
+        let body = Bytes::from_static(b"<UnknownOperationException/>\n");
+        return Verdict::Answer(answer(StatusCode::NOT_FOUND, None, body, cors));
+    }
+    let content_type = if content_type == AMZ_JSON {
+        AMZ_JSON
+    } else {
+        JSON
+    };
+    let coral = |name: &str, message: Option<(&str, &str)>| {
+        let body = coral_error(name, message);
+        Verdict::Answer(answer(
+            StatusCode::BAD_REQUEST,
+            Some(content_type),
+            body,
+            cors,
+        ))
+    };
+
+    let json = if req.body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<serde::de::IgnoredAny>(req.body) {
+            Ok(_) => Some(req.body),
+            Err(_) => return coral("SerializationException", None),
+        }
+    };
+
+    let Some(target) = target(headers) else {
+        return coral("UnknownOperationException", None);
+    };
+
+    let region = match check_auth(headers, &query) {
+        Ok(region) => region,
+        Err((name, message)) => return coral(name, Some(("message", &message))),
+    };
+
+    // What Coral answers when the body does not deserialize into the operation's input.
+    match json.and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace())) {
+        Some(b'{') => {}
+        Some(b'[') => {
+            return coral(
+                "SerializationException",
+                Some(("Message", "Start of list found where not expected")),
+            )
+        }
+        _ => return coral("SerializationException", None),
+    }
+
+    Verdict::Admit(Admission {
+        target,
+        region,
+        query_signed: query.has(QUERY_ALGORITHM),
+        cors,
+        content_type,
+    })
+}
+
+/// The request target without the query-string signature parameters, for re-signing a request
+/// the client signed in its query string. Other parameters are kept as they were written.
+pub fn without_query_auth(path_and_query: &str) -> Cow<'_, str> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return Cow::Borrowed(path_and_query);
+    };
+    let is_auth = |pair: &&str| {
+        let name = percent_decode(pair.split_once('=').map_or(*pair, |(k, _)| k));
+        QUERY_AUTH_PARAMS.contains(&name.as_ref())
+    };
+    if !query.split('&').any(|p| is_auth(&p)) {
+        return Cow::Borrowed(path_and_query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_auth(p)).collect();
+    if kept.is_empty() {
+        Cow::Owned(path.to_string())
+    } else {
+        Cow::Owned(format!("{path}?{}", kept.join("&")))
+    }
+}
+
+/// Adds `Access-Control-Allow-Origin: *`, which DynamoDB sends to every request with `Origin`.
+pub fn allow_any_origin(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+}
+
+const QUERY_ALGORITHM: &str = "X-Amz-Algorithm";
+const QUERY_CREDENTIAL: &str = "X-Amz-Credential";
+/// What DynamoDB requires of a query-string signature, in the order it names what is missing.
+const QUERY_REQUIRED: &[&str] = &[
+    QUERY_ALGORITHM,
+    QUERY_CREDENTIAL,
+    "X-Amz-Signature",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Date",
+];
+/// Every query-string parameter that belongs to a signature.
+const QUERY_AUTH_PARAMS: &[&str] = &[
+    QUERY_ALGORITHM,
+    QUERY_CREDENTIAL,
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-Security-Token",
+    "X-Amz-Signature",
+    "X-Amz-SignedHeaders",
+];
+/// What DynamoDB requires of an `Authorization` header, in the order it names what is missing.
+const HEADER_REQUIRED: [&str; 3] = ["Credential", "Signature", "SignedHeaders"];
+
+/// The `X-Amz-Target`: a known operation, an operation of a known service that ddbcache does
+/// not know, or `None` (DynamoDB's `UnknownOperationException`).
+fn target(headers: &HeaderMap) -> Option<Target> {
+    let target = joined(headers, HeaderName::from_static(HEADER_TARGET))?;
+    let (service, name) = target.split_once('.')?;
+    if name.contains('.') {
+        return None;
+    }
+    if let Some(op) = Operation::from_target(&target) {
+        return Some(Target::Known(op));
+    }
+    let shaped = (1..=64).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_uppercase()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !shaped {
+        return None;
+    }
+    // The 2011 API version is DynamoDB's too; ddbcache knows none of its operations.
+    if service == DYNAMODB_PREFIX.trim_end_matches('.') || service == "DynamoDB_20111205" {
+        Some(Target::Unknown(Service::DynamoDb))
+    } else if service == STREAMS_PREFIX.trim_end_matches('.') {
+        Some(Target::Unknown(Service::Streams))
+    } else {
+        None
+    }
+}
+
+/// The shape checks DynamoDB makes of a signature before verifying it: `Ok` with the region of
+/// the credential scope, or the Coral error (name, message) DynamoDB answers.
+fn check_auth(
+    headers: &HeaderMap,
+    query: &QueryString<'_>,
+) -> Result<Option<Region>, (&'static str, String)> {
+    let auth = first(headers, header::AUTHORIZATION).filter(|a| !a.is_empty());
+    let query_signed = query.has(QUERY_ALGORITHM);
+    if auth.is_some() && query_signed {
+        return Err((
+            "InvalidSignatureException",
+            "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."
+                .into(),
+        ));
+    }
+    let missing = || {
+        Err((
+            "MissingAuthenticationTokenException",
+            "Request is missing Authentication Token".into(),
+        ))
+    };
+    let mut message = String::new();
+    let region = match &auth {
+        None if !query_signed => return missing(),
+        Some(auth) if !auth.trim().starts_with("AWS4-") => return missing(),
+        Some(auth) => {
+            let params = AuthParams::parse(auth);
+            for (name, value) in HEADER_REQUIRED.iter().zip(&params.values) {
+                if value.is_none_or(str::is_empty) {
+                    message.push_str(&format!(
+                        "Authorization header requires '{name}' parameter. "
+                    ));
+                }
+            }
+            let has_date = |name: &str| joined(headers, name).is_some_and(|d| !d.is_empty());
+            if !has_date("x-amz-date") && !has_date("date") {
+                message.push_str(
+                    "Authorization header requires existence of either a 'X-Amz-Date' or a \
+                     'Date' header. ",
+                );
+            }
+            if !message.is_empty() {
+                message.push_str("Authorization=");
+                message.push_str(auth);
+            }
+            params.values[0].and_then(scope_region)
+        }
+        None => {
+            for name in QUERY_REQUIRED {
+                if !query.truthy(name) {
+                    message.push_str(&format!(
+                        "AWS query-string parameters must include '{name}'. "
+                    ));
+                }
+            }
+            if !message.is_empty() {
+                message.push_str("Re-examine the query-string parameters.");
+            }
+            query
+                .first(QUERY_CREDENTIAL)
+                .as_deref()
+                .and_then(scope_region)
+        }
+    };
+    if message.is_empty() {
+        Ok(region)
+    } else {
+        Err(("IncompleteSignatureException", message))
+    }
+}
+
+/// The region a request is signed for, wherever its signature is; `None` when it names no
+/// valid one.
+fn credential_region(headers: &HeaderMap, query: &QueryString<'_>) -> Option<Region> {
+    if let Some(auth) = first(headers, header::AUTHORIZATION) {
+        return AuthParams::parse(&auth).values[0].and_then(scope_region);
+    }
+    query
+        .first(QUERY_CREDENTIAL)
+        .as_deref()
+        .and_then(scope_region)
+}
+
+/// `AKID/20200101/us-east-1/dynamodb/aws4_request` → `us-east-1` (trailing slashes ignored,
+/// as DynamoDB ignores them).
+fn scope_region(credential: &str) -> Option<Region> {
+    let mut parts = credential.trim_end_matches('/').split('/');
+    let region = parts.nth(2)?;
+    (parts.count() == 2).then_some(())?;
+    Region::parse(region)
+}
+
+/// `Credential`, `Signature` and `SignedHeaders` of an `Authorization` header, read as DynamoDB
+/// reads them: tokens split at commas and spaces after the algorithm, `key=value` up to the next
+/// `=`, the last occurrence winning.
+struct AuthParams<'a> {
+    values: [Option<&'a str>; 3],
+}
+
+impl<'a> AuthParams<'a> {
+    fn parse(auth: &'a str) -> AuthParams<'a> {
+        let mut values = [None; 3];
+        let tokens = auth.split([',', ' ']).skip(1).filter(|t| !t.is_empty());
+        for token in tokens {
+            let mut kv = token.trim().split('=');
+            let key = kv.next().unwrap_or("");
+            if let Some(i) = HEADER_REQUIRED.iter().position(|k| *k == key) {
+                values[i] = kv.next();
+            }
+        }
+        AuthParams { values }
+    }
+}
+
+/// A query string, read as DynamoDB (and Node's `querystring`) read it: `&`-separated pairs,
+/// names and values percent-decoded, `+` a space.
+struct QueryString<'a> {
+    raw: &'a str,
+}
+
+impl<'a> QueryString<'a> {
+    fn new(path_and_query: &'a str) -> QueryString<'a> {
+        QueryString {
+            raw: path_and_query.split_once('?').map_or("", |(_, q)| q),
+        }
+    }
+
+    fn values(&self, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> + '_ {
+        self.raw
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(move |pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k) == name).then(|| percent_decode(v))
+            })
+    }
+
+    fn has(&self, name: &'a str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    fn first(&self, name: &'a str) -> Option<Cow<'a, str>> {
+        self.values(name).next()
+    }
+
+    /// Present with a non-empty value, or present more than once (Node then has an array, which
+    /// is truthy whatever it holds).
+    fn truthy(&self, name: &'a str) -> bool {
+        let mut values = self.values(name);
+        match (values.next(), values.next()) {
+            (Some(v), None) => !v.is_empty(),
+            (Some(_), Some(_)) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A header's first value as text (bytes beyond ASCII read as Latin-1, as Node reads them).
+fn first(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Cow<'_, str>> {
+    headers.get(name).map(text)
+}
+
+/// A header's values joined with `, ` (how Node presents a repeated header).
+fn joined(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Cow<'_, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = text(values.next()?);
+    let rest: Vec<Cow<str>> = values.map(text).collect();
+    if rest.is_empty() {
+        return Some(first);
+    }
+    let mut all = first.into_owned();
+    for v in rest {
+        all.push_str(", ");
+        all.push_str(&v);
+    }
+    Some(Cow::Owned(all))
+}
+
+fn text(value: &HeaderValue) -> Cow<'_, str> {
+    match value.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(value.as_bytes().iter().map(|&b| char::from(b)).collect()),
+    }
+}
+
+/// The answer to a CORS preflight: whatever the browser asks to send is allowed, for two days.
+fn preflight(headers: &HeaderMap) -> LocalAnswer {
+    let mut out = HeaderMap::new();
+    out.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id());
+    allow_any_origin(&mut out);
+    for (asked, allowed) in [
+        (
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+        ),
+        (
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+        ),
+    ] {
+        if let Some(v) = joined(headers, asked).filter(|v| !v.is_empty()) {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                out.insert(allowed, v);
+            }
+        }
+    }
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("172800"),
+    );
+    LocalAnswer {
+        status: StatusCode::OK,
+        headers: out,
+        body: Bytes::new(),
+    }
+}
+
+/// An answer with a request id, the body's checksum, CORS when asked for, and a content type
+/// when the body is JSON.
+fn answer(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: Bytes,
+    cors: bool,
+) -> LocalAnswer {
+    let mut headers = HeaderMap::new();
+    headers.insert(HeaderName::from_static(HEADER_REQUEST_ID), request_id());
+    headers.insert(HeaderName::from_static(HEADER_CRC32), crc32_header(&body));
+    if let Some(ct) = content_type {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    if cors {
+        allow_any_origin(&mut headers);
+    }
+    LocalAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `{"__type":"com.amazon.coral.service#<name>"}`, with the message under the member name
+/// DynamoDB uses for it (`message` for signature errors, `Message` for serialization errors).
+fn coral_error(name: &str, message: Option<(&str, &str)>) -> Bytes {
+    let mut body = format!("{{\"__type\":\"com.amazon.coral.service#{name}\"");
+    if let Some((key, text)) = message {
+        body.push_str(&format!(",\"{key}\":{}", serde_json::Value::from(text)));
+    }
+    body.push('}');
+    Bytes::from(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SIGNED: &str = "AWS4-HMAC-SHA256 Credential=AKID/20200101/eu-west-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=abc";
+
+    struct Req {
+        method: Method,
+        path: String,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    }
+
+    impl Req {
+        /// A well-formed, signed ListTables.
+        fn new() -> Req {
+            Req::post("DynamoDB_20120810.ListTables", "{}")
+        }
+
+        fn post(target: &str, body: &str) -> Req {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-amz-target", HeaderValue::from_str(target).unwrap());
+            headers.insert("content-type", HeaderValue::from_static(AMZ_JSON));
+            headers.insert("authorization", HeaderValue::from_static(SIGNED));
+            headers.insert("x-amz-date", HeaderValue::from_static("20200101T000000Z"));
+            Req {
+                method: Method::POST,
+                path: "/".into(),
+                headers,
+                body: body.as_bytes().to_vec(),
+            }
+        }
+
+        fn bare(method: Method) -> Req {
+            Req {
+                method,
+                path: "/".into(),
+                headers: HeaderMap::new(),
+                body: Vec::new(),
+            }
+        }
+
+        fn header(mut self, name: &'static str, value: &str) -> Req {
+            self.headers
+                .insert(name, HeaderValue::from_str(value).unwrap());
+            self
+        }
+
+        fn without(mut self, name: &'static str) -> Req {
+            self.headers.remove(name);
+            self
+        }
+
+        fn body(mut self, body: &[u8]) -> Req {
+            self.body = body.to_vec();
+            self
+        }
+
+        fn path(mut self, path: &str) -> Req {
+            self.path = path.into();
+            self
+        }
+
+        fn examine(&self) -> Verdict {
+            examine(
+                &Inbound {
+                    method: &self.method,
+                    path_and_query: &self.path,
+                    headers: &self.headers,
+                    body: &self.body,
+                },
+                &Region::parse("us-east-1").unwrap(),
+            )
+        }
+
+        fn answer(&self) -> LocalAnswer {
+            match self.examine() {
+                Verdict::Answer(a) => a,
+                Verdict::Admit(a) => panic!("admitted: {a:?}"),
+            }
+        }
+
+        fn admission(&self) -> Admission {
+            match self.examine() {
+                Verdict::Admit(a) => a,
+                Verdict::Answer(a) => panic!("answered {} {:?}", a.status, a.body),
+            }
+        }
+    }
+
+    fn header<'a>(a: &'a LocalAnswer, name: &str) -> Option<&'a str> {
+        a.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// A 400 Coral error: body, checksum, content type and request id as DynamoDB sends them.
+    fn assert_coral(a: &LocalAnswer, body: &str, content_type: &str) {
+        assert_eq!(a.status, 400);
+        assert_eq!(std::str::from_utf8(&a.body).unwrap(), body);
+        assert_eq!(
+            header(a, "x-amz-crc32").unwrap(),
+            crc32fast::hash(body.as_bytes()).to_string()
+        );
+        assert_eq!(header(a, "content-type"), Some(content_type));
+        assert_eq!(header(a, "x-amzn-requestid").unwrap().len(), 52);
+    }
+
+    const SERIALIZATION: &str = r#"{"__type":"com.amazon.coral.service#SerializationException"}"#;
+    const UNKNOWN_OP: &str = r#"{"__type":"com.amazon.coral.service#UnknownOperationException"}"#;
+    const MISSING: &str = r#"{"__type":"com.amazon.coral.service#MissingAuthenticationTokenException","message":"Request is missing Authentication Token"}"#;
+
+    #[test]
+    fn coral_bodies_match_dynamodb_checksums() {
+        // The checksums DynamoDB sends with these exact bodies.
+        assert_eq!(crc32fast::hash(SERIALIZATION.as_bytes()), 3948637019);
+        assert_eq!(crc32fast::hash(UNKNOWN_OP.as_bytes()), 1368724161);
+        assert_eq!(crc32fast::hash(MISSING.as_bytes()), 2088342776);
+        assert_eq!(coral_error("SerializationException", None), SERIALIZATION);
+    }
+
+    #[test]
+    fn get_is_the_health_answer_for_the_region() {
+        let a = Req::bare(Method::GET).answer();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, "healthy: dynamodb.us-east-1.amazonaws.com ");
+        assert_eq!(header(&a, "x-amz-crc32"), Some("3128867991"));
+        assert_eq!(header(&a, "content-type"), None);
+        assert_eq!(header(&a, "access-control-allow-origin"), None);
+        let signed = Req::bare(Method::GET)
+            .header("authorization", SIGNED)
+            .answer();
+        assert_eq!(signed.body, "healthy: dynamodb.eu-west-1.amazonaws.com ");
+        let cors = Req::bare(Method::GET)
+            .header("origin", "https://app")
+            .answer();
+        assert_eq!(header(&cors, "access-control-allow-origin"), Some("*"));
+    }
+
+    #[test]
+    fn other_methods_and_content_types_are_not_found() {
+        let not_found = |a: LocalAnswer| {
+            assert_eq!(a.status, 404);
+            assert_eq!(a.body, "<UnknownOperationException/>\n");
+            assert_eq!(header(&a, "x-amz-crc32"), Some("3552371480"));
+            assert_eq!(header(&a, "content-type"), None);
+            assert_eq!(header(&a, "x-amzn-requestid").unwrap().len(), 52);
+        };
+        for method in [
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::HEAD,
+            Method::PATCH,
+        ] {
+            not_found(Req::bare(method).answer());
+        }
+        // OPTIONS is a preflight only with Origin.
+        let mut options = Req::new();
+        options.method = Method::OPTIONS;
+        not_found(options.answer());
+        not_found(Req::bare(Method::POST).body(b"hi").answer());
+        not_found(Req::new().header("content-type", "whatever").answer());
+        not_found(
+            Req::new()
+                .header("content-type", "Application/JSON")
+                .answer(),
+        );
+        not_found(Req::new().without("content-type").answer());
+        // Without a body, the content type does not matter.
+        let empty = Req::new().without("content-type").body(b"").answer();
+        assert_coral(&empty, SERIALIZATION, JSON);
+    }
+
+    #[test]
+    fn cors_preflight_allows_what_is_asked() {
+        let a = Req::bare(Method::OPTIONS)
+            .header("origin", "https://app.example")
+            .header("access-control-request-headers", "a, b, c")
+            .header("access-control-request-method", "POST")
+            .answer();
+        assert_eq!(a.status, 200);
+        assert!(a.body.is_empty());
+        assert_eq!(header(&a, "access-control-allow-origin"), Some("*"));
+        assert_eq!(header(&a, "access-control-allow-headers"), Some("a, b, c"));
+        assert_eq!(header(&a, "access-control-allow-methods"), Some("POST"));
+        assert_eq!(header(&a, "access-control-max-age"), Some("172800"));
+        assert_eq!(header(&a, "x-amz-crc32"), None);
+        let plain = Req::bare(Method::OPTIONS).header("origin", "x").answer();
+        assert_eq!(header(&plain, "access-control-allow-headers"), None);
+        assert_eq!(header(&plain, "access-control-allow-methods"), None);
+    }
+
+    #[test]
+    fn cors_is_flagged_on_admitted_requests_and_errors() {
+        let admitted = Req::new().header("origin", "https://app").admission();
+        assert!(admitted.cors);
+        let mut headers = HeaderMap::new();
+        admitted.decorate(&mut headers);
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        assert!(!Req::new().admission().cors);
+        let e = Req::new()
+            .without("x-amz-target")
+            .header("origin", "x")
+            .answer();
+        assert_eq!(header(&e, "access-control-allow-origin"), Some("*"));
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects_are_serialization_errors() {
+        assert_coral(&Req::new().body(b"hi").answer(), SERIALIZATION, AMZ_JSON);
+        assert_coral(
+            &Req::new()
+                .header("content-type", "application/json; charset=utf-8")
+                .body(b"{")
+                .answer(),
+            SERIALIZATION,
+            JSON,
+        );
+        for body in [&b"null"[..], b"1", b"\"x\"", b"true", b"", b" "] {
+            assert_coral(&Req::new().body(body).answer(), SERIALIZATION, AMZ_JSON);
+        }
+        assert_coral(
+            &Req::new().body(b" [1]").answer(),
+            r#"{"__type":"com.amazon.coral.service#SerializationException","Message":"Start of list found where not expected"}"#,
+            AMZ_JSON,
+        );
+        assert_eq!(
+            Req::new().body(b" {\"a\":[1]} ").admission().content_type,
+            AMZ_JSON
+        );
+    }
+
+    #[test]
+    fn invalid_json_is_refused_before_the_target_but_null_after_it() {
+        let no_target = Req::new().without("x-amz-target");
+        assert_coral(&no_target.body(b"{").answer(), SERIALIZATION, AMZ_JSON);
+        let no_target = Req::new().without("x-amz-target");
+        assert_coral(&no_target.body(b"null").answer(), UNKNOWN_OP, AMZ_JSON);
+        let unsigned = Req::new().without("authorization");
+        assert_coral(&unsigned.body(b"").answer(), MISSING, AMZ_JSON);
+    }
+
+    #[test]
+    fn targets_known_unknown_and_malformed() {
+        let target = |t: &str| Req::post(t, "{}").examine();
+        let admitted = |t: &str| match target(t) {
+            Verdict::Admit(a) => Some(a.target),
+            Verdict::Answer(a) => {
+                assert_coral(&a, UNKNOWN_OP, AMZ_JSON);
+                None
+            }
+        };
+        assert_eq!(
+            admitted("DynamoDB_20120810.GetItem"),
+            Some(Target::Known(Operation::GetItem))
+        );
+        assert_eq!(
+            admitted("DynamoDBStreams_20120810.GetRecords"),
+            Some(Target::Known(Operation::GetRecords))
+        );
+        assert_eq!(
+            admitted("DynamoDB_20120810.FlyToTheMoon"),
+            Some(Target::Unknown(Service::DynamoDb))
+        );
+        assert_eq!(
+            admitted("DynamoDB_20111205.GetItem"),
+            Some(Target::Unknown(Service::DynamoDb))
+        );
+        // A Streams operation under the table prefix is not the Streams operation.
+        assert_eq!(
+            admitted("DynamoDB_20120810.GetRecords"),
+            Some(Target::Unknown(Service::DynamoDb))
+        );
+        assert_eq!(
+            admitted("DynamoDBStreams_20120810.PutItem"),
+            Some(Target::Unknown(Service::Streams))
+        );
+        assert_eq!(
+            Target::Unknown(Service::Streams).service(),
+            Service::Streams
+        );
+        assert_eq!(
+            Target::Known(Operation::ListStreams).service(),
+            Service::Streams
+        );
+        assert_eq!(Target::Known(Operation::Query).service(), Service::DynamoDb);
+        for bad in [
+            "whatever",
+            "DynamoDB_20120810",
+            "DynamoDB_20120810.",
+            "DynamoDB_20120810.Get.Item",
+            "DynamoDB_20120810.getItem",
+            "DynamoDB_20120810.Get-Item",
+            "DynamoDB_20990101.GetItem",
+            ".GetItem",
+            "Kinesis_20131202.PutRecord",
+        ] {
+            assert_eq!(admitted(bad), None, "{bad}");
+        }
+        assert_coral(
+            &Req::new().without("x-amz-target").answer(),
+            UNKNOWN_OP,
+            AMZ_JSON,
+        );
+    }
+
+    #[test]
+    fn authentication_shape_is_checked_as_dynamodb_does() {
+        assert_coral(
+            &Req::new().without("authorization").answer(),
+            MISSING,
+            AMZ_JSON,
+        );
+        assert_coral(
+            &Req::new().header("authorization", "AWS4").answer(),
+            MISSING,
+            AMZ_JSON,
+        );
+        assert_coral(
+            &Req::new().header("authorization", "Basic abc").answer(),
+            MISSING,
+            AMZ_JSON,
+        );
+        assert_coral(
+            &Req::new().header("authorization", "").answer(),
+            MISSING,
+            AMZ_JSON,
+        );
+        let incomplete = Req::new()
+            .header("authorization", "AWS4-")
+            .without("x-amz-date")
+            .answer();
+        let body = r#"{"__type":"com.amazon.coral.service#IncompleteSignatureException","message":"Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. Authorization=AWS4-"}"#;
+        assert_coral(&incomplete, body, AMZ_JSON);
+        assert_eq!(crc32fast::hash(body.as_bytes()), 1828866742);
+        let no_sig = Req::new()
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=a/b/c/d/e, SignedHeaders=host, Signature=",
+            )
+            .answer();
+        assert_coral(
+            &no_sig,
+            r#"{"__type":"com.amazon.coral.service#IncompleteSignatureException","message":"Authorization header requires 'Signature' parameter. Authorization=AWS4-HMAC-SHA256 Credential=a/b/c/d/e, SignedHeaders=host, Signature="}"#,
+            AMZ_JSON,
+        );
+        // A Date header does instead of X-Amz-Date.
+        let dated = Req::new()
+            .without("x-amz-date")
+            .header("date", "Wed, 01 Jan 2020 00:00:00 GMT");
+        assert!(matches!(dated.examine(), Verdict::Admit(_)));
+        let both = Req::new()
+            .path("/?X-Amz-Algorithm=AWS4-HMAC-SHA256")
+            .answer();
+        assert_coral(
+            &both,
+            r#"{"__type":"com.amazon.coral.service#InvalidSignatureException","message":"Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."}"#,
+            AMZ_JSON,
+        );
+    }
+
+    #[test]
+    fn query_string_signatures_are_admitted_with_their_region() {
+        let full = "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20200101%2Fap-south-2%2Fdynamodb%2Faws4_request&X-Amz-Date=20200101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=abc";
+        let a = Req::new().without("authorization").path(full).admission();
+        assert!(a.query_signed);
+        assert_eq!(a.region, Region::parse("ap-south-2"));
+        let partial = Req::new()
+            .without("authorization")
+            .path("/?X-Amz-Algorithm=&X-Amz-Signature=x&X-Amz-Date=d&X-Amz-Date=")
+            .answer();
+        assert_coral(
+            &partial,
+            r#"{"__type":"com.amazon.coral.service#IncompleteSignatureException","message":"AWS query-string parameters must include 'X-Amz-Algorithm'. AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. Re-examine the query-string parameters."}"#,
+            AMZ_JSON,
+        );
+        assert!(!Req::new().admission().query_signed);
+    }
+
+    #[test]
+    fn region_comes_from_the_credential_scope_and_only_if_valid() {
+        let region = |auth: &str| {
+            Req::new()
+                .header("authorization", auth)
+                .admission()
+                .region
+                .map(|r| r.to_string())
+        };
+        let with = |cred: &str| {
+            format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature=x")
+        };
+        assert_eq!(region(SIGNED).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region(&with("AKID/20200101/us-west-2/dynamodb/aws4_request/")).as_deref(),
+            Some("us-west-2")
+        );
+        assert_eq!(region("AWS4-HMAC-SHA256,Credential=AKID/20200101/eu-north-1/dynamodb/aws4_request,SignedHeaders=host,Signature=x").as_deref(), Some("eu-north-1"));
+        for bad in [
+            "AKID/20200101/evil.com/dynamodb/aws4_request",
+            "AKID/20200101/us-east-1@evil/dynamodb/aws4_request",
+            "AKID/20200101/US-EAST-1/dynamodb/aws4_request",
+            "AKID/20200101//dynamodb/aws4_request",
+            "AKID/20200101/us-east-1/dynamodb",
+            "AKID/20200101/us-east-1/dynamodb/aws4_request/extra",
+            "AKID/20200101/a%2Fb/dynamodb/aws4_request",
+        ] {
+            assert_eq!(region(&with(bad)), None, "{bad}");
+        }
+        let query = |cred: &str| {
+            Req::new()
+                .without("authorization")
+                .path(&format!("/?X-Amz-Algorithm=A&X-Amz-Credential={cred}&X-Amz-Signature=s&X-Amz-SignedHeaders=host&X-Amz-Date=d"))
+                .admission()
+                .region
+        };
+        assert_eq!(
+            query("AKID/20200101/sa-east-1/dynamodb/aws4_request"),
+            Region::parse("sa-east-1")
+        );
+        assert_eq!(
+            query("AKID%2F20200101%2Fhost%3A1%2Fdynamodb%2Faws4_request"),
+            None
+        );
+        assert_eq!(
+            query("AKID%2F20200101%2Fa.b%2Fdynamodb%2Faws4_request"),
+            None
+        );
+    }
+
+    #[test]
+    fn query_auth_is_stripped_for_re_signing() {
+        assert_eq!(without_query_auth("/"), "/");
+        assert_eq!(without_query_auth("/?a=1&b=2"), "/?a=1&b=2");
+        assert_eq!(
+            without_query_auth("/?X-Amz-Algorithm=A&X-Amz-Credential=c%2Fd&keep=1&X-Amz-Date=d&X-Amz-Expires=5&X-Amz-SignedHeaders=host&X-Amz-Signature=s&X-Amz-Security-Token=t&X%2DAmz%2DSignature=s2&other"),
+            "/?keep=1&other"
+        );
+        assert_eq!(without_query_auth("/p?X-Amz-Signature=s"), "/p");
+    }
+
+    #[test]
+    fn percent_decoding_follows_querystring() {
+        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%41%42"), "AB");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_as_node_joins_them() {
+        let mut r = Req::bare(Method::OPTIONS).header("origin", "x");
+        r.headers.append(
+            "access-control-request-headers",
+            HeaderValue::from_static("a"),
+        );
+        r.headers.append(
+            "access-control-request-headers",
+            HeaderValue::from_static("b"),
+        );
+        assert_eq!(
+            header(&r.answer(), "access-control-allow-headers"),
+            Some("a, b")
+        );
+        let mut t = Req::new();
+        t.headers.append(
+            "x-amz-target",
+            HeaderValue::from_static("DynamoDB_20120810.Query"),
+        );
+        assert_coral(&t.answer(), UNKNOWN_OP, AMZ_JSON);
+    }
+
+    #[test]
+    fn non_ascii_header_bytes_do_not_break_messages() {
+        let mut r = Req::new();
+        r.headers.insert(
+            "authorization",
+            HeaderValue::from_bytes(b"AWS4-\xe9 \"x\"").unwrap(),
+        );
+        let a = r.answer();
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Authorization=AWS4-\u{e9} \"x\""));
+    }
+
+    proptest! {
+        #[test]
+        fn random_requests_never_panic(
+            method in prop::sample::select(vec![Method::GET, Method::POST, Method::OPTIONS, Method::PUT]),
+            path in "/[ -~]{0,40}",
+            target in "[ -~]{0,40}",
+            auth in "[ -~]{0,80}",
+            origin in prop::option::of("[a-z]{0,5}"),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut r = Req::new().path(&path);
+            r.method = method;
+            r.body = body;
+            if let Ok(v) = HeaderValue::from_str(&target) {
+                r.headers.insert("x-amz-target", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&auth) {
+                r.headers.insert("authorization", v);
+            }
+            if let Some(o) = origin {
+                r.headers.insert("origin", HeaderValue::from_str(&o).unwrap());
+            }
+            match r.examine() {
+                Verdict::Answer(a) => prop_assert!(a.headers.contains_key("x-amzn-requestid")),
+                Verdict::Admit(a) => prop_assert!(a.region.is_none_or(|r| Region::parse(r.as_str()).is_some())),
+            }
+            let _ = without_query_auth(&path);
+        }
+
+        #[test]
+        fn json_bodies_of_every_shape_get_an_answer_or_an_object(body in "[\\[\\]{}\" a-z0-9:,.nul\\\\]{0,30}") {
+            if let Verdict::Admit(_) = Req::new().body(body.as_bytes()).examine() {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                prop_assert!(v.is_object());
+            }
+        }
+    }
+}
