@@ -208,9 +208,7 @@ pub(crate) fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead
             consistent_read: ka.consistent_read.unwrap_or(false),
         });
     }
-    Ok(ReadParse::Cacheable(BatchGetRead {
-        tables,
-    }))
+    Ok(ReadParse::Cacheable(BatchGetRead { tables }))
 }
 
 /// Rewrites a BatchGetItem body to ask only for the keys `keep(table_index, key_index)` selects.
