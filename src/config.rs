@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -213,149 +213,124 @@ pub struct TableOverrides {
     pub query_ttl: Option<Duration>,
 }
 
-/// A configuration problem, naming the key (or variable) and what was wrong with it.
+/// A configuration problem, naming the file, variable or key and what was wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {}", path.display())]
     Read {
-        path: String,
+        path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("invalid value for {var}: {message}")]
-    Env { var: &'static str, message: String },
+    #[error("invalid config{}", in_file(path.as_deref()))]
+    Toml {
+        path: Option<PathBuf>,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value for {var} ({key})")]
+    Env {
+        var: &'static str,
+        key: &'static str,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid config: {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
 
-/// Environment variables that override config keys: `(variable, key, setter)`.
-type Setter = fn(&mut Config, &str) -> Result<(), String>;
-pub const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
-    ("DDBCACHE_LISTEN_ADDR", "listen.addr", |c, v| {
-        c.listen.addr = parse_addr(v)?;
-        Ok(())
-    }),
-    ("DDBCACHE_ADMIN_ADDR", "listen.admin_addr", |c, v| {
-        c.listen.admin_addr = parse_addr(v)?;
-        Ok(())
-    }),
-    ("DDBCACHE_UPSTREAM_ENDPOINT", "upstream.endpoint", |c, v| {
-        c.upstream.endpoint = (!v.is_empty()).then(|| v.to_string());
-        Ok(())
-    }),
-    ("DDBCACHE_UPSTREAM_REGION", "upstream.region", |c, v| {
-        c.upstream.region = v.to_string();
-        Ok(())
-    }),
-    ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign", |c, v| {
-        c.upstream.sign = parse_bool(v)?;
-        Ok(())
-    }),
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!(" file {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// The environment variable naming the config file to read (`--config` wins over it).
+pub const CONFIG_ENV: &str = "DDBCACHE_CONFIG";
+
+/// Environment variables that override config keys: `(variable, dotted key)`. A variable's value
+/// is put into the file's TOML at that key before the whole is deserialized, so it is read by
+/// the same parsers as the file (a size takes `256MiB`, a flag `true` or `false`). An empty
+/// variable counts as unset and returns the key to its built-in default.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("DDBCACHE_LISTEN_ADDR", "listen.addr"),
+    ("DDBCACHE_ADMIN_ADDR", "listen.admin_addr"),
+    ("DDBCACHE_UPSTREAM_ENDPOINT", "upstream.endpoint"),
+    ("DDBCACHE_UPSTREAM_REGION", "upstream.region"),
+    ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign"),
     (
         "DDBCACHE_UPSTREAM_CONNECT_TIMEOUT_MS",
         "upstream.connect_timeout_ms",
-        |c, v| {
-            c.upstream.connect_timeout_ms = parse_u64(v)?;
-            Ok(())
-        },
     ),
-    (
-        "DDBCACHE_UPSTREAM_TIMEOUT_MS",
-        "upstream.timeout_ms",
-        |c, v| {
-            c.upstream.timeout_ms = parse_u64(v)?;
-            Ok(())
-        },
-    ),
-    (
-        "DDBCACHE_MAX_BODY_BYTES",
-        "server.max_body_bytes",
-        |c, v| {
-            c.server.max_body_bytes = parse_size(v)?;
-            Ok(())
-        },
-    ),
-    (
-        "DDBCACHE_SHUTDOWN_GRACE",
-        "server.shutdown_grace",
-        |c, v| {
-            c.server.shutdown_grace = parse_duration(v)?;
-            Ok(())
-        },
-    ),
-    ("DDBCACHE_LOG_FORMAT", "log.format", |c, v| {
-        c.log.format = match v {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => return Err(format!("expected `text` or `json`, got `{v}`")),
-        };
-        Ok(())
-    }),
-    ("DDBCACHE_LOG_LEVEL", "log.level", |c, v| {
-        c.log.level = v.to_string();
-        Ok(())
-    }),
-    ("DDBCACHE_CACHE_ENABLED", "cache.enabled", |c, v| {
-        c.cache.enabled = parse_bool(v)?;
-        Ok(())
-    }),
-    ("DDBCACHE_CACHE_HEADER", "cache.header", |c, v| {
-        c.cache.header = parse_bool(v)?;
-        Ok(())
-    }),
-    ("DDBCACHE_ITEM_TTL", "cache.item.ttl", |c, v| {
-        c.cache.item.ttl = parse_duration(v)?;
-        Ok(())
-    }),
-    (
-        "DDBCACHE_ITEM_NEGATIVE_TTL",
-        "cache.item.negative_ttl",
-        |c, v| {
-            c.cache.item.negative_ttl = parse_duration(v)?;
-            Ok(())
-        },
-    ),
-    ("DDBCACHE_ITEM_CAPACITY", "cache.item.capacity", |c, v| {
-        c.cache.item.capacity = parse_size(v)?;
-        Ok(())
-    }),
-    ("DDBCACHE_QUERY_TTL", "cache.query.ttl", |c, v| {
-        c.cache.query.ttl = parse_duration(v)?;
-        Ok(())
-    }),
-    ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity", |c, v| {
-        c.cache.query.capacity = parse_size(v)?;
-        Ok(())
-    }),
+    ("DDBCACHE_UPSTREAM_TIMEOUT_MS", "upstream.timeout_ms"),
+    ("DDBCACHE_MAX_BODY_BYTES", "server.max_body_bytes"),
+    ("DDBCACHE_SHUTDOWN_GRACE", "server.shutdown_grace"),
+    ("DDBCACHE_LOG_FORMAT", "log.format"),
+    ("DDBCACHE_LOG_LEVEL", "log.level"),
+    ("DDBCACHE_CACHE_ENABLED", "cache.enabled"),
+    ("DDBCACHE_CACHE_HEADER", "cache.header"),
+    ("DDBCACHE_ITEM_TTL", "cache.item.ttl"),
+    ("DDBCACHE_ITEM_NEGATIVE_TTL", "cache.item.negative_ttl"),
+    ("DDBCACHE_ITEM_CAPACITY", "cache.item.capacity"),
+    ("DDBCACHE_QUERY_TTL", "cache.query.ttl"),
+    ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity"),
 ];
 
 impl Config {
-    /// Reads a TOML config file.
+    /// Reads a TOML config file (without environment overrides).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.display().to_string(),
-            message,
+        let text = read_file(path)?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses TOML config text (without environment overrides).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, None)
+    }
+
+    fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Toml {
+            path: path.map(Path::to_path_buf),
+            source: Box::new(source),
         })
     }
 
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
-    }
-
-    /// Applies `DDBCACHE_*` overrides from an environment (a function, so tests need not touch the
-    /// process environment).
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for (var, _key, set) in ENV_OVERRIDES {
-            if let Some(value) = get(var) {
-                set(self, value.trim()).map_err(|message| ConfigError::Env { var, message })?;
+    /// The config that `text` (a file's contents, `path` naming it in errors) and the `DDBCACHE_*`
+    /// variables of `env` describe, not yet validated. `env` is a function so that tests need not
+    /// touch the process environment.
+    pub fn from_toml_and_env(
+        text: &str,
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let toml_error = |source| ConfigError::Toml {
+            path: path.map(Path::to_path_buf),
+            source: Box::new(source),
+        };
+        // The file alone first, so that its errors point at its lines.
+        Self::parse(text, path)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(toml_error)?;
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        for &(var, key) in ENV_OVERRIDES {
+            let Some(raw) = env(var) else { continue };
+            let raw = raw.trim();
+            if raw.is_empty() {
+                remove_key(&mut table, key);
+                continue;
             }
+            let value = env_value(raw, lookup(&defaults, key));
+            // Each variable alone over the defaults, so that a bad value names its variable.
+            let mut alone = toml::Table::new();
+            insert_key(&mut alone, key, value.clone());
+            toml::Value::Table(alone)
+                .try_into::<Config>()
+                .map_err(|source| ConfigError::Env {
+                    var,
+                    key,
+                    source: Box::new(source),
+                })?;
+            insert_key(&mut table, key, value);
         }
-        Ok(())
+        toml::Value::Table(table).try_into().map_err(toml_error)
     }
 
     /// Checks what types alone cannot.
@@ -409,13 +384,13 @@ impl Config {
         Ok(())
     }
 
-    /// The effective config: file (if any), then environment, then validation.
+    /// The effective config: file (if any), then the process environment, then validation.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut config = match path {
-            Some(p) => Config::from_file(p)?,
-            None => Config::default(),
+        let text = match path {
+            Some(p) => read_file(p)?,
+            None => String::new(),
         };
-        config.apply_env(|k| std::env::var(k).ok())?;
+        let config = Self::from_toml_and_env(&text, path, |k| std::env::var(k).ok())?;
         config.validate()?;
         Ok(config)
     }
@@ -448,22 +423,67 @@ pub struct TableTtls {
     pub query: Option<Duration>,
 }
 
-fn parse_addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|_| format!("`{v}` is not a socket address like 127.0.0.1:8000"))
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!("expected true or false, got `{v}`")),
+/// An environment value as the TOML value its key takes: a flag or a number when the key's
+/// default is one, else a string (which the key's own parser reads, as it reads the file's).
+fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
+    match default {
+        Some(toml::Value::Boolean(_)) => match raw {
+            "true" => return toml::Value::Boolean(true),
+            "false" => return toml::Value::Boolean(false),
+            _ => {}
+        },
+        Some(toml::Value::Integer(_)) => {
+            if let Ok(n) = raw.parse() {
+                return toml::Value::Integer(n);
+            }
+        }
+        _ => {}
     }
+    toml::Value::String(raw.to_string())
 }
 
-fn parse_u64(v: &str) -> Result<u64, String> {
-    v.parse()
-        .map_err(|_| format!("expected a whole number, got `{v}`"))
+fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let (parents, last) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut node = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        node = node.get(part)?.as_table()?;
+    }
+    node.get(last)
+}
+
+fn insert_key(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let (parents, last) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut node = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        let entry = node
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // A section given a plain value was already rejected by the file's own parse.
+        let Some(inner) = entry.as_table_mut() else {
+            return;
+        };
+        node = inner;
+    }
+    node.insert(last.to_string(), value);
+}
+
+fn remove_key(table: &mut toml::Table, key: &str) {
+    let (parents, last) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut node = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        match node.get_mut(part).and_then(toml::Value::as_table_mut) {
+            Some(t) => node = t,
+            None => return,
+        }
+    }
+    node.remove(last);
 }
 
 /// `5m`, `30s`, `1h 30m`, `250ms`, `0s`.
@@ -568,6 +588,18 @@ mod opt_duration {
 mod tests {
     use super::*;
 
+    fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_and_env(text, None, |k| {
+            vars.iter()
+                .find(|(var, _)| *var == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn chain(e: &dyn std::error::Error) -> String {
+        crate::upstream::error_chain(e)
+    }
+
     #[test]
     fn empty_file_is_all_defaults() {
         let c = Config::from_toml("").unwrap();
@@ -584,40 +616,97 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_named() {
+    fn unknown_key_is_named_and_the_toml_error_kept() {
         let err = Config::from_toml("[upstream]\ntimeout = 5\n").unwrap_err();
-        assert!(err.contains("unknown field `timeout`"), "{err}");
+        let source = std::error::Error::source(&err).expect("the TOML error is the source");
+        assert!(
+            source.to_string().contains("unknown field `timeout`"),
+            "{source}"
+        );
+        assert!(chain(&err).contains("line 2"), "{}", chain(&err));
     }
 
     #[test]
     fn bad_size_names_the_key() {
-        let err = Config::from_toml("[cache.item]\ncapacity = \"12 parsecs\"\n").unwrap_err();
+        let err =
+            chain(&Config::from_toml("[cache.item]\ncapacity = \"12 parsecs\"\n").unwrap_err());
         assert!(err.contains("capacity"), "{err}");
         assert!(err.contains("parsecs"), "{err}");
     }
 
     #[test]
     fn env_overrides_file() {
-        let mut c = Config::from_toml("[upstream]\nregion = \"eu-west-1\"\n").unwrap();
-        c.apply_env(|k| match k {
-            "DDBCACHE_UPSTREAM_REGION" => Some("ap-south-1".into()),
-            "DDBCACHE_ITEM_CAPACITY" => Some("1GiB".into()),
-            "DDBCACHE_CACHE_ENABLED" => Some("false".into()),
-            _ => None,
-        })
+        let c = with_env(
+            "[upstream]\nregion = \"eu-west-1\"\n",
+            &[
+                ("DDBCACHE_UPSTREAM_REGION", "ap-south-1"),
+                ("DDBCACHE_ITEM_CAPACITY", "1GiB"),
+                ("DDBCACHE_CACHE_ENABLED", "false"),
+                ("DDBCACHE_UPSTREAM_TIMEOUT_MS", "250"),
+                ("DDBCACHE_SHUTDOWN_GRACE", "5s"),
+                ("DDBCACHE_LOG_FORMAT", "json"),
+            ],
+        )
         .unwrap();
         assert_eq!(c.upstream.region, "ap-south-1");
         assert_eq!(c.cache.item.capacity, 1 << 30);
         assert!(!c.cache.enabled);
+        assert_eq!(c.upstream.timeout_ms, 250);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.log.format, LogFormat::Json);
     }
 
     #[test]
-    fn bad_env_value_names_the_variable() {
-        let mut c = Config::default();
-        let err = c
-            .apply_env(|k| (k == "DDBCACHE_UPSTREAM_SIGN").then(|| "maybe".into()))
-            .unwrap_err();
-        assert!(err.to_string().contains("DDBCACHE_UPSTREAM_SIGN"), "{err}");
+    fn env_values_take_what_the_file_takes() {
+        // A size in bytes, as the file allows.
+        let c = with_env("", &[("DDBCACHE_MAX_BODY_BYTES", "1048576")]).unwrap();
+        assert_eq!(c.server.max_body_bytes, 1 << 20);
+        // A flag is `true` or `false`, as in the file.
+        assert!(with_env("", &[("DDBCACHE_UPSTREAM_SIGN", "yes")]).is_err());
+    }
+
+    #[test]
+    fn empty_env_value_returns_the_key_to_its_default() {
+        let c = with_env(
+            "[upstream]\nendpoint = \"http://127.0.0.1:4567\"\n",
+            &[("DDBCACHE_UPSTREAM_ENDPOINT", "")],
+        )
+        .unwrap();
+        assert_eq!(c.upstream.endpoint, None);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable_and_key() {
+        let err = with_env("", &[("DDBCACHE_UPSTREAM_SIGN", "maybe")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Env {
+                    var: "DDBCACHE_UPSTREAM_SIGN",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = chain(&err);
+        assert!(text.contains("upstream.sign"), "{text}");
+        assert!(text.contains("maybe"), "{text}");
+        let err = chain(&with_env("", &[("DDBCACHE_ITEM_TTL", "soon")]).unwrap_err());
+        assert!(err.contains("DDBCACHE_ITEM_TTL"), "{err}");
+    }
+
+    #[test]
+    fn every_override_names_a_key() {
+        // Unknown keys are errors, so a dotted key that names nothing fails here.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for &(var, key) in ENV_OVERRIDES {
+            let example = match lookup(&defaults, key) {
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "http://127.0.0.1:4567".to_string(),
+            };
+            with_env("", &[(var, &example)]).unwrap_or_else(|e| panic!("{var}: {}", chain(&e)));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use ddbcache::config::{Config, LogFormat};
 struct Cli {
     /// Config file (TOML). Default: $DDBCACHE_CONFIG, else config/ddbcache.toml if it exists,
     /// else built-in defaults.
-    #[arg(long, short, global = true, env = "DDBCACHE_CONFIG")]
+    #[arg(long, short, global = true, env = ddbcache::config::CONFIG_ENV)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,7 +39,10 @@ fn main() -> ExitCode {
     let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ddbcache: {e}");
+            eprintln!(
+                "ddbcache: {}",
+                ddbcache::upstream::error_chain(&e).trim_end()
+            );
             return ExitCode::from(2);
         }
     };
