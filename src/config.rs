@@ -275,6 +275,13 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity"),
 ];
 
+/// Memory the process needs beyond what the caches' capacities count (the runtime, TLS,
+/// connection buffers, bodies in flight), in [`Config::container_memory_bytes`].
+const BASE_MEMORY_BYTES: u64 = 30 << 20;
+
+/// [`Config::container_memory_bytes`] in words, for what `check-config` prints.
+pub const CONTAINER_MEMORY_RULE: &str = "(item capacity + query capacity) x 1.25 + 30MiB";
+
 impl Config {
     /// Reads a TOML config file (without environment overrides).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -398,6 +405,52 @@ impl Config {
     /// The effective config as TOML, as `check-config` prints it.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The effective config as `check-config --json` prints it, for programs: the keys of the
+    /// TOML form with sizes in bytes and durations in seconds, plus `derived` figures.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        let secs = |d: Duration| serde_json::json!(d.as_secs_f64());
+        v["server"]["max_body_bytes"] = self.server.max_body_bytes.into();
+        v["server"]["shutdown_grace"] = secs(self.server.shutdown_grace);
+        v["cache"]["item"]["ttl"] = secs(self.cache.item.ttl);
+        v["cache"]["item"]["negative_ttl"] = secs(self.cache.item.negative_ttl);
+        v["cache"]["item"]["capacity"] = self.cache.item.capacity.into();
+        v["cache"]["query"]["ttl"] = secs(self.cache.query.ttl);
+        v["cache"]["query"]["capacity"] = self.cache.query.capacity.into();
+        for (table, o) in &self.tables {
+            for (key, ttl) in [
+                ("item_ttl", o.item_ttl),
+                ("negative_ttl", o.negative_ttl),
+                ("query_ttl", o.query_ttl),
+            ] {
+                if let Some(ttl) = ttl {
+                    v["tables"][table][key] = secs(ttl);
+                }
+            }
+        }
+        v["derived"] = serde_json::json!({
+            "endpoint_url": self.upstream.endpoint_url(),
+            "streams_endpoint_url": self.upstream.streams_endpoint_url(),
+            "container_memory_bytes": self.container_memory_bytes(),
+            "container_memory_rule": CONTAINER_MEMORY_RULE,
+        });
+        v
+    }
+
+    /// The memory a container running this config needs ([`CONTAINER_MEMORY_RULE`]). A capacity bounds the bytes the cache weighs (each entry's key, response
+    /// body and a fixed per-entry estimate); the quarter on top covers what that leaves out (the
+    /// caches' own tables, allocator slack), and the 30MiB the process itself. This is the one
+    /// home of the sizing rule: `check-config` prints it and the deployment lint checks limits
+    /// against it.
+    pub fn container_memory_bytes(&self) -> u64 {
+        let capacity = self
+            .cache
+            .item
+            .capacity
+            .saturating_add(self.cache.query.capacity);
+        capacity.saturating_add(capacity / 4) + BASE_MEMORY_BYTES
     }
 
     /// TTLs in force for one table (None = that cache is off for the table).
@@ -734,6 +787,56 @@ mod tests {
         let again = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(again.table_ttls("t"), c.table_ttls("t"));
         assert_eq!(again.cache.item.capacity, c.cache.item.capacity);
+    }
+
+    #[test]
+    fn container_memory_follows_the_capacities() {
+        let c = with_env(
+            "",
+            &[
+                ("DDBCACHE_ITEM_CAPACITY", "64MiB"),
+                ("DDBCACHE_QUERY_CAPACITY", "64MiB"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.container_memory_bytes(), 190 << 20);
+    }
+
+    #[test]
+    fn json_has_numbers_for_sizes_and_durations() {
+        let c = Config::from_toml(
+            "[server]\nshutdown_grace = \"250ms\"\n[tables.t]\nquery_ttl = \"1m\"\n",
+        )
+        .unwrap();
+        let v = c.to_json();
+        assert_eq!(v["server"]["shutdown_grace"], 0.25);
+        assert_eq!(v["cache"]["item"]["capacity"], 256u64 << 20);
+        assert_eq!(v["tables"]["t"]["query_ttl"], 60.0);
+        assert_eq!(v["listen"]["admin_addr"], "127.0.0.1:9000");
+        assert_eq!(
+            v["derived"]["container_memory_bytes"],
+            c.container_memory_bytes()
+        );
+        // Every size and duration is converted: no string left that reads as one.
+        fn strings(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+            match v {
+                serde_json::Value::String(s) => out.push((path, s.clone())),
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        strings(v, format!("{path}.{k}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        strings(&v, String::new(), &mut found);
+        for (path, s) in found {
+            assert!(
+                parse_size(&s).is_err() && parse_duration(&s).is_err(),
+                "{path} = {s:?} is still a string in --json"
+            );
+        }
     }
 
     #[test]

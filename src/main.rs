@@ -1,5 +1,6 @@
 //! The `ddbcache` command: parse arguments, load config, start logging, run the server.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,8 +27,14 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default).
     Run,
-    /// Print the effective config (file + environment) and exit; fails on an invalid config.
-    CheckConfig,
+    /// Print the effective config (file + environment) and the container memory it needs, and
+    /// exit; fails on an invalid config.
+    CheckConfig {
+        /// One JSON object for programs: sizes in bytes, durations in seconds, and `derived`
+        /// figures (effective endpoints, `container_memory_bytes`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,11 +54,29 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => {
-            print!("{}", config.to_toml());
-            ExitCode::SUCCESS
+        Command::CheckConfig { json: true } => print(&format!("{:#}\n", config.to_json())),
+        Command::CheckConfig { json: false } => {
+            let memory = config.container_memory_bytes();
+            print(&format!(
+                "{}\n# Container memory for this config: {memory} bytes ({}Mi), from {}.\n",
+                config.to_toml(),
+                memory.div_ceil(1 << 20),
+                ddbcache::config::CONTAINER_MEMORY_RULE
+            ))
         }
         Command::Run => run(config),
+    }
+}
+
+/// Writes `text` to standard output; a reader that stopped early (`| grep -q`) is not an error.
+fn print(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ddbcache: cannot write the config: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

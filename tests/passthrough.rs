@@ -1092,6 +1092,17 @@ fn ddbcache(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     command.output().unwrap()
 }
 
+/// The standard output of a `ddbcache` run that must succeed.
+fn ddbcache_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = ddbcache(args, env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn check_config_prints_the_effective_config_and_names_bad_keys() {
     let dir = std::env::temp_dir().join(format!("ddbcache-config-{}", std::process::id()));
@@ -1103,19 +1114,14 @@ fn check_config_prints_the_effective_config_and_names_bad_keys() {
     )
     .unwrap();
 
-    let out = ddbcache(
+    let out = ddbcache_ok(
         &["--config", good.to_str().unwrap(), "check-config"],
         &[
             ("DDBCACHE_ITEM_TTL", "7s"),
             ("DDBCACHE_LISTEN_ADDR", "0.0.0.0:8123"),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let effective: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let effective: toml::Value = toml::from_str(&out).unwrap();
     assert_eq!(
         effective["upstream"]["endpoint"].as_str(),
         Some("http://127.0.0.1:4567")
@@ -1153,4 +1159,27 @@ fn check_config_prints_the_effective_config_and_names_bad_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ddbcache.toml"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_config_json_has_bytes_seconds_and_the_container_memory() {
+    let capacities = [
+        ("DDBCACHE_ITEM_CAPACITY", "64MiB"),
+        ("DDBCACHE_QUERY_CAPACITY", "64MiB"),
+    ];
+    let out = ddbcache_ok(
+        &["--config", "/dev/null", "check-config", "--json"],
+        &[
+            capacities[0],
+            capacities[1],
+            ("DDBCACHE_SHUTDOWN_GRACE", "10s"),
+        ],
+    );
+    let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(effective["cache"]["item"]["capacity"], 64 << 20);
+    assert_eq!(effective["server"]["shutdown_grace"], 10.0);
+    assert_eq!(effective["derived"]["container_memory_bytes"], 190 << 20);
+
+    let text = ddbcache_ok(&["--config", "/dev/null", "check-config"], &capacities);
+    assert!(text.contains("199229440 bytes (190Mi)"), "{text}");
 }
