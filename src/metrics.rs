@@ -1,10 +1,22 @@
 //! Every Prometheus metric ddbcache exports, in one place (the README's metrics table mirrors this
 //! file). Each server owns its own registry, so several proxies in one process (tests) don't mix.
 
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// One exported metric family, as [`Metrics::families`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`, as in the `# TYPE` line.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
+}
 
 /// The two caches, as label values.
 pub(crate) const CACHES: [&str; 2] = ["item", "query"];
@@ -184,6 +196,66 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Every metric family exported, observed or not: a labelled family appears in `/metrics`
+    /// only once it has a child, so the rendered text alone does not list them all. The
+    /// documentation tests compare this with the README's metrics table.
+    pub fn families(&self) -> Vec<Family> {
+        // Destructured so that a new metric cannot be left out of this list.
+        let Metrics {
+            registry: _,
+            requests,
+            in_flight,
+            upstream_duration,
+            upstream_errors,
+            cache_hits,
+            cache_misses,
+            cache_bypasses,
+            cache_negative_hits,
+            cache_evictions,
+            cache_coalesced,
+            invalidations,
+            cache_entries,
+            cache_bytes,
+            cache_capacity,
+            ready,
+            request_duration,
+        } = self;
+        let collectors: [&dyn Collector; 16] = [
+            requests,
+            in_flight,
+            upstream_duration,
+            upstream_errors,
+            cache_hits,
+            cache_misses,
+            cache_bypasses,
+            cache_negative_hits,
+            cache_evictions,
+            cache_coalesced,
+            invalidations,
+            cache_entries,
+            cache_bytes,
+            cache_capacity,
+            ready,
+            request_duration,
+        ];
+        collectors
+            .into_iter()
+            .flat_map(|c| c.desc().into_iter().zip(c.collect()))
+            .map(|(desc, family)| Family {
+                name: desc.fq_name.clone(),
+                kind: match family.get_field_type() {
+                    MetricType::COUNTER => "counter",
+                    MetricType::GAUGE => "gauge",
+                    MetricType::HISTOGRAM => "histogram",
+                    MetricType::SUMMARY => "summary",
+                    MetricType::UNTYPED => "untyped",
+                },
+                labels: desc.variable_labels.clone(),
+                help: desc.help.clone(),
+            })
+            .collect()
     }
 
     pub(crate) fn eviction_counter(&self, cache: &str) -> IntCounter {

@@ -1,0 +1,247 @@
+//! The documentation against the code: the environment variables in `config/ddbcache.toml`, the
+//! README and `deploy/` against `config::ENV_OVERRIDES`; the README's metrics table, the Grafana
+//! dashboard's queries and the ServiceMonitor against `metrics::Metrics`. What operators read
+//! must name what the program reads and exports; these tests fail when the two drift apart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use ddbcache::config::{Config, CONFIG_ENV, ENV_OVERRIDES};
+use ddbcache::metrics::Metrics;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The cells of the Markdown table rows whose first cell starts with `` `prefix ``.
+fn table_rows(markdown: &str, prefix: &str) -> Vec<Vec<String>> {
+    markdown
+        .lines()
+        .filter(|l| l.starts_with(&format!("| `{prefix}")))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The first `code span` of a Markdown cell.
+fn code(cell: &str) -> &str {
+    cell.split('`').nth(1).unwrap_or("")
+}
+
+fn overrides() -> Vec<(String, String)> {
+    ENV_OVERRIDES
+        .iter()
+        .map(|(var, key)| (var.to_string(), key.to_string()))
+        .collect()
+}
+
+#[test]
+fn shipped_config_lists_every_environment_variable() {
+    let listed: Vec<(String, String)> = read("config/ddbcache.toml")
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix('#')?.split_whitespace();
+            let var = words.next().filter(|w| w.starts_with("DDBCACHE_"))?;
+            Some((var.to_string(), words.next()?.to_string()))
+        })
+        .collect();
+    assert_eq!(listed, overrides());
+}
+
+#[test]
+fn readme_configuration_table_matches_the_overrides_and_defaults() {
+    let rows = table_rows(&read("README.md"), "DDBCACHE_");
+    let listed: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (code(&r[0]).to_string(), code(&r[1]).to_string()))
+        .collect();
+    assert_eq!(listed, overrides());
+    // A default written as code is the one the program has.
+    let defaults = toml::Table::try_from(Config::default()).unwrap();
+    for row in &rows {
+        let (key, default) = (code(&row[1]), &row[2]);
+        if !default.starts_with('`') {
+            continue;
+        }
+        let mut value = &toml::Value::Table(defaults.clone());
+        for part in key.split('.') {
+            value = &value[part];
+        }
+        let actual = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(code(default), actual, "README default of {key}");
+    }
+}
+
+#[test]
+fn deployment_files_name_only_variables_ddbcache_reads() {
+    let known: BTreeSet<&str> = ENV_OVERRIDES
+        .iter()
+        .map(|(var, _)| *var)
+        .chain([CONFIG_ENV])
+        .collect();
+    let mut files = vec![root().join("README.md"), root().join("deploy/Dockerfile")];
+    let mut dirs = vec![root().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "toml" | "md" | "json")
+            ) {
+                files.push(path);
+            }
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (i, _) in text.match_indices("DDBCACHE_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // `DDBCACHE_*` in prose names the family, not a variable.
+            if name != "DDBCACHE_" {
+                assert!(
+                    known.contains(name.as_str()),
+                    "{}: {name} is not a variable ddbcache reads",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn readme_metrics_table_matches_the_exported_families() {
+    let rows = table_rows(&read("README.md"), "ddbcache_");
+    let documented: BTreeMap<String, (String, Vec<String>)> = rows
+        .iter()
+        .map(|r| {
+            // Labels are the code spans of the third cell that are not label values in
+            // parentheses: `kind` (`connect`, `timeout`) names one label, `kind`.
+            let labels = r[2]
+                .split('(')
+                .next()
+                .unwrap_or("")
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            (code(&r[0]).to_string(), (r[1].clone(), labels))
+        })
+        .collect();
+    let exported: BTreeMap<String, (String, Vec<String>)> = Metrics::new()
+        .families()
+        .into_iter()
+        .map(|f| (f.name, (f.kind.to_string(), f.labels)))
+        .collect();
+    assert_eq!(documented, exported);
+}
+
+/// Every `ddbcache_*` name in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.match_indices("ddbcache_")
+        .map(|(i, _)| {
+            expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+fn dashboards() -> Vec<PathBuf> {
+    std::fs::read_dir(root().join("deploy/grafana"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect()
+}
+
+#[test]
+fn grafana_queries_name_exported_metrics() {
+    let families: BTreeMap<String, &'static str> = Metrics::new()
+        .families()
+        .into_iter()
+        .map(|f| (f.name, f.kind))
+        .collect();
+    let mut checked = 0;
+    for path in dashboards() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut exprs = Vec::new();
+        collect_exprs(&dashboard, &mut exprs);
+        assert!(!exprs.is_empty(), "{}: no queries", path.display());
+        for expr in exprs {
+            for name in metric_names(&expr) {
+                let known = families.get(&name).copied().or_else(|| {
+                    ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                        let base = name.strip_suffix(suffix)?;
+                        families.get(base).filter(|k| **k == "histogram").copied()
+                    })
+                });
+                assert!(
+                    known.is_some(),
+                    "{}: {name} is not an exported metric (in {expr})",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0);
+}
+
+/// Every `expr` of a panel target and every query variable's query, anywhere in the dashboard.
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn service_monitor_scrapes_the_admin_port_metrics_path() {
+    let dir = "deploy/kubernetes/prometheus-operator";
+    let monitor = read(&format!("{dir}/servicemonitor.yaml"));
+    let paths: Vec<&str> = monitor
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(paths, ["/metrics"], "{dir}/servicemonitor.yaml");
+    let config = Config::from_file(&root().join("deploy/kubernetes/base/ddbcache.toml")).unwrap();
+    let service = read(&format!("{dir}/service.yaml"));
+    let ports: Vec<u16> = service
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("targetPort:"))
+        .map(|p| p.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        [config.listen.admin_addr.port()],
+        "{dir}/service.yaml"
+    );
+}
