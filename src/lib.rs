@@ -13,7 +13,7 @@
 mod admin;
 pub mod cache;
 pub mod config;
-mod listener;
+pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

@@ -1,4 +1,5 @@
-//! The accept loop both ports share: take the next connection, and back off instead of spinning
+//! The accept loop both ports share (and the load generator's baseline server, so that it accepts
+//! exactly as ddbcache does): take the next connection, and back off instead of spinning
 //! when accepting fails (out of file descriptors, for one: the error repeats until a connection
 //! closes, and retrying at once would burn a core while making nothing better).
 
@@ -12,17 +13,17 @@ const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A bound port and what it is for (named in logs).
-pub(crate) struct Listener {
+pub struct Listener {
     listener: TcpListener,
     port: &'static str,
 }
 
 impl Listener {
-    pub(crate) fn new(listener: TcpListener, port: &'static str) -> Listener {
+    pub fn new(listener: TcpListener, port: &'static str) -> Listener {
         Listener { listener, port }
     }
 
-    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+    pub fn local_addr(&self) -> std::net::SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
@@ -30,7 +31,7 @@ impl Listener {
 
     /// The next connection, with `TCP_NODELAY` set (answers are small and must not wait for
     /// Nagle). Failed accepts are retried with exponential backoff.
-    pub(crate) async fn accept(&self) -> TcpStream {
+    pub async fn accept(&self) -> TcpStream {
         let mut backoff = BACKOFF_MIN;
         loop {
             match self.listener.accept().await {

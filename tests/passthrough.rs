@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::*;
 use aws_sdk_dynamodb::Client;
 use bytes::Bytes;
 use common::*;
+use ddbcache::upstream::amz_date;
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -806,7 +807,7 @@ fn expected_authorization(captured: &Captured, upstream: &str) -> String {
         .map(|name| (name, captured.headers[name].to_str().unwrap()))
         .collect();
     let date = captured.headers["x-amz-date"].to_str().unwrap();
-    let time = chrono_free_parse(date);
+    let time = amz_date::parse(date).expect("x-amz-date is a SigV4 timestamp");
     let identity =
         aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "t").into();
     let params = v4::SigningParams::builder()
@@ -834,21 +835,6 @@ fn expected_authorization(captured: &Captured, upstream: &str) -> String {
     authorization
 }
 
-/// `YYYYMMDDTHHMMSSZ` as a time.
-fn chrono_free_parse(stamp: &str) -> SystemTime {
-    let n = |range: std::ops::Range<usize>| stamp[range].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(4..6), n(6..8));
-    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-}
-
 #[tokio::test]
 async fn requests_are_re_signed_for_the_upstream_host() {
     let engine = Engine::dynalite().await;
@@ -869,7 +855,7 @@ async fn requests_are_re_signed_for_the_upstream_host() {
     assert_eq!(status, StatusCode::OK);
     let seen = relay.captured().await.pop().unwrap();
     let auth = seen.headers["authorization"].to_str().unwrap();
-    let today = chrono_free_today();
+    let today = &amz_date::format(SystemTime::now())[..8];
     assert!(
         auth.starts_with(&format!(
             "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{today}/us-east-1/dynamodb/aws4_request, "
@@ -896,24 +882,6 @@ async fn requests_are_re_signed_for_the_upstream_host() {
         seen.headers["authorization"].to_str().unwrap(),
         expected_authorization(&seen, &relay.endpoint)
     );
-}
-
-fn chrono_free_today() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = secs.div_euclid(86400) + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The upstream client: endpoint resolution, pooled keep-alive connections (HTTP or HTTPS with
 //! rustls), timeouts, and SigV4 re-signing. It forwards bytes; cache policy lives elsewhere.
 
+pub mod amz_date;
 pub mod signing;
 
 use std::time::{Duration, Instant};

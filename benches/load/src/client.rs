@@ -3,34 +3,28 @@
 //!
 //! Without `--sign` every request carries the same fake `Authorization` and `X-Amz-Date` headers,
 //! built once: local engines (dynalite, DynamoDB Local, ddbcache with signing off upstream) only
-//! check that they are present. With `--sign` each request is signed with SigV4 using credentials
-//! from the standard AWS chain, refreshed in the background, which is what real DynamoDB needs.
+//! check that they are present. With `--sign` each request is signed with SigV4 by ddbcache's own
+//! signer (credentials from the standard AWS chain, refreshed before they expire), which is what
+//! real DynamoDB needs.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
-use aws_config::BehaviorVersion;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use ddbcache::protocol::{CONTENT_TYPE, HEADER_TARGET};
+use ddbcache::proxy::HEADER_OUTCOME;
+use ddbcache::upstream::{amz_date, error_chain, Signer};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use parking_lot::RwLock;
 
 use crate::workload::Op;
 
-const AMZ_JSON: HeaderValue = HeaderValue::from_static("application/x-amz-json-1.0");
-const X_AMZ_TARGET: HeaderName = HeaderName::from_static("x-amz-target");
 const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-const X_DDBCACHE: HeaderName = HeaderName::from_static("x-ddbcache");
 const FAKE_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=load/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0";
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -108,8 +102,8 @@ enum Auth {
         date: HeaderValue,
     },
     SigV4 {
-        region: String,
-        credentials: Arc<RwLock<Credentials>>,
+        signer: Signer,
+        host: HeaderValue,
     },
 }
 
@@ -144,21 +138,22 @@ impl DynamoClient {
             bail!("--endpoint {:?} has no host", opts.endpoint);
         }
         let auth = if opts.sign {
-            let provider = credentials_provider().await?;
-            let first = provider
-                .provide_credentials()
+            let signer = Signer::from_default_chain(opts.region).await?;
+            // Load them now, so a missing credential fails the run before it starts.
+            signer
+                .credentials()
                 .await
                 .context("loading AWS credentials for --sign")?;
-            let credentials = Arc::new(RwLock::new(first));
-            tokio::spawn(refresh_credentials(provider, Arc::clone(&credentials)));
-            Auth::SigV4 {
-                region: opts.region,
-                credentials,
-            }
+            let host = uri
+                .authority()
+                .map(|a| HeaderValue::from_str(a.as_str()))
+                .transpose()?
+                .context("--endpoint has no host")?;
+            Auth::SigV4 { signer, host }
         } else {
             Auth::Fake {
                 authorization: HeaderValue::from_static(FAKE_AUTHORIZATION),
-                date: HeaderValue::from_str(&amz_date(SystemTime::now()))?,
+                date: HeaderValue::from_str(&amz_date::format(SystemTime::now()))?,
             }
         };
         Ok(DynamoClient {
@@ -182,13 +177,14 @@ impl DynamoClient {
     ) -> Result<Reply, TransportError> {
         let request = self
             .build_request(target, body)
+            .await
             .map_err(|e| TransportError::Other(format!("building the request: {e:#}")))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(classify)?;
             let status = response.status();
             let cache = response
                 .headers()
-                .get(X_DDBCACHE)
+                .get(HEADER_OUTCOME)
                 .and_then(|v| match v.as_bytes() {
                     b"hit" => Some(CacheOutcome::Hit),
                     b"miss" => Some(CacheOutcome::Miss),
@@ -213,48 +209,26 @@ impl DynamoClient {
         }
     }
 
-    fn build_request(
+    async fn build_request(
         &self,
         target: &'static str,
         body: Bytes,
     ) -> anyhow::Result<Request<Full<Bytes>>> {
-        let mut builder = Request::post(self.uri.clone())
-            .header(CONTENT_TYPE, AMZ_JSON)
-            .header(X_AMZ_TARGET, HeaderValue::from_static(target));
+        let builder = Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(HEADER_TARGET, HeaderValue::from_static(target));
         match &self.auth {
             Auth::Fake {
                 authorization,
                 date,
-            } => {
-                builder = builder
-                    .header(AUTHORIZATION, authorization.clone())
-                    .header(X_AMZ_DATE, date.clone());
-                Ok(builder.body(Full::new(body))?)
-            }
-            Auth::SigV4 {
-                region,
-                credentials,
-            } => {
-                let mut request = builder.body(Full::new(body.clone()))?;
-                let identity = credentials.read().clone().into();
-                let params = v4::SigningParams::builder()
-                    .identity(&identity)
-                    .region(region)
-                    .name("dynamodb")
-                    .time(SystemTime::now())
-                    .settings(SigningSettings::default())
-                    .build()?
-                    .into();
-                let uri = self.uri.to_string();
-                let headers = request
-                    .headers()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
-                let signable =
-                    SignableRequest::new("POST", uri, headers, SignableBody::Bytes(&body))?;
-                let (instructions, _signature) = sign(signable, &params)?.into_parts();
-                instructions.apply_to_request_http1x(&mut request);
-                Ok(request)
+            } => Ok(builder
+                .header(AUTHORIZATION, authorization.clone())
+                .header(X_AMZ_DATE, date.clone())
+                .body(Full::new(body))?),
+            Auth::SigV4 { signer, host } => {
+                let mut request = builder.header(HOST, host.clone()).body(body)?;
+                signer.sign(&mut request).await?;
+                Ok(request.map(Full::new))
             }
         }
     }
@@ -313,80 +287,4 @@ fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
         source = err.source();
     }
     TransportError::Other(detail)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        source = err.source();
-    }
-    out
-}
-
-async fn credentials_provider() -> anyhow::Result<SharedCredentialsProvider> {
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    config
-        .credentials_provider()
-        .context("the AWS default chain found no credentials provider (needed by --sign)")
-}
-
-/// Keeps the signing credentials fresh for long runs (temporary credentials expire).
-async fn refresh_credentials(
-    provider: SharedCredentialsProvider,
-    credentials: Arc<RwLock<Credentials>>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match provider.provide_credentials().await {
-            Ok(fresh) => *credentials.write() = fresh,
-            Err(e) => eprintln!("warning: refreshing AWS credentials failed: {e}"),
-        }
-    }
-}
-
-/// `X-Amz-Date` format: 20200101T000000Z.
-fn amz_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amz_date_formats_utc() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(amz_date(t), "20231114T221320Z");
-        assert_eq!(amz_date(SystemTime::UNIX_EPOCH), "19700101T000000Z");
-    }
 }
