@@ -367,8 +367,8 @@ impl Config {
                 }
             }
         }
-        if self.upstream.region.is_empty() {
-            return invalid("upstream.region", "must not be empty");
+        if crate::protocol::region::Region::parse(&self.upstream.region).is_none() {
+            return invalid("upstream.region", "must be a region name such as us-east-1");
         }
         if self.upstream.timeout_ms == 0 {
             return invalid("upstream.timeout_ms", "must be greater than 0");

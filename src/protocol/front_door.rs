@@ -7,9 +7,9 @@
 //! a signature's shape (which re-signing would otherwise hide). ddbcache answers these itself —
 //! some local engines crash on bodies that are not JSON objects — following dynalite's
 //! imitation of DynamoDB, its order and its words. Everything else is admitted, with what the rest
-//! of the pipeline needs: the operation (or the fact that it is a DynamoDB operation ddbcache does
-//! not know, to be forwarded as a write of unknown scope), the region the client signed for, and
-//! whether the signature came in the query string.
+//! of the pipeline needs: the operation (possibly [`Operation::Unknown`], a DynamoDB operation
+//! ddbcache does not know, to be forwarded as a write of unknown scope), the region the client
+//! signed for, and whether the signature came in the query string.
 
 use std::borrow::Cow;
 
@@ -58,7 +58,9 @@ pub struct LocalAnswer {
 /// An admitted request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
-    pub target: Target,
+    /// The operation the target names: a known one, or [`Operation::Unknown`] /
+    /// [`Operation::UnknownStreams`].
+    pub op: Operation,
     /// The region of the client's SigV4 credential scope, when it names a valid one.
     pub region: Option<Region>,
     /// The signature came in the query string (`X-Amz-Algorithm`, ...): re-signing must strip it
@@ -70,38 +72,19 @@ pub struct Admission {
     pub content_type: &'static str,
 }
 
-/// What the `X-Amz-Target` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Known(Operation),
-    /// An operation of this service that ddbcache does not know (DynamoDB adds operations over
-    /// time): to be forwarded, and treated as a write of unknown scope.
-    Unknown(Service),
-}
-
-/// Which endpoint serves a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    DynamoDb,
-    Streams,
-}
-
-impl Target {
-    pub fn service(self) -> Service {
-        match self {
-            Target::Known(op) if op.is_streams() => Service::Streams,
-            Target::Known(_) => Service::DynamoDb,
-            Target::Unknown(service) => service,
-        }
-    }
-}
-
 impl Admission {
-    /// Adds to an answer ddbcache composes (a hit, a merged batch, an error of its own) the
-    /// headers DynamoDB adds to every answer to this request.
+    /// Gives an answer ddbcache composes (a hit, a merged batch, an error of its own) what
+    /// DynamoDB gives every answer to this request: CORS, and its JSON in the content type the
+    /// client used.
     pub fn decorate(&self, headers: &mut HeaderMap) {
         if self.cors {
             allow_any_origin(headers);
+        }
+        if headers.contains_key(header::CONTENT_TYPE) {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
         }
     }
 }
@@ -155,7 +138,7 @@ pub fn examine(req: &Inbound<'_>, default_region: &Region) -> Verdict {
         }
     };
 
-    let Some(target) = target(headers) else {
+    let Some(op) = operation(headers) else {
         return coral("UnknownOperationException", None);
     };
 
@@ -177,7 +160,7 @@ pub fn examine(req: &Inbound<'_>, default_region: &Region) -> Verdict {
     }
 
     Verdict::Admit(Admission {
-        target,
+        op,
         region,
         query_signed: query.has(QUERY_ALGORITHM),
         cors,
@@ -237,16 +220,16 @@ const QUERY_AUTH_PARAMS: &[&str] = &[
 /// What DynamoDB requires of an `Authorization` header, in the order it names what is missing.
 const HEADER_REQUIRED: [&str; 3] = ["Credential", "Signature", "SignedHeaders"];
 
-/// The `X-Amz-Target`: a known operation, an operation of a known service that ddbcache does
-/// not know, or `None` (DynamoDB's `UnknownOperationException`).
-fn target(headers: &HeaderMap) -> Option<Target> {
+/// The operation an `X-Amz-Target` names: a known one, an operation of DynamoDB or DynamoDB
+/// Streams that ddbcache does not know, or `None` (DynamoDB's `UnknownOperationException`).
+fn operation(headers: &HeaderMap) -> Option<Operation> {
     let target = joined(headers, HeaderName::from_static(HEADER_TARGET))?;
     let (service, name) = target.split_once('.')?;
     if name.contains('.') {
         return None;
     }
     if let Some(op) = Operation::from_target(&target) {
-        return Some(Target::Known(op));
+        return Some(op);
     }
     let shaped = (1..=64).contains(&name.len())
         && name.as_bytes()[0].is_ascii_uppercase()
@@ -256,9 +239,9 @@ fn target(headers: &HeaderMap) -> Option<Target> {
     }
     // The 2011 API version is DynamoDB's too; ddbcache knows none of its operations.
     if service == DYNAMODB_PREFIX.trim_end_matches('.') || service == "DynamoDB_20111205" {
-        Some(Target::Unknown(Service::DynamoDb))
+        Some(Operation::Unknown)
     } else if service == STREAMS_PREFIX.trim_end_matches('.') {
-        Some(Target::Unknown(Service::Streams))
+        Some(Operation::UnknownStreams)
     } else {
         None
     }
@@ -787,7 +770,7 @@ mod tests {
     fn targets_known_unknown_and_malformed() {
         let target = |t: &str| Req::post(t, "{}").examine();
         let admitted = |t: &str| match target(t) {
-            Verdict::Admit(a) => Some(a.target),
+            Verdict::Admit(a) => Some(a.op),
             Verdict::Answer(a) => {
                 assert_coral(&a, UNKNOWN_OP, AMZ_JSON);
                 None
@@ -795,38 +778,29 @@ mod tests {
         };
         assert_eq!(
             admitted("DynamoDB_20120810.GetItem"),
-            Some(Target::Known(Operation::GetItem))
+            Some(Operation::GetItem)
         );
         assert_eq!(
             admitted("DynamoDBStreams_20120810.GetRecords"),
-            Some(Target::Known(Operation::GetRecords))
+            Some(Operation::GetRecords)
         );
         assert_eq!(
             admitted("DynamoDB_20120810.FlyToTheMoon"),
-            Some(Target::Unknown(Service::DynamoDb))
+            Some(Operation::Unknown)
         );
         assert_eq!(
             admitted("DynamoDB_20111205.GetItem"),
-            Some(Target::Unknown(Service::DynamoDb))
+            Some(Operation::Unknown)
         );
         // A Streams operation under the table prefix is not the Streams operation.
         assert_eq!(
             admitted("DynamoDB_20120810.GetRecords"),
-            Some(Target::Unknown(Service::DynamoDb))
+            Some(Operation::Unknown)
         );
         assert_eq!(
             admitted("DynamoDBStreams_20120810.PutItem"),
-            Some(Target::Unknown(Service::Streams))
+            Some(Operation::UnknownStreams)
         );
-        assert_eq!(
-            Target::Unknown(Service::Streams).service(),
-            Service::Streams
-        );
-        assert_eq!(
-            Target::Known(Operation::ListStreams).service(),
-            Service::Streams
-        );
-        assert_eq!(Target::Known(Operation::Query).service(), Service::DynamoDb);
         for bad in [
             "whatever",
             "DynamoDB_20120810",

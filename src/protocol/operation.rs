@@ -1,8 +1,10 @@
 //! The one list of operations ddbcache speaks, and what each one means for the cache.
 //!
-//! An operation missing from this list is refused with `UnknownOperationException` rather than
-//! forwarded: ddbcache cannot know whether an operation it has never heard of writes data, and
-//! forwarding a write it does not understand would break read-your-writes.
+//! DynamoDB adds operations over time, and refusing one that ddbcache has not heard of would
+//! block its users. Such an operation is forwarded as [`Operation::Unknown`] (or
+//! [`Operation::UnknownStreams`]), of class [`OpClass::Unknown`]: ddbcache cannot know whether it
+//! writes, so it is treated as a write of unknown scope and invalidates everything, before and
+//! after. (`protocol::front_door` decides which targets are operations at all.)
 
 /// Target prefix of the DynamoDB data and control plane.
 pub const DYNAMODB_PREFIX: &str = "DynamoDB_20120810.";
@@ -25,6 +27,8 @@ pub enum OpClass {
     /// Everything else: forwarded unchanged. None of these change what a table holds (a
     /// DescribeTable answer teaches the table's key schema).
     Other,
+    /// An operation ddbcache does not know: forwarded, and it may have written anything.
+    Unknown,
 }
 
 macro_rules! operations {
@@ -122,6 +126,10 @@ operations! {
     GetRecords => Other,
     GetShardIterator => Other,
     ListStreams => Other,
+    // Any other operation of DynamoDB, or of DynamoDB Streams. (Their names are not operations of
+    // either service, so a target that spells them is rightly one ddbcache does not know.)
+    Unknown => Unknown,
+    UnknownStreams => Unknown,
 }
 
 const STREAMS_OPS: &[Operation] = &[
@@ -129,6 +137,7 @@ const STREAMS_OPS: &[Operation] = &[
     Operation::GetRecords,
     Operation::GetShardIterator,
     Operation::ListStreams,
+    Operation::UnknownStreams,
 ];
 
 impl Operation {
@@ -173,6 +182,13 @@ mod tests {
                 Some(*op)
             );
         }
+    }
+
+    #[test]
+    fn unknown_operations_are_writes_of_unknown_scope_per_service() {
+        assert_eq!(Operation::Unknown.class(), OpClass::Unknown);
+        assert!(!Operation::Unknown.is_streams());
+        assert!(Operation::UnknownStreams.is_streams());
     }
 
     #[test]

@@ -1,18 +1,31 @@
-//! Admission, the first phase: a request is let in when its `X-Amz-Target` names an operation
-//! ddbcache knows and its body fits the limit. The body is read whole here, and a gzipped one is
-//! inflated for reading (it is still forwarded exactly as the client sent it).
+//! Admission, the first phase. The body is read whole — a body over `server.max_body_bytes` is
+//! read on and thrown away (within a bound) and refused with a 413 the client, still sending, can
+//! actually read — and a gzipped one is inflated for reading (it is still forwarded exactly as the
+//! client sent it). Then DynamoDB's front door ([`front_door`]) answers what DynamoDB answers
+//! before any operation runs: CORS preflights, `GET`, wrong methods and content types, bodies that
+//! are not JSON objects, unknown targets, malformed signatures. What passes is an [`Inbound`].
 
 use std::io::Read;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap};
-use http::Request;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::protocol::{self, Operation, ProtocolError};
+use crate::protocol::front_door::{self, Admission, Verdict};
+use crate::protocol::region::Region;
+use crate::protocol::{Operation, ProtocolError};
 
-/// An admitted request: a known operation and its whole body.
+use super::respond::{self, Body};
+
+/// How much of a too-large body is read and thrown away before the 413 is sent anyway (and the
+/// connection closed), and for how long at most.
+const DRAIN_LIMIT: u64 = 64 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// An admitted request: its operation, its region and its whole body.
 pub(crate) struct Inbound {
     pub(crate) op: Operation,
     pub(crate) path: String,
@@ -21,48 +34,81 @@ pub(crate) struct Inbound {
     pub(crate) body: Bytes,
     /// The JSON to parse: `body`, or its decompression when the client gzipped it.
     pub(crate) json: Bytes,
+    /// The region whose tables answer this request: the one it is sent to and signed for. The
+    /// same table name in two regions is two tables, so whatever is kept per table (entries,
+    /// generations, schemas) is kept per region.
+    pub(crate) region: Region,
+    /// What the front door learned about the request (CORS, content type, where the signature
+    /// was).
+    pub(crate) admission: Admission,
 }
 
-/// A request turned away at admission, with the operation when it was known (for metrics).
-#[derive(Debug)]
-pub(crate) struct Rejected {
+impl Inbound {
+    /// The same request with another body, sent uncompressed (a BatchGetItem narrowed to the
+    /// keys that missed).
+    pub(crate) fn with_body(&self, body: Bytes) -> Inbound {
+        let mut headers = self.headers.clone();
+        headers.remove(header::CONTENT_ENCODING);
+        Inbound {
+            op: self.op,
+            path: self.path.clone(),
+            headers,
+            body: body.clone(),
+            json: body,
+            region: self.region.clone(),
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+/// A request answered at admission: the answer, and the operation when it was known (for
+/// metrics).
+pub(crate) struct Turned {
     pub(crate) op: Option<Operation>,
-    pub(crate) error: ProtocolError,
+    pub(crate) response: Response<Body>,
 }
 
-impl Rejected {
-    fn new(op: Option<Operation>, error: ProtocolError) -> Rejected {
-        Rejected { op, error }
+impl Turned {
+    fn error(op: Option<Operation>, e: &ProtocolError) -> Turned {
+        Turned {
+            op,
+            response: respond::error(e),
+        }
     }
 }
 
-/// Reads and checks one request; `max` is `server.max_body_bytes`.
-pub(crate) async fn admit(req: Request<Incoming>, max: u64) -> Result<Inbound, Rejected> {
-    let op = operation(req.headers()).map_err(|e| Rejected::new(None, e))?;
-    let too_large = || {
-        Rejected::new(
-            Some(op),
-            ProtocolError::RequestTooLarge(format!(
-                "request body exceeds the limit of {max} bytes"
-            )),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(too_large());
-    }
+/// Reads and checks one request. `max` is `server.max_body_bytes`; `default_region` is the
+/// region of requests that do not name one (and of every request while regions are not routed).
+pub(crate) async fn admit(
+    req: Request<Incoming>,
+    max: u64,
+    default_region: &Region,
+) -> Result<Inbound, Turned> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max as usize).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(Rejected::new(
-                Some(op),
-                ProtocolError::Serialization(format!("request body could not be read: {e}")),
-            ))
+    // Only for metrics: the front door decides what the target means.
+    let named = parts
+        .headers
+        .get(crate::protocol::HEADER_TARGET)
+        .and_then(|t| Operation::from_target(t.to_str().ok()?));
+    let body = match read_body(&parts.headers, body, max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { drained }) => {
+            let e = ProtocolError::RequestTooLarge(format!(
+                "request body exceeds the limit of {max} bytes"
+            ));
+            let mut turned = Turned::error(named, &e);
+            if !drained {
+                // Part of the body is still coming: this connection cannot carry another request.
+                turned
+                    .response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Err(turned);
+        }
+        Err(BodyError::Read(e)) => {
+            let e = ProtocolError::Serialization(format!("request body could not be read: {e}"));
+            return Err(Turned::error(named, &e));
         }
     };
     let gzipped = parts
@@ -71,45 +117,125 @@ pub(crate) async fn admit(req: Request<Incoming>, max: u64) -> Result<Inbound, R
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let json = if gzipped {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&body[..])
+        let inflated = flate2::read::GzDecoder::new(&body[..])
             .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                Rejected::new(
-                    Some(op),
-                    ProtocolError::Serialization(format!("gzip request body is corrupt: {e}")),
-                )
-            })?;
+            .read_to_end(&mut out);
+        if let Err(e) = inflated {
+            let e = ProtocolError::Serialization(format!("gzip request body is corrupt: {e}"));
+            return Err(Turned::error(named, &e));
+        }
         if out.len() as u64 > max {
-            return Err(too_large());
+            let e = ProtocolError::RequestTooLarge(format!(
+                "request body exceeds the limit of {max} bytes"
+            ));
+            return Err(Turned::error(named, &e));
         }
         Bytes::from(out)
     } else {
         body.clone()
     };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let inbound = front_door::Inbound {
+        method: &parts.method,
+        path_and_query: &path,
+        headers: &parts.headers,
+        body: &json,
+    };
+    let admission = match front_door::examine(&inbound, default_region) {
+        Verdict::Admit(admission) => admission,
+        Verdict::Answer(answer) => {
+            let mut response = Response::new(Full::new(answer.body));
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = answer.headers;
+            return Err(Turned {
+                op: named,
+                response,
+            });
+        }
+    };
     Ok(Inbound {
-        op,
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        op: admission.op,
+        path,
         headers: parts.headers,
         body,
         json,
+        region: default_region.clone(),
+        admission,
     })
 }
 
-/// The operation an `X-Amz-Target` names.
-fn operation(headers: &HeaderMap) -> Result<Operation, ProtocolError> {
-    let Some(target) = headers.get(protocol::HEADER_TARGET) else {
-        return Err(ProtocolError::UnknownOperation(
-            "missing X-Amz-Target header".into(),
-        ));
-    };
-    let target = target.to_str().unwrap_or("");
-    Operation::from_target(target).ok_or_else(|| {
-        ProtocolError::UnknownOperation(format!(
-            "X-Amz-Target `{target}` is not an operation ddbcache knows"
-        ))
+enum BodyError {
+    /// Over the limit; `drained` when the rest of it was read (the connection can go on).
+    TooLarge {
+        drained: bool,
+    },
+    Read(hyper::Error),
+}
+
+/// The whole body, up to `max` bytes. A longer one (declared or sent) is read on and thrown away
+/// within [`DRAIN_LIMIT`] and [`DRAIN_TIME`]: a client still sending it would otherwise have its
+/// connection reset under it and never see the 413. A client waiting for `100 Continue` has sent
+/// nothing yet, and is answered at once.
+async fn read_body(headers: &HeaderMap, mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let drained = !expects_continue && drain(&mut body).await;
+        return Err(BodyError::TooLarge { drained });
+    }
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        len += data.len() as u64;
+        if len > max {
+            let drained = drain(&mut body).await;
+            return Err(BodyError::TooLarge { drained });
+        }
+        // One chunk (the usual small request) is kept as it came, without a copy.
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        rest.freeze()
     })
+}
+
+/// Reads the rest of a body and throws it away; `false` when it did not end within the bounds.
+async fn drain(body: &mut Incoming) -> bool {
+    let discard = async {
+        let mut discarded = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Ok(data) = frame.into_data() {
+                discarded += data.len() as u64;
+                if discarded > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, discard)
+        .await
+        .unwrap_or(false)
 }

@@ -82,16 +82,7 @@ impl Proxy {
         let forwarded;
         let sub = if any_hit {
             let body = reads::batch_get_subset(&inb.json, &read, |ti, ki| !hit_mask[ti][ki])?;
-            let mut headers = inb.headers.clone();
-            // The rewritten body is sent uncompressed.
-            headers.remove(http::header::CONTENT_ENCODING);
-            forwarded = Inbound {
-                op: inb.op,
-                path: inb.path.clone(),
-                headers,
-                body: Bytes::from(body.clone()),
-                json: Bytes::from(body),
-            };
+            forwarded = inb.with_body(Bytes::from(body));
             &forwarded
         } else {
             inb

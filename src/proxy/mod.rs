@@ -1,7 +1,8 @@
 //! The request pipeline. [`Proxy::handle`] is the life of one request, phase by phase, each in a
 //! file named for it:
 //!
-//! 1. admit ([`admit`]): a known operation, a body within the limit, gzip undone for reading;
+//! 1. admit ([`admit`]): a body within the limit, gzip undone for reading, and what DynamoDB's
+//!    front door answers before any operation runs (`protocol::front_door`);
 //! 2. classify ([`Proxy::dispatch`]): the operation's class picks the path;
 //! 3. reads ([`reads`]: GetItem, Query, Scan; [`batch_get`]: BatchGetItem) parse the request, ask
 //!    the [`policy`] whether the cache may be used, look up, forward a miss and fill; writes
@@ -31,6 +32,7 @@ use crate::cache::{Cache, Kind};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::reads::require_object;
+use crate::protocol::region::Region;
 use crate::protocol::{answers, OpClass, Operation, ProtocolError};
 use crate::upstream::{error_chain, Upstream, UpstreamResponse};
 use admit::Inbound;
@@ -54,6 +56,8 @@ pub(crate) struct Proxy {
     upstream: Arc<Upstream>,
     cache: Option<Arc<Cache>>,
     metrics: Arc<Metrics>,
+    /// `upstream.region`: the region of requests that name none.
+    default_region: Region,
     /// `ddbcache_requests_total{operation, status="200"}` per operation (indexed by the
     /// operation), resolved on first use: most requests end here, and a labelled lookup per request
     /// would take the metric family's lock and hash both labels.
@@ -78,11 +82,14 @@ impl Proxy {
                     .with_label_values(&[kind.label(), reason.label()]);
             }
         }
+        let default_region = Region::parse(&config.upstream.region)
+            .expect("config validation checks that upstream.region is a region name");
         Proxy {
             config,
             upstream,
             cache,
             metrics,
+            default_region,
             ok_requests: Operation::ALL.iter().map(|_| OnceLock::new()).collect(),
         }
     }
@@ -98,12 +105,22 @@ impl Proxy {
         self.metrics.in_flight.inc();
         let _in_flight = scopeguard(|| self.metrics.in_flight.dec());
 
-        let (op, answered) = match admit::admit(req, self.config.server.max_body_bytes).await {
-            Ok(inbound) => (Some(inbound.op), self.dispatch(&inbound).await),
-            Err(rejected) => (rejected.op, Err(rejected.error)),
+        let admitted =
+            admit::admit(req, self.config.server.max_body_bytes, &self.default_region).await;
+        let (op, mut response, outcome) = match admitted {
+            Ok(inbound) => {
+                let (mut response, outcome) = self
+                    .dispatch(&inbound)
+                    .await
+                    .unwrap_or_else(|e| (respond::error(&e), Outcome::NotCacheable));
+                // An answer ddbcache composed gets what DynamoDB would have added to it.
+                if !respond::is_relayed(&response) {
+                    inbound.admission.decorate(response.headers_mut());
+                }
+                (Some(inbound.op), response, outcome)
+            }
+            Err(turned) => (turned.op, turned.response, Outcome::NotCacheable),
         };
-        let (mut response, outcome) =
-            answered.unwrap_or_else(|e| (respond::error(&e), Outcome::NotCacheable));
         respond::mark(response.headers_mut(), outcome, self.config.cache.header);
         self.record(op, &response, outcome, started);
         response
@@ -122,6 +139,7 @@ impl Proxy {
             OpClass::ItemWrite => self.item_write(cache, inb).await,
             OpClass::PartiQl => self.partiql(cache, inb).await,
             OpClass::Control => self.control(cache, inb).await,
+            OpClass::Unknown => self.unknown(cache, inb).await,
             OpClass::Other => {
                 require_object(&inb.json)?;
                 let upstream = self.forward(inb, Encoding::AsClientAsked).await?;

@@ -84,7 +84,17 @@ pub(crate) fn relayed(upstream: UpstreamResponse) -> Response<Body> {
     let mut response = Response::new(Full::new(upstream.body));
     *response.status_mut() = upstream.status;
     *response.headers_mut() = upstream.headers;
+    response.extensions_mut().insert(Relayed);
     response
+}
+
+/// Marks a response that is the upstream's own (never sent on the wire).
+#[derive(Debug, Clone, Copy)]
+struct Relayed;
+
+/// Whether a response is the upstream's answer as it came (rather than one ddbcache composed).
+pub(crate) fn is_relayed(response: &Response<Body>) -> bool {
+    response.extensions().get::<Relayed>().is_some()
 }
 
 /// An error ddbcache answers itself, in DynamoDB's shape.

@@ -1,4 +1,4 @@
-//! Writes: item writes, PartiQL and control-plane calls. What a write may change is invalidated
+//! Writes: item writes, PartiQL, control-plane calls and operations ddbcache does not know. What a write may change is invalidated
 //! before it is forwarded and again once the upstream answered — or failed to: a write that got no
 //! answer may still have happened. Reads that started while it was in flight cannot fill.
 
@@ -28,6 +28,12 @@ impl Proxy {
         } else {
             self.write(cache, inb, &scope).await
         }
+    }
+
+    /// An operation ddbcache does not know (DynamoDB adds operations over time): it may have
+    /// written anything.
+    pub(super) async fn unknown(&self, cache: &Cache, inb: &Inbound) -> Answered {
+        self.write(cache, inb, &WriteScope::everything()).await
     }
 
     /// Invalidate, forward, invalidate again, whatever the outcome.

@@ -328,6 +328,8 @@ async fn collect(resp: Response<Incoming>) -> (StatusCode, HeaderMap, Bytes) {
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Captured {
+    /// Path and query string.
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -421,7 +423,13 @@ async fn relay(
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     captured.lock().await.push(Captured {
+        path: path.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
     });
@@ -439,7 +447,7 @@ async fn relay(
             None
         }
     };
-    let mut out = Request::post(target);
+    let mut out = Request::post(format!("{target}{path}"));
     for (k, v) in parts.headers.iter() {
         if k != "host" {
             out = out.header(k, v);
