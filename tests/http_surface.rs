@@ -493,3 +493,32 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
         buf.extend_from_slice(&byte[..n]);
     }
 }
+
+#[tokio::test]
+async fn a_signature_in_the_query_string_is_replaced_by_ddbcaches_own() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let signing = start_proxy_with(&relay.endpoint, |c| c.upstream.sign = true).await;
+    signing.wait_ready().await;
+    let presigned = Raw::op("DynamoDB_20120810.ListTables", "{}")
+        .without("authorization")
+        .path(&format!(
+            "/?keep=1&{QUERY_AUTH}&X-Amz-Expires=300&X-Amz-Security-Token=client-token"
+        ));
+    let a = presigned.send(&signing.endpoint).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = relay.captured().await.pop().unwrap();
+    assert_eq!(seen.path, "/?keep=1", "only the signature's parameters go");
+    assert_eq!(
+        seen.headers["authorization"].to_str().unwrap(),
+        expected_authorization(&seen, &relay.endpoint, "us-east-1")
+    );
+
+    // Without signing, the request goes on as the client signed it.
+    let unsigned = start_proxy(&relay.endpoint).await;
+    let a = presigned.send(&unsigned.endpoint).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = relay.captured().await.pop().unwrap();
+    assert_eq!(seen.path, presigned.path);
+    assert!(!seen.headers.contains_key("authorization"));
+}

@@ -20,6 +20,7 @@ mod reads;
 pub mod respond;
 mod writes;
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use tracing::{debug, warn};
 use crate::cache::{Cache, Kind};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::protocol::front_door;
 use crate::protocol::reads::require_object;
 use crate::protocol::region::Region;
 use crate::protocol::{answers, OpClass, Operation, ProtocolError};
@@ -176,11 +178,18 @@ impl Proxy {
         inb: &Inbound,
         encoding: Encoding,
     ) -> Result<UpstreamResponse, ProtocolError> {
+        // A signature in the query string is the client's: when ddbcache signs, the upstream
+        // gets ddbcache's signature instead, in the headers.
+        let path = if inb.admission.query_signed && self.upstream.signer().is_some() {
+            front_door::without_query_auth(&inb.path)
+        } else {
+            Cow::Borrowed(inb.path.as_str())
+        };
         let result = self
             .upstream
             .send(
                 inb.op,
-                &inb.path,
+                &path,
                 &inb.headers,
                 inb.body.clone(),
                 encoding == Encoding::Identity,

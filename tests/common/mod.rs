@@ -267,6 +267,52 @@ pub fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
+/// Recomputes the SigV4 signature of a request as the upstream received it, from the signed
+/// headers it names, with the test credentials for `region`, and returns the `Authorization`
+/// value it should carry.
+pub fn expected_authorization(captured: &Captured, upstream: &str, region: &str) -> String {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
+
+    let auth = captured.headers["authorization"].to_str().unwrap();
+    let signed_names = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("SignedHeaders");
+    let headers: Vec<(&str, &str)> = signed_names
+        .split(';')
+        .map(|name| (name, captured.headers[name].to_str().unwrap()))
+        .collect();
+    let date = captured.headers["x-amz-date"].to_str().unwrap();
+    let time = ddbcache::upstream::amz_date::parse(date).expect("x-amz-date is a SigV4 timestamp");
+    let identity =
+        aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "t").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("dynamodb")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        format!("{upstream}{}", captured.path),
+        headers.into_iter(),
+        SignableBody::Bytes(&captured.body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let authorization = instructions
+        .headers()
+        .find(|(name, _)| *name == "authorization")
+        .map(|(_, value)| value.to_string())
+        .unwrap();
+    authorization
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP
 
