@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ddbcache::cache::{Cache, CacheKey, InvalidationCause, Kind, Lookup};
-use ddbcache::config::CacheConfig;
+use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Lookup};
+use ddbcache::config::Config;
 use ddbcache::metrics::Metrics;
-use ddbcache::protocol::writes::WriteScope;
+use ddbcache::protocol::writes::{ItemWrite, WriteScope};
 
 const TABLE: &str = "bench";
 const TTL: Duration = Duration::from_secs(3600);
@@ -30,9 +30,9 @@ fn response() -> Bytes {
 }
 
 fn new_cache(capacity: u64) -> Cache {
-    let mut config = CacheConfig::default();
-    config.item.capacity = capacity;
-    config.query.capacity = capacity;
+    let mut config = Config::default();
+    config.cache.item.capacity = capacity;
+    config.cache.query.capacity = capacity;
     Cache::new(&config, Arc::new(Metrics::new()))
 }
 
@@ -59,12 +59,17 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Looks `key` up and, on a miss, stores `body`. Returns whether it was a hit.
 async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
     match cache
-        .lookup(Kind::Item, TABLE, key, CacheKey::item(TABLE, key, b""))
+        .lookup(
+            Kind::Item,
+            TABLE,
+            Dependency::Item(key),
+            CacheKey::item(TABLE, key, b""),
+        )
         .await
     {
         Lookup::Hit { .. } => true,
         Lookup::Miss(fill) => {
-            fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
+            let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
             false
         }
     }
@@ -144,12 +149,16 @@ fn invalidation(c: &mut Criterion) {
     });
     // A PutItem / UpdateItem / DeleteItem: its key's stripe and its table, before and after.
     let item_write = WriteScope {
-        items: vec![(TABLE.to_owned(), key_part(42))],
+        items: vec![ItemWrite {
+            table: TABLE.to_owned(),
+            key: key_part(42),
+            partition: None,
+        }],
         ..Default::default()
     };
     g.bench_function("write_item", |b| {
         b.iter(|| {
-            cache.write_started(black_box(&item_write));
+            cache.write_started(black_box(&item_write), InvalidationCause::Write);
             cache.write_finished(black_box(&item_write));
         })
     });
@@ -160,7 +169,7 @@ fn invalidation(c: &mut Criterion) {
     };
     g.bench_function("write_table", |b| {
         b.iter(|| {
-            cache.write_started(black_box(&table_write));
+            cache.write_started(black_box(&table_write), InvalidationCause::Write);
             cache.write_finished(black_box(&table_write));
         })
     });
@@ -177,9 +186,11 @@ fn invalidation(c: &mut Criterion) {
                         let k = key_part(i);
                         lookup_or_fill(&cache, &k, &body).await;
                         let key = CacheKey::item("other", &k, b"");
-                        if let Lookup::Miss(fill) = cache.lookup(Kind::Item, "other", &k, key).await
+                        if let Lookup::Miss(fill) = cache
+                            .lookup(Kind::Item, "other", Dependency::Item(&k), key)
+                            .await
                         {
-                            fill.complete(body.clone(), None, TTL);
+                            let _ = fill.complete(body.clone(), None, TTL);
                         }
                     }
                 });

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-use crate::cache::{Cache, InvalidationCause, Kind};
+use crate::cache::{Cache, Kind};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -88,10 +88,12 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                     r#"{"error":"the cache is disabled"}"#.into(),
                 );
             };
-            match table_param(req.uri().query()) {
+            let query = req.uri().query();
+            match query_param(query, "table") {
                 Some(table) => {
-                    cache.invalidate_table(&table, InvalidationCause::Flush);
-                    let body = serde_json::json!({ "flushed": table });
+                    let region = query_param(query, "region");
+                    let tables = cache.flush_table(&table, region.as_deref());
+                    let body = serde_json::json!({ "flushed": table, "tables": tables });
                     reply(StatusCode::OK, "application/json", body.to_string())
                 }
                 None => {
@@ -117,11 +119,11 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-/// `table=NAME` from a query string, percent-decoded.
-fn table_param(query: Option<&str>) -> Option<String> {
+/// `name=VALUE` from a query string, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == "table" && !v.is_empty()).then(|| percent_decode(v))
+        (k == name && !v.is_empty()).then(|| percent_decode(v))
     })
 }
 
@@ -164,12 +166,12 @@ mod tests {
     #[test]
     fn table_param_is_decoded() {
         assert_eq!(
-            table_param(Some("table=My%20Table")),
+            query_param(Some("table=My%20Table"), "table"),
             Some("My Table".into())
         );
-        assert_eq!(table_param(Some("x=1&table=t")), Some("t".into()));
-        assert_eq!(table_param(Some("table=")), None);
-        assert_eq!(table_param(None), None);
+        assert_eq!(query_param(Some("x=1&table=t"), "table"), Some("t".into()));
+        assert_eq!(query_param(Some("table="), "table"), None);
+        assert_eq!(query_param(None, "table"), None);
         assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

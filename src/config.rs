@@ -148,6 +148,14 @@ pub struct CacheConfig {
     pub header: bool,
     pub item: ItemCacheConfig,
     pub query: QueryCacheConfig,
+    /// After a write, misses on what it touched read with `ConsistentRead` (or are not stored)
+    /// for this long: an eventually consistent read may reach a replica that lacks the write.
+    #[serde(with = "humantime_serde_compat")]
+    pub consistency_window: Duration,
+    /// After a write whose outcome is unknown (no answer, or a 5xx), misses on what it touched are
+    /// not stored for this long: it may still land. Default: 4 × `upstream.timeout_ms`.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub in_doubt_window: Option<Duration>,
 }
 
 impl Default for CacheConfig {
@@ -157,6 +165,8 @@ impl Default for CacheConfig {
             header: true,
             item: ItemCacheConfig::default(),
             query: QueryCacheConfig::default(),
+            consistency_window: Duration::from_secs(1),
+            in_doubt_window: None,
         }
     }
 }
@@ -273,6 +283,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_ITEM_CAPACITY", "cache.item.capacity"),
     ("DDBCACHE_QUERY_TTL", "cache.query.ttl"),
     ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity"),
+    ("DDBCACHE_CONSISTENCY_WINDOW", "cache.consistency_window"),
+    ("DDBCACHE_IN_DOUBT_WINDOW", "cache.in_doubt_window"),
 ];
 
 /// Memory the process needs beyond what the caches' capacities count (the runtime, TLS,
@@ -419,6 +431,8 @@ impl Config {
         v["cache"]["item"]["capacity"] = self.cache.item.capacity.into();
         v["cache"]["query"]["ttl"] = secs(self.cache.query.ttl);
         v["cache"]["query"]["capacity"] = self.cache.query.capacity.into();
+        v["cache"]["consistency_window"] = secs(self.cache.consistency_window);
+        v["cache"]["in_doubt_window"] = secs(self.in_doubt_window());
         for (table, o) in &self.tables {
             for (key, ttl) in [
                 ("item_ttl", o.item_ttl),
@@ -451,6 +465,13 @@ impl Config {
             .capacity
             .saturating_add(self.cache.query.capacity);
         capacity.saturating_add(capacity / 4) + BASE_MEMORY_BYTES
+    }
+
+    /// How long what a write with an unknown outcome touched stays in doubt.
+    pub fn in_doubt_window(&self) -> Duration {
+        self.cache
+            .in_doubt_window
+            .unwrap_or(Duration::from_millis(self.upstream.timeout_ms) * 4)
     }
 
     /// TTLs in force for one table (None = that cache is off for the table).
@@ -756,6 +777,8 @@ mod tests {
             let example = match lookup(&defaults, key) {
                 Some(toml::Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
+                // Keys without a default value.
+                None if key == "cache.in_doubt_window" => "12s".to_string(),
                 None => "http://127.0.0.1:4567".to_string(),
             };
             with_env("", &[(var, &example)]).unwrap_or_else(|e| panic!("{var}: {}", chain(&e)));

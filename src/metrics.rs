@@ -30,6 +30,9 @@ pub struct Metrics {
     pub(crate) cache_hits: IntCounterVec,
     pub(crate) cache_misses: IntCounterVec,
     pub(crate) cache_bypasses: IntCounterVec,
+    pub(crate) cache_unstored: IntCounterVec,
+    pub(crate) cache_consistent_reads: IntCounterVec,
+    pub(crate) schema_fetches: IntCounterVec,
     pub(crate) cache_negative_hits: IntCounterVec,
     pub(crate) cache_evictions: IntCounterVec,
     pub(crate) cache_coalesced: IntCounterVec,
@@ -115,8 +118,23 @@ impl Metrics {
             ),
             cache_bypasses: counter(
                 "ddbcache_cache_bypasses_total",
-                "Cacheable reads that went around the cache, by reason (consistent_read, cache_off, not_understood).",
+                "Cacheable reads that went around the cache, by reason (consistent_read, cache_off, not_understood, not_proven_valid, foreign_table, key_mismatch).",
                 &["cache", "reason"],
+            ),
+            cache_unstored: counter(
+                "ddbcache_cache_unstored_total",
+                "Misses answered but not stored, by reason (raced, in_doubt, recent_write, schema, answer).",
+                &["cache", "reason"],
+            ),
+            cache_consistent_reads: counter(
+                "ddbcache_cache_consistent_reads_total",
+                "Misses sent with ConsistentRead because what they read was written within the consistency window.",
+                &["cache"],
+            ),
+            schema_fetches: counter(
+                "ddbcache_schema_fetches_total",
+                "DescribeTable calls ddbcache made to learn a table's key schema, by outcome (known, failed).",
+                &["outcome"],
             ),
             cache_negative_hits: counter(
                 "ddbcache_cache_negative_hits_total",
@@ -212,6 +230,9 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_bypasses,
+            cache_unstored,
+            cache_consistent_reads,
+            schema_fetches,
             cache_negative_hits,
             cache_evictions,
             cache_coalesced,
@@ -222,7 +243,7 @@ impl Metrics {
             ready,
             request_duration,
         } = self;
-        let collectors: [&dyn Collector; 16] = [
+        let collectors: [&dyn Collector; 19] = [
             requests,
             in_flight,
             upstream_duration,
@@ -230,6 +251,9 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_bypasses,
+            cache_unstored,
+            cache_consistent_reads,
+            schema_fetches,
             cache_negative_hits,
             cache_evictions,
             cache_coalesced,

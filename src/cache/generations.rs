@@ -1,53 +1,116 @@
-//! Generations: how ddbcache invalidates in O(1) and refuses stale fills.
+//! Generations: how ddbcache invalidates in O(1), refuses stale fills, and remembers which keys
+//! were written recently or may have been written.
 //!
-//! Every entry is stamped with the generations in force when its read *started*. A lookup accepts
-//! an entry only if its stamp equals the current generations, so:
-//! - a write bumps its items' stripes (or its table's epoch when the items cannot be named) and its
-//!   table's write counter, before it is forwarded and again after the upstream answers — every
-//!   entry that could hold the old value is dead from then on, including one filled by a read that
-//!   started before the write and answered after it;
-//! - a control-plane call or a flush bumps a table's epoch; a full flush bumps the global epoch.
+//! State is kept in *cells*. A cell is a generation counter plus two deadlines: until when what it
+//! covers was *recently written* (a miss then must read consistently, see the consistency window)
+//! and until when it is *in doubt* (a write whose outcome is unknown may still land; a miss then
+//! must not be stored). The cells:
+//! - the global cell: everything;
+//! - per table, the epoch cell (every entry of the table) and the writes cell (entries that any
+//!   write to the table may change: Scans, GSI queries, queries whose partition is unknown);
+//! - 64 Ki stripes shared by all tables, hashed from a table and a canonical item key (item
+//!   entries) or partition key (Query entries on the base table or an LSI). Two keys sharing a
+//!   stripe only cost each other a spurious miss.
 //!
-//! Item entries look at their key's stripe (a per-key counter, hashed into a fixed array: two keys
-//! sharing a stripe only cost each other a spurious miss). Query entries look at their table's write
-//! counter: any write to a table may change any query on it.
+//! Every entry depends on the global cell, its table's epoch cell, and one scope cell (its item's
+//! stripe, its partition's stripe, or its table's writes cell). It carries the [`Stamp`] of those
+//! three generations as they were when its read *started*, and a lookup accepts it only while the
+//! stamp is current. A write bumps (and marks) the cells of what it changed before it is forwarded
+//! and again after the upstream answered, so every entry that could hold the old value is dead from
+//! then on, including one filled by a read that started before the write and answered after it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-/// Number of item stripes. 64 Ki counters = 512 KiB; with a million cached items a write costs
-/// about 15 innocent entries a miss.
+/// Number of stripes. 64 Ki cells of 24 bytes = 1.5 MiB; with a million cached items a write
+/// costs about 15 innocent entries a miss.
 const STRIPES: usize = 1 << 16;
+
+/// A generation counter and the deadlines of what it covers, in milliseconds since the
+/// [`Generations`] were created.
+#[derive(Default)]
+struct Cell {
+    generation: AtomicU64,
+    recent_until: AtomicU64,
+    doubt_until: AtomicU64,
+}
+
+impl Cell {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn mark(&self, marks: Marks) {
+        if let Some(until) = marks.recent_until {
+            self.recent_until.fetch_max(until, Ordering::AcqRel);
+        }
+        if let Some(until) = marks.doubt_until {
+            self.doubt_until.fetch_max(until, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Deadlines a write leaves on the cells it touched.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Marks {
+    recent_until: Option<u64>,
+    doubt_until: Option<u64>,
+}
+
+/// What a miss may do, given the marks on the cells its entry depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restrictions {
+    /// Written within the consistency window: an eventually consistent read may return what was
+    /// there before, so the miss must read consistently (or not be stored).
+    pub recently_written: bool,
+    /// A write whose outcome is unknown may still land: the miss must not be stored.
+    pub in_doubt: bool,
+}
+
+/// The one cell, besides the global and table epochs, an entry depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A stripe: of an item (item entries) or of a partition (Query entries on the base table or
+    /// an LSI).
+    Stripe(usize),
+    /// The table's writes cell.
+    TableWrites,
+}
 
 /// The generations an entry was read under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     global: u64,
-    /// The table's epoch (item entries) or write counter (query entries).
-    table: u64,
-    /// The narrowest scope the entry depends on: its key's stripe for an item entry; 0 for a
-    /// query entry, which depends on the whole table.
-    scope: u64,
+    epoch: u64,
+    scope: Scope,
+    scope_generation: u64,
 }
 
-/// A table's generations.
+/// A table's cells.
 #[derive(Default)]
 pub struct TableGenerations {
-    /// Bumped by control-plane calls and flushes: ends every entry of the table.
-    epoch: AtomicU64,
-    /// Bumped by every write to the table (and by what bumps `epoch`): ends its query entries.
-    writes: AtomicU64,
+    /// Every entry of the table: bumped by control-plane calls, flushes, and writes whose items
+    /// cannot be named.
+    epoch: Cell,
+    /// Entries any write may change: bumped by every write to the table.
+    writes: Cell,
 }
 
 pub struct Generations {
-    global: AtomicU64,
-    stripes: Box<[AtomicU64]>,
+    global: Cell,
+    stripes: Box<[Cell]>,
     tables: RwLock<HashMap<String, Arc<TableGenerations>>>,
     hasher: ahash::RandomState,
+    started: Instant,
 }
 
 impl Default for Generations {
@@ -56,13 +119,22 @@ impl Default for Generations {
     }
 }
 
+/// Stripe hashes of items and of partitions never meet on purpose: a partition key and an item
+/// key of one table may have equal canonical bytes (a table keyed by its partition key alone).
+#[derive(Hash)]
+enum StripeOf<'a> {
+    Item(&'a str, &'a [u8]),
+    Partition(&'a str, &'a [u8]),
+}
+
 impl Generations {
     pub fn new() -> Self {
         Generations {
-            global: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            global: Cell::default(),
+            stripes: (0..STRIPES).map(|_| Cell::default()).collect(),
             tables: RwLock::new(HashMap::new()),
             hasher: ahash::RandomState::new(),
+            started: Instant::now(),
         }
     }
 
@@ -77,46 +149,101 @@ impl Generations {
             .clone()
     }
 
-    /// The stripe of an item: table and canonical key together.
-    pub fn stripe(&self, table: &str, key: &[u8]) -> usize {
-        let mut h = self.hasher.build_hasher();
-        table.hash(&mut h);
-        key.hash(&mut h);
-        (h.finish() as usize) & (STRIPES - 1)
+    /// Every table identity seen so far.
+    pub(crate) fn table_ids(&self) -> Vec<String> {
+        self.tables.read().keys().cloned().collect()
     }
 
-    /// Stamp for an item read.
-    pub fn item_stamp(&self, table: &TableGenerations, stripe: usize) -> Stamp {
-        Stamp {
-            global: self.global.load(Ordering::Acquire),
-            table: table.epoch.load(Ordering::Acquire),
-            scope: self.stripes[stripe].load(Ordering::Acquire),
+    fn stripe(&self, of: StripeOf<'_>) -> usize {
+        (self.hasher.hash_one(of) as usize) & (STRIPES - 1)
+    }
+
+    /// The scope of an item entry.
+    pub(crate) fn item_scope(&self, table: &str, key: &[u8]) -> Scope {
+        Scope::Stripe(self.stripe(StripeOf::Item(table, key)))
+    }
+
+    /// The scope of a Query entry on one partition of the base table or an LSI.
+    pub(crate) fn partition_scope(&self, table: &str, partition: &[u8]) -> Scope {
+        Scope::Stripe(self.stripe(StripeOf::Partition(table, partition)))
+    }
+
+    fn cell<'a>(&'a self, table: &'a TableGenerations, scope: Scope) -> &'a Cell {
+        match scope {
+            Scope::Stripe(i) => &self.stripes[i],
+            Scope::TableWrites => &table.writes,
         }
     }
 
-    /// Stamp for a query read.
-    pub fn query_stamp(&self, table: &TableGenerations) -> Stamp {
+    pub(crate) fn stamp(&self, table: &TableGenerations, scope: Scope) -> Stamp {
         Stamp {
-            global: self.global.load(Ordering::Acquire),
-            table: table.writes.load(Ordering::Acquire),
-            scope: 0,
+            global: self.global.generation(),
+            epoch: table.epoch.generation(),
+            scope,
+            scope_generation: self.cell(table, scope).generation(),
         }
     }
 
-    /// A write to one item.
-    pub fn bump_item(&self, table: &TableGenerations, stripe: usize) {
-        self.stripes[stripe].fetch_add(1, Ordering::AcqRel);
-        table.writes.fetch_add(1, Ordering::AcqRel);
+    /// The marks in force now on what an entry of `scope` depends on.
+    pub(crate) fn restrictions(&self, table: &TableGenerations, scope: Scope) -> Restrictions {
+        let now = self.now();
+        let cells = [&self.global, &table.epoch, self.cell(table, scope)];
+        Restrictions {
+            recently_written: cells
+                .iter()
+                .any(|c| c.recent_until.load(Ordering::Acquire) > now),
+            in_doubt: cells
+                .iter()
+                .any(|c| c.doubt_until.load(Ordering::Acquire) > now),
+        }
     }
 
-    /// A write to a table whose items cannot be named, a control call or a flush.
-    pub fn bump_table(&self, table: &TableGenerations) {
-        table.epoch.fetch_add(1, Ordering::AcqRel);
-        table.writes.fetch_add(1, Ordering::AcqRel);
+    /// Milliseconds since creation, the clock of the marks.
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
-    pub fn bump_global(&self) {
-        self.global.fetch_add(1, Ordering::AcqRel);
+    /// Marks ending `recent` and `doubt` from now (`None`: no such mark).
+    pub(crate) fn marks(&self, recent: Option<Duration>, doubt: Option<Duration>) -> Marks {
+        let now = self.now();
+        let until = |d: Duration| now + d.as_millis() as u64 + 1;
+        Marks {
+            recent_until: recent.filter(|d| !d.is_zero()).map(until),
+            doubt_until: doubt.filter(|d| !d.is_zero()).map(until),
+        }
+    }
+
+    /// A write to one item: its stripe, its partition's stripe (when known) and its table's
+    /// writes cell.
+    pub(crate) fn write_item(
+        &self,
+        table: &TableGenerations,
+        table_name: &str,
+        key: &[u8],
+        partition: Option<&[u8]>,
+        marks: Marks,
+    ) {
+        let item = Some(&self.stripes[self.stripe(StripeOf::Item(table_name, key))]);
+        let partition =
+            partition.map(|p| &self.stripes[self.stripe(StripeOf::Partition(table_name, p))]);
+        for cell in [item, partition, Some(&table.writes)].into_iter().flatten() {
+            cell.mark(marks);
+            cell.bump();
+        }
+    }
+
+    /// A write to a table whose items cannot be named, a control-plane call or a flush.
+    pub(crate) fn write_table(&self, table: &TableGenerations, marks: Marks) {
+        for cell in [&table.epoch, &table.writes] {
+            cell.mark(marks);
+            cell.bump();
+        }
+    }
+
+    /// Everything.
+    pub(crate) fn write_everything(&self, marks: Marks) {
+        self.global.mark(marks);
+        self.global.bump();
     }
 }
 
@@ -124,30 +251,86 @@ impl Generations {
 mod tests {
     use super::*;
 
+    const NONE: Marks = Marks {
+        recent_until: None,
+        doubt_until: None,
+    };
+
     #[test]
-    fn item_write_ends_item_and_query_stamps_of_its_table_only() {
+    fn item_write_ends_its_item_its_partition_and_table_wide_entries_only() {
         let g = Generations::new();
         let (t, other) = (g.table("t"), g.table("u"));
-        let s = g.stripe("t", b"k");
-        let item = g.item_stamp(&t, s);
-        let query = g.query_stamp(&t);
-        let other_query = g.query_stamp(&other);
-        g.bump_item(&t, s);
-        assert_ne!(g.item_stamp(&t, s), item);
-        assert_ne!(g.query_stamp(&t), query);
-        assert_eq!(g.query_stamp(&other), other_query);
+        let item = g.item_scope("t", b"k");
+        let partition = g.partition_scope("t", b"p");
+        let other_partition = g.partition_scope("t", b"q");
+        let before = [
+            g.stamp(&t, item),
+            g.stamp(&t, partition),
+            g.stamp(&t, Scope::TableWrites),
+            g.stamp(&t, other_partition),
+            g.stamp(&other, Scope::TableWrites),
+        ];
+        g.write_item(&t, "t", b"k", Some(b"p"), NONE);
+        assert_ne!(g.stamp(&t, item), before[0]);
+        assert_ne!(g.stamp(&t, partition), before[1]);
+        assert_ne!(g.stamp(&t, Scope::TableWrites), before[2]);
+        assert_eq!(g.stamp(&t, other_partition), before[3]);
+        assert_eq!(g.stamp(&other, Scope::TableWrites), before[4]);
     }
 
     #[test]
-    fn table_and_global_bumps_end_everything_beneath() {
+    fn table_and_global_writes_end_everything_beneath() {
         let g = Generations::new();
         let t = g.table("t");
-        let s = g.stripe("t", b"k");
-        let before = g.item_stamp(&t, s);
-        g.bump_table(&t);
-        assert_ne!(g.item_stamp(&t, s), before);
-        let before = g.item_stamp(&t, s);
-        g.bump_global();
-        assert_ne!(g.item_stamp(&t, s), before);
+        let item = g.item_scope("t", b"k");
+        let before = g.stamp(&t, item);
+        g.write_table(&t, NONE);
+        assert_ne!(g.stamp(&t, item), before);
+        let before = g.stamp(&t, g.partition_scope("t", b"p"));
+        g.write_everything(NONE);
+        assert_ne!(g.stamp(&t, g.partition_scope("t", b"p")), before);
+    }
+
+    #[test]
+    fn stamps_of_different_scopes_never_compare_equal() {
+        let g = Generations::new();
+        let t = g.table("t");
+        // Fresh cells all have generation 0: the scope itself must tell the stamps apart.
+        assert_ne!(
+            g.stamp(&t, Scope::TableWrites),
+            g.stamp(&t, Scope::Stripe(0))
+        );
+    }
+
+    #[test]
+    fn marks_restrict_what_depends_on_the_marked_cells_until_they_end() {
+        let g = Generations::new();
+        let t = g.table("t");
+        let item = g.item_scope("t", b"k");
+        let other = g.item_scope("t", b"other");
+        assert_eq!(g.restrictions(&t, item), Restrictions::default());
+        g.write_item(
+            &t,
+            "t",
+            b"k",
+            None,
+            g.marks(Some(Duration::from_secs(60)), None),
+        );
+        let r = g.restrictions(&t, item);
+        assert!(r.recently_written && !r.in_doubt);
+        if other != item {
+            assert_eq!(g.restrictions(&t, other), Restrictions::default());
+        }
+        assert!(g.restrictions(&t, Scope::TableWrites).recently_written);
+        g.write_table(&t, g.marks(None, Some(Duration::from_secs(60))));
+        assert!(g.restrictions(&t, other).in_doubt);
+        // A mark that has ended restricts nothing.
+        let u = g.table("u");
+        g.write_table(&u, g.marks(Some(Duration::from_millis(1)), None));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            g.restrictions(&u, Scope::TableWrites),
+            Restrictions::default()
+        );
     }
 }

@@ -22,10 +22,11 @@ use prometheus::IntCounter;
 use quick_cache::sync::{Cache as QuickCache, PlaceholderGuard};
 use quick_cache::{Lifecycle, Weighter};
 
-use crate::config::CacheConfig;
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::writes::WriteScope;
-use generations::{Generations, Stamp, TableGenerations};
+pub use generations::Restrictions;
+use generations::{Generations, Marks, Scope, Stamp, TableGenerations};
 use schemas::KeySchemas;
 
 /// Which cache.
@@ -53,13 +54,22 @@ pub enum InvalidationCause {
     Control,
     /// `POST /cache/flush`.
     Flush,
+    /// A write made through another sidecar of the fleet.
+    Fleet,
+    /// A change read from a table's DynamoDB Stream.
+    Stream,
+    /// Traffic contradicted the table's key schema.
+    Schema,
 }
 
 impl InvalidationCause {
-    pub const ALL: [InvalidationCause; 3] = [
+    pub const ALL: [InvalidationCause; 6] = [
         InvalidationCause::Write,
         InvalidationCause::Control,
         InvalidationCause::Flush,
+        InvalidationCause::Fleet,
+        InvalidationCause::Stream,
+        InvalidationCause::Schema,
     ];
 
     pub fn label(self) -> &'static str {
@@ -67,6 +77,9 @@ impl InvalidationCause {
             InvalidationCause::Write => "write",
             InvalidationCause::Control => "control",
             InvalidationCause::Flush => "flush",
+            InvalidationCause::Fleet => "fleet",
+            InvalidationCause::Stream => "stream",
+            InvalidationCause::Schema => "schema",
         }
     }
 }
@@ -137,6 +150,17 @@ impl Entry {
     pub(crate) fn item_json(&self) -> Option<&[u8]> {
         self.item.as_ref().map(|r| &self.body[r.clone()])
     }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(body: &[u8]) -> Entry {
+        Entry {
+            crc32: crate::protocol::crc32_header(body),
+            body: Bytes::copy_from_slice(body),
+            item: None,
+            stamp: Generations::new().stamp(&TableGenerations::default(), Scope::TableWrites),
+            expires: Instant::now(),
+        }
+    }
 }
 
 /// Per-entry bookkeeping not visible in its bytes (the `Arc`, the stamp, the index slot).
@@ -199,6 +223,18 @@ impl Store {
     }
 }
 
+/// What a cached read depends on, besides its table: the one scope whose writes end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency<'a> {
+    /// An item entry: its canonical primary key.
+    Item(&'a [u8]),
+    /// A Query entry on the base table or a local secondary index whose partition is known: the
+    /// canonical partition key (the partition key attribute alone, encoded like a key).
+    Partition(&'a [u8]),
+    /// Any other Query or Scan: every write to the table ends it.
+    Table,
+}
+
 /// The outcome of a lookup.
 pub enum Lookup<'a> {
     /// A current entry. `coalesced`: it arrived by waiting on another request's fill.
@@ -216,18 +252,34 @@ pub struct Fill<'a> {
     key: Option<CacheKey>,
     stamp: Stamp,
     table: Arc<TableGenerations>,
-    stripe: Option<usize>,
+    scope: Scope,
+    restrictions: Restrictions,
 }
 
 impl Fill<'_> {
-    /// Stores an upstream answer if no write began since the read started.
-    /// Returns whether it was stored.
-    pub fn complete(mut self, body: Bytes, item: Option<Range<usize>>, ttl: Duration) -> bool {
-        let current = self
-            .cache
-            .current_stamp(self.kind, &self.table, self.stripe);
-        if current != self.stamp || ttl.is_zero() {
-            return false;
+    /// What the marks on this entry's scope allow, as they were when the read started: whether
+    /// the miss must read consistently, or must not be stored.
+    pub fn restrictions(&self) -> Restrictions {
+        self.restrictions
+    }
+
+    /// Stores an upstream answer if no write began since the read started and no write whose
+    /// outcome is unknown may still land on it.
+    pub fn complete(
+        mut self,
+        body: Bytes,
+        item: Option<Range<usize>>,
+        ttl: Duration,
+    ) -> Result<(), Refusal> {
+        let generations = &self.cache.generations;
+        if generations.stamp(&self.table, self.scope) != self.stamp {
+            return Err(Refusal::Raced);
+        }
+        if generations.restrictions(&self.table, self.scope).in_doubt {
+            return Err(Refusal::InDoubt);
+        }
+        if ttl.is_zero() {
+            return Err(Refusal::Raced);
         }
         // An upstream body is usually a slice of the connection's read buffer: storing it as it
         // is would keep that whole buffer alive for the entry's lifetime, several times the
@@ -241,12 +293,30 @@ impl Fill<'_> {
             expires: Instant::now() + ttl,
         });
         match (self.guard.take(), self.key.take()) {
-            (Some(guard), _) => guard.insert(entry).is_ok(),
+            (Some(guard), _) => guard.insert(entry).map_err(|_| Refusal::Raced),
             (None, Some(key)) => {
                 self.cache.store(self.kind).entries.insert(key, entry);
-                true
+                Ok(())
             }
-            (None, None) => false,
+            (None, None) => Err(Refusal::Raced),
+        }
+    }
+}
+
+/// Why a fill did not store its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A write began (or the entry was filled otherwise) since the read started.
+    Raced,
+    /// A write whose outcome is unknown may still land on the entry.
+    InDoubt,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Raced => "raced",
+            Refusal::InDoubt => "in_doubt",
         }
     }
 }
@@ -267,14 +337,18 @@ pub struct Cache {
     items: Store,
     queries: Store,
     generations: Generations,
-    schemas: KeySchemas,
+    schemas: Arc<KeySchemas>,
+    /// How long what a write touched stays "recently written" after its answer.
+    consistency_window: Duration,
+    /// How long what a write whose outcome is unknown touched stays "in doubt".
+    in_doubt_window: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Cache {
-        let items = Store::new(config.item.capacity, Kind::Item, &metrics);
-        let queries = Store::new(config.query.capacity, Kind::Query, &metrics);
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Cache {
+        let items = Store::new(config.cache.item.capacity, Kind::Item, &metrics);
+        let queries = Store::new(config.cache.query.capacity, Kind::Query, &metrics);
         for (kind, store) in [(Kind::Item, &items), (Kind::Query, &queries)] {
             metrics
                 .cache_capacity
@@ -289,14 +363,24 @@ impl Cache {
             items,
             queries,
             generations: Generations::new(),
-            schemas: KeySchemas::default(),
+            schemas: Arc::new(KeySchemas::default()),
+            consistency_window: config.cache.consistency_window,
+            in_doubt_window: config.in_doubt_window(),
             metrics,
         }
     }
 
     /// The key schemas of the tables this cache has seen.
-    pub(crate) fn schemas(&self) -> &KeySchemas {
+    pub(crate) fn schemas(&self) -> &Arc<KeySchemas> {
         &self.schemas
+    }
+
+    /// Traffic contradicted what ddbcache knows of a table's key (a read's key has other
+    /// attributes than the schema's, the upstream says the key does not match or the table does
+    /// not exist): the schema is forgotten, and so is every entry of the table.
+    pub(crate) fn schema_contradicted(&self, table: &str) {
+        self.schemas.forget(table);
+        self.invalidate_table(table, InvalidationCause::Schema);
     }
 
     fn store(&self, kind: Kind) -> &Store {
@@ -306,38 +390,34 @@ impl Cache {
         }
     }
 
-    fn current_stamp(&self, kind: Kind, table: &TableGenerations, stripe: Option<usize>) -> Stamp {
-        match (kind, stripe) {
-            (Kind::Item, Some(s)) => self.generations.item_stamp(table, s),
-            _ => self.generations.query_stamp(table),
+    fn scope_of(&self, table: &str, dependency: Dependency<'_>) -> Scope {
+        match dependency {
+            Dependency::Item(key) => self.generations.item_scope(table, key),
+            Dependency::Partition(key) => self.generations.partition_scope(table, key),
+            Dependency::Table => Scope::TableWrites,
         }
-    }
-
-    fn stripe_for(&self, kind: Kind, table: &str, key_part: &[u8]) -> Option<usize> {
-        (kind == Kind::Item).then(|| self.generations.stripe(table, key_part))
     }
 
     fn is_current(&self, entry: &Entry, stamp: Stamp, now: Instant) -> bool {
         entry.stamp == stamp && entry.expires > now
     }
 
-    /// Looks a read up. `key_part` is what identifies the item (its canonical primary key) for the
-    /// item cache; ignored for the query cache. On a miss, the returned [`Fill`] holds the key:
-    /// concurrent lookups of it wait for this one's answer instead of going upstream too.
+    /// Looks a read up. On a miss, the returned [`Fill`] holds the key: concurrent lookups of it
+    /// wait for this one's answer instead of going upstream too.
     pub async fn lookup(
         &self,
         kind: Kind,
         table: &str,
-        key_part: &[u8],
+        dependency: Dependency<'_>,
         key: CacheKey,
     ) -> Lookup<'_> {
         let store = self.store(kind);
         let state = self.generations.table(table);
-        let stripe = self.stripe_for(kind, table, key_part);
+        let scope = self.scope_of(table, dependency);
         // Bounded: each turn either answers or removes a dead entry; a key rewritten faster than
         // it can be read falls through to an unguarded miss.
         for _ in 0..4 {
-            let stamp = self.current_stamp(kind, &state, stripe);
+            let stamp = self.generations.stamp(&state, scope);
             // The plain get answers hits without touching placeholders; only a miss reserves.
             let (found, coalesced) = match store.entries.get(&key) {
                 Some(entry) => (entry, false),
@@ -346,15 +426,14 @@ impl Cache {
                     Ok(entry) => (entry, true),
                     Err(guard) => {
                         store.misses.inc();
-                        return Lookup::Miss(Fill {
-                            cache: self,
+                        return Lookup::Miss(self.fill(
                             kind,
-                            guard: Some(guard),
-                            key: None,
+                            Some(guard),
+                            None,
                             stamp,
-                            table: state,
-                            stripe,
-                        });
+                            state,
+                            scope,
+                        ));
                     }
                 },
             };
@@ -370,16 +449,30 @@ impl Cache {
             store.entries.remove_if(&key, |e| Arc::ptr_eq(e, &found));
         }
         store.misses.inc();
-        let stamp = self.current_stamp(kind, &state, stripe);
-        Lookup::Miss(Fill {
+        let stamp = self.generations.stamp(&state, scope);
+        Lookup::Miss(self.fill(kind, None, Some(key), stamp, state, scope))
+    }
+
+    fn fill<'a>(
+        &'a self,
+        kind: Kind,
+        guard: Option<Guard<'a>>,
+        key: Option<CacheKey>,
+        stamp: Stamp,
+        table: Arc<TableGenerations>,
+        scope: Scope,
+    ) -> Fill<'a> {
+        let restrictions = self.generations.restrictions(&table, scope);
+        Fill {
             cache: self,
             kind,
-            guard: None,
-            key: Some(key),
+            guard,
+            key,
             stamp,
-            table: state,
-            stripe,
-        })
+            table,
+            scope,
+            restrictions,
+        }
     }
 
     fn count_hit(&self, kind: Kind, entry: &Entry, coalesced: bool) {
@@ -395,10 +488,10 @@ impl Cache {
 
     /// Looks an item up without waiting or reserving (BatchGetItem's keys). On a miss, returns
     /// the [`Fill`] to complete once the upstream answered; it does not hold the key.
-    pub(crate) fn peek_item(&self, table: &str, key_part: &[u8], key: CacheKey) -> Lookup<'_> {
+    pub(crate) fn peek_item(&self, table: &str, item_key: &[u8], key: CacheKey) -> Lookup<'_> {
         let state = self.generations.table(table);
-        let stripe = Some(self.generations.stripe(table, key_part));
-        let stamp = self.current_stamp(Kind::Item, &state, stripe);
+        let scope = self.generations.item_scope(table, item_key);
+        let stamp = self.generations.stamp(&state, scope);
         if let Some(entry) = self.items.entries.get(&key) {
             if self.is_current(&entry, stamp, Instant::now()) {
                 self.count_hit(Kind::Item, &entry, false);
@@ -412,41 +505,56 @@ impl Cache {
                 .remove_if(&key, |e| Arc::ptr_eq(e, &entry));
         }
         self.items.misses.inc();
-        Lookup::Miss(Fill {
-            cache: self,
-            kind: Kind::Item,
-            guard: None,
-            key: Some(key),
-            stamp,
-            table: state,
-            stripe,
-        })
+        Lookup::Miss(self.fill(Kind::Item, None, Some(key), stamp, state, scope))
     }
 
-    /// Ends every entry a write may have changed; called before the write is forwarded.
-    pub fn write_started(&self, set: &WriteScope) {
-        self.count_invalidation(InvalidationCause::Write);
-        self.bump_for_write(set);
+    /// Ends every entry a write (or a control-plane call) may change; called before it is
+    /// forwarded.
+    pub fn write_started(&self, scope: &WriteScope, cause: InvalidationCause) {
+        self.count_invalidation(cause);
+        self.apply(scope, Marks::default());
     }
 
     /// Ends them again once the upstream answered — or failed: a write that got no answer may
-    /// still have happened. Reads that started while the write was in flight cannot fill.
-    pub fn write_finished(&self, set: &WriteScope) {
-        self.bump_for_write(set);
+    /// still have happened. Reads that started while the write was in flight cannot fill; what
+    /// it touched is recently written for the consistency window, and in doubt for the in-doubt
+    /// window when `scope.in_doubt`.
+    pub fn write_finished(&self, scope: &WriteScope) {
+        self.apply(scope, self.marks_for(scope));
     }
 
-    fn bump_for_write(&self, set: &WriteScope) {
-        if set.everything {
-            self.generations.bump_global();
+    /// A write made through another sidecar (or seen on a table's stream): the same invalidation
+    /// and marks as the writer's own.
+    pub fn apply_remote(&self, scope: &WriteScope, cause: InvalidationCause) {
+        self.count_invalidation(cause);
+        self.apply(scope, self.marks_for(scope));
+    }
+
+    fn marks_for(&self, scope: &WriteScope) -> Marks {
+        self.generations.marks(
+            Some(self.consistency_window),
+            scope.in_doubt.then_some(self.in_doubt_window),
+        )
+    }
+
+    fn apply(&self, scope: &WriteScope, marks: Marks) {
+        if scope.everything {
+            self.generations.write_everything(marks);
             return;
         }
-        for (table, key) in &set.items {
-            let state = self.generations.table(table);
-            self.generations
-                .bump_item(&state, self.generations.stripe(table, key));
+        for item in &scope.items {
+            let state = self.generations.table(&item.table);
+            self.generations.write_item(
+                &state,
+                &item.table,
+                &item.key,
+                item.partition.as_deref(),
+                marks,
+            );
         }
-        for table in &set.tables {
-            self.generations.bump_table(&self.generations.table(table));
+        for table in &scope.tables {
+            self.generations
+                .write_table(&self.generations.table(table), marks);
         }
     }
 
@@ -461,7 +569,8 @@ impl Cache {
     /// the table's key schema: the table may have been recreated with another key.
     pub fn invalidate_table(&self, table: &str, cause: InvalidationCause) {
         self.count_invalidation(cause);
-        self.generations.bump_table(&self.generations.table(table));
+        self.generations
+            .write_table(&self.generations.table(table), Marks::default());
         if cause == InvalidationCause::Control {
             self.schemas.forget(table);
         }
@@ -472,20 +581,32 @@ impl Cache {
         self.refresh_gauges();
     }
 
+    /// Drops the entries of every table named `name` (in every region, or in `region`): what
+    /// `POST /cache/flush?table=NAME` does.
+    pub(crate) fn flush_table(&self, name: &str, region: Option<&str>) -> usize {
+        let ids: Vec<String> = self
+            .generations
+            .table_ids()
+            .into_iter()
+            .filter(|id| {
+                let (r, n) = crate::protocol::table::split_table_id(id);
+                n == name && region.is_none_or(|want| want == r)
+            })
+            .collect();
+        for id in &ids {
+            self.invalidate_table(id, InvalidationCause::Flush);
+        }
+        ids.len()
+    }
+
     /// Drops everything, key schemas included.
     pub(crate) fn flush(&self) {
         self.count_invalidation(InvalidationCause::Flush);
-        self.generations.bump_global();
+        self.generations.write_everything(Marks::default());
         self.schemas.forget_all();
         self.items.entries.clear();
         self.queries.entries.clear();
         self.refresh_gauges();
-    }
-
-    /// A write or control call that names no table ddbcache can find: end every entry.
-    pub(crate) fn invalidate_everything(&self, cause: InvalidationCause) {
-        self.count_invalidation(cause);
-        self.generations.bump_global();
     }
 
     pub fn stats(&self, kind: Kind) -> StoreStats {
@@ -527,9 +648,9 @@ mod tests {
     use super::*;
 
     fn cache_with(capacity: u64) -> Cache {
-        let mut config = CacheConfig::default();
-        config.item.capacity = capacity;
-        config.query.capacity = capacity;
+        let mut config = Config::default();
+        config.cache.item.capacity = capacity;
+        config.cache.query.capacity = capacity;
         Cache::new(&config, Arc::new(Metrics::new()))
     }
 
@@ -537,10 +658,17 @@ mod tests {
 
     async fn fill_item(cache: &Cache, table: &str, pk: &[u8], body: &'static [u8]) -> bool {
         match cache
-            .lookup(Kind::Item, table, pk, CacheKey::item(table, pk, b""))
+            .lookup(
+                Kind::Item,
+                table,
+                Dependency::Item(pk),
+                CacheKey::item(table, pk, b""),
+            )
             .await
         {
-            Lookup::Miss(fill) => fill.complete(Bytes::from_static(body), Some(0..2), TTL),
+            Lookup::Miss(fill) => fill
+                .complete(Bytes::from_static(body), Some(0..2), TTL)
+                .is_ok(),
             Lookup::Hit { .. } => panic!("expected a miss"),
         }
     }
@@ -548,7 +676,12 @@ mod tests {
     async fn is_hit(cache: &Cache, table: &str, pk: &[u8]) -> bool {
         matches!(
             cache
-                .lookup(Kind::Item, table, pk, CacheKey::item(table, pk, b""))
+                .lookup(
+                    Kind::Item,
+                    table,
+                    Dependency::Item(pk),
+                    CacheKey::item(table, pk, b""),
+                )
                 .await,
             Lookup::Hit { .. }
         )
@@ -556,7 +689,11 @@ mod tests {
 
     fn item_write(table: &str, pk: &[u8]) -> WriteScope {
         WriteScope {
-            items: vec![(table.into(), pk.to_vec())],
+            items: vec![crate::protocol::writes::ItemWrite {
+                table: table.into(),
+                key: pk.to_vec(),
+                partition: Some(pk.to_vec()),
+            }],
             ..Default::default()
         }
     }
@@ -566,12 +703,19 @@ mod tests {
         let cache = cache_with(1 << 20);
         let read_buffer = Bytes::from(vec![b'x'; 64 * 1024]);
         let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, "t", b"k", CacheKey::item("t", b"k", b""))
+            .lookup(
+                Kind::Item,
+                "t",
+                Dependency::Item(b"k"),
+                CacheKey::item("t", b"k", b""),
+            )
             .await
         else {
             panic!("expected a miss");
         };
-        assert!(fill.complete(read_buffer.slice(0..100), Some(0..2), TTL));
+        assert!(fill
+            .complete(read_buffer.slice(0..100), Some(0..2), TTL)
+            .is_ok());
         assert!(is_hit(&cache, "t", b"k").await);
         assert!(
             read_buffer.is_unique(),
@@ -585,7 +729,7 @@ mod tests {
         assert!(fill_item(&cache, "t", b"k1", b"{}").await);
         assert!(fill_item(&cache, "t", b"k2", b"{}").await);
         assert!(is_hit(&cache, "t", b"k1").await);
-        cache.write_started(&item_write("t", b"k1"));
+        cache.write_started(&item_write("t", b"k1"), InvalidationCause::Write);
         assert!(!is_hit(&cache, "t", b"k1").await);
         assert!(is_hit(&cache, "t", b"k2").await, "other items stay");
     }
@@ -594,46 +738,119 @@ mod tests {
     async fn a_read_that_started_before_a_write_does_not_fill() {
         let cache = cache_with(1 << 20);
         let key = CacheKey::item("t", b"k", b"");
-        let Lookup::Miss(fill) = cache.lookup(Kind::Item, "t", b"k", key).await else {
+        let Lookup::Miss(fill) = cache
+            .lookup(Kind::Item, "t", Dependency::Item(b"k"), key)
+            .await
+        else {
             panic!("expected a miss");
         };
         // The write begins (and ends) while the read is upstream.
-        cache.write_started(&item_write("t", b"k"));
-        assert!(!fill.complete(Bytes::from_static(b"{}"), None, TTL));
+        cache.write_started(&item_write("t", b"k"), InvalidationCause::Write);
+        assert_eq!(
+            fill.complete(Bytes::from_static(b"{}"), None, TTL),
+            Err(Refusal::Raced)
+        );
         assert!(!is_hit(&cache, "t", b"k").await);
     }
 
-    #[tokio::test]
-    async fn query_entries_die_with_any_write_to_their_table() {
-        let cache = cache_with(1 << 20);
-        let q = |t: &str| CacheKey::query(t, b"Q{}");
-        for t in ["t", "u"] {
-            let Lookup::Miss(fill) = cache.lookup(Kind::Query, t, b"", q(t)).await else {
-                panic!()
-            };
-            assert!(fill.complete(Bytes::from_static(b"{}"), None, TTL));
-        }
-        cache.write_started(&item_write("t", b"any"));
-        assert!(matches!(
-            cache.lookup(Kind::Query, "t", b"", q("t")).await,
-            Lookup::Miss(_)
-        ));
-        assert!(matches!(
-            cache.lookup(Kind::Query, "u", b"", q("u")).await,
+    async fn fill_query(cache: &Cache, table: &str, dependency: Dependency<'_>, name: &[u8]) {
+        let Lookup::Miss(fill) = cache
+            .lookup(Kind::Query, table, dependency, CacheKey::query(table, name))
+            .await
+        else {
+            panic!("expected a miss")
+        };
+        assert!(fill.complete(Bytes::from_static(b"{}"), None, TTL).is_ok());
+    }
+
+    async fn is_query_hit(
+        cache: &Cache,
+        table: &str,
+        dependency: Dependency<'_>,
+        name: &[u8],
+    ) -> bool {
+        matches!(
+            cache
+                .lookup(Kind::Query, table, dependency, CacheKey::query(table, name))
+                .await,
             Lookup::Hit { .. }
-        ));
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_ends_queries_on_its_partition_and_table_wide_ones_not_other_partitions() {
+        let cache = cache_with(1 << 20);
+        fill_query(&cache, "t", Dependency::Partition(b"p"), b"Q p").await;
+        fill_query(&cache, "t", Dependency::Partition(b"q"), b"Q q").await;
+        fill_query(&cache, "t", Dependency::Table, b"S").await;
+        fill_query(&cache, "u", Dependency::Table, b"S").await;
+        cache.write_started(&item_write("t", b"p"), InvalidationCause::Write);
+        assert!(!is_query_hit(&cache, "t", Dependency::Partition(b"p"), b"Q p").await);
+        assert!(!is_query_hit(&cache, "t", Dependency::Table, b"S").await);
+        assert!(is_query_hit(&cache, "t", Dependency::Partition(b"q"), b"Q q").await);
+        assert!(is_query_hit(&cache, "u", Dependency::Table, b"S").await);
+    }
+
+    #[tokio::test]
+    async fn a_write_in_doubt_blocks_fills_of_what_it_touched_and_marks_recent_writes() {
+        let cache = cache_with(1 << 20);
+        let mut scope = item_write("t", b"k");
+        cache.write_started(&scope, InvalidationCause::Write);
+        scope.in_doubt = true;
+        cache.write_finished(&scope);
+        let Lookup::Miss(fill) = cache
+            .lookup(
+                Kind::Item,
+                "t",
+                Dependency::Item(b"k"),
+                CacheKey::item("t", b"k", b""),
+            )
+            .await
+        else {
+            panic!("expected a miss");
+        };
+        assert!(fill.restrictions().in_doubt);
+        assert!(fill.restrictions().recently_written);
+        assert_eq!(
+            fill.complete(Bytes::from_static(b"{}"), None, TTL),
+            Err(Refusal::InDoubt)
+        );
+        // An answered write leaves only the recent mark.
+        let scope = item_write("t", b"other");
+        cache.write_started(&scope, InvalidationCause::Write);
+        cache.write_finished(&scope);
+        let Lookup::Miss(fill) = cache
+            .lookup(
+                Kind::Item,
+                "t",
+                Dependency::Item(b"other"),
+                CacheKey::item("t", b"other", b""),
+            )
+            .await
+        else {
+            panic!("expected a miss");
+        };
+        assert!(fill.restrictions().recently_written);
+        assert!(!fill.restrictions().in_doubt);
     }
 
     #[tokio::test]
     async fn expired_entries_are_misses() {
         let cache = cache_with(1 << 20);
         let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, "t", b"k", CacheKey::item("t", b"k", b""))
+            .lookup(
+                Kind::Item,
+                "t",
+                Dependency::Item(b"k"),
+                CacheKey::item("t", b"k", b""),
+            )
             .await
         else {
             panic!()
         };
-        assert!(fill.complete(Bytes::from_static(b"{}"), None, Duration::from_nanos(1)));
+        assert!(fill
+            .complete(Bytes::from_static(b"{}"), None, Duration::from_nanos(1))
+            .is_ok());
         std::thread::sleep(Duration::from_millis(2));
         assert!(!is_hit(&cache, "t", b"k").await);
     }
@@ -642,13 +859,19 @@ mod tests {
     async fn concurrent_misses_coalesce_into_one_fill() {
         let cache = Arc::new(cache_with(1 << 20));
         let key = || CacheKey::item("t", b"k", b"");
-        let Lookup::Miss(fill) = cache.lookup(Kind::Item, "t", b"k", key()).await else {
+        let Lookup::Miss(fill) = cache
+            .lookup(Kind::Item, "t", Dependency::Item(b"k"), key())
+            .await
+        else {
             panic!()
         };
         let waiter = {
             let cache = cache.clone();
             tokio::spawn(async move {
-                match cache.lookup(Kind::Item, "t", b"k", key()).await {
+                match cache
+                    .lookup(Kind::Item, "t", Dependency::Item(b"k"), key())
+                    .await
+                {
                     Lookup::Hit { coalesced, .. } => coalesced,
                     Lookup::Miss(_) => panic!("the waiter should get the filled entry"),
                 }
@@ -658,7 +881,7 @@ mod tests {
         // placeholder.
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        assert!(fill.complete(Bytes::from_static(b"{}"), None, TTL));
+        assert!(fill.complete(Bytes::from_static(b"{}"), None, TTL).is_ok());
         assert!(waiter.await.unwrap());
     }
 
@@ -682,10 +905,15 @@ mod tests {
         for i in 0..1000u32 {
             let pk = i.to_le_bytes();
             if let Lookup::Miss(fill) = cache
-                .lookup(Kind::Item, "t", &pk, CacheKey::item("t", &pk, b""))
+                .lookup(
+                    Kind::Item,
+                    "t",
+                    Dependency::Item(&pk),
+                    CacheKey::item("t", &pk, b""),
+                )
                 .await
             {
-                fill.complete(Bytes::from_static(&BODY), None, TTL);
+                let _ = fill.complete(Bytes::from_static(&BODY), None, TTL);
             }
         }
         let stats = cache.stats(Kind::Item);

@@ -1,43 +1,168 @@
-//! Key schemas: which attributes of a table's items form their primary key.
+//! Key schemas, as facts: which attributes of a table's items form their primary key, as the
+//! table's own DescribeTable says (the proxy fetches it; nothing here does I/O).
 //!
 //! A PutItem names its item, not its key; to invalidate exactly the entry it changes, ddbcache must
-//! know which of the item's attributes are the key. Without a table's schema, its writes
-//! invalidate the whole table instead: more than needed, never less.
+//! know which of the item's attributes are the key, and a GetItem's entry may only be stored when
+//! its `Key` is exactly that key. A schema is never guessed from traffic. Each table's slot has an
+//! epoch, bumped whenever the schema may have changed (a control-plane call, traffic that
+//! contradicts it); a DescribeTable answer only lands in the epoch its fetch started in, so a late
+//! answer never overwrites what a newer event said. Fetches are single-flight: the first caller
+//! fetches, the others wait for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::Mutex;
+use tokio::sync::watch;
 
-/// The known key schemas, by table.
+use crate::protocol::table::{split_table_id, KeySchema};
+
+/// How long a failed fetch (no such table, an error) keeps the schema unknown before ddbcache
+/// asks again: traffic to a table that does not exist must not double the load.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+enum State {
+    Unknown,
+    /// A fetch is under way; its ticket holds the sender.
+    Fetching(watch::Receiver<()>),
+    Known(Arc<KeySchema>),
+    Failed {
+        retry_at: Instant,
+    },
+}
+
+struct Slot {
+    epoch: u64,
+    state: State,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            epoch: 0,
+            state: State::Unknown,
+        }
+    }
+}
+
+/// What a caller that needs a schema should do.
+pub(crate) enum Need {
+    Known(Arc<KeySchema>),
+    /// Fetch it, then hand the answer to [`KeySchemas::finish`] with the ticket.
+    Fetch(FetchTicket),
+    /// Another caller is fetching it: wait for the change, then look again.
+    Wait(watch::Receiver<()>),
+    /// A recent fetch failed: do without.
+    Unavailable,
+}
+
+/// The right to fetch one table's schema; dropping it unfinished lets the next caller try.
+pub(crate) struct FetchTicket {
+    schemas: Arc<KeySchemas>,
+    table: String,
+    epoch: u64,
+    _done: watch::Sender<()>,
+    finished: bool,
+}
+
+impl FetchTicket {
+    /// Records the fetch's result: the schema, or `None` when there was none to be had.
+    pub(crate) fn finish(mut self, schema: Option<KeySchema>) {
+        self.finished = true;
+        let mut tables = self.schemas.tables.lock();
+        let slot = tables.entry(self.table.clone()).or_default();
+        if slot.epoch != self.epoch {
+            // Something said the schema may have changed while this answer was on its way.
+            slot.state = State::Unknown;
+            return;
+        }
+        slot.state = match schema {
+            Some(s) => State::Known(Arc::new(s)),
+            None => State::Failed {
+                retry_at: Instant::now() + RETRY_AFTER_FAILURE,
+            },
+        };
+    }
+}
+
+impl Drop for FetchTicket {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut tables = self.schemas.tables.lock();
+            if let Some(slot) = tables.get_mut(&self.table) {
+                if slot.epoch == self.epoch && matches!(slot.state, State::Fetching(_)) {
+                    slot.state = State::Unknown;
+                }
+            }
+        }
+    }
+}
+
+/// The key schemas, by table identity.
 #[derive(Default)]
 pub struct KeySchemas {
-    /// Key attribute names, sorted.
-    tables: RwLock<HashMap<String, Arc<[String]>>>,
+    tables: Mutex<HashMap<String, Slot>>,
 }
 
 impl KeySchemas {
-    /// The table's key attribute names, sorted, if known.
-    pub fn key_names(&self, table: &str) -> Option<Arc<[String]>> {
-        self.tables.read().get(table).cloned()
-    }
-
-    pub fn learn(&self, table: &str, mut names: Vec<String>) {
-        names.sort();
-        let mut tables = self.tables.write();
-        if tables.get(table).map(|n| &n[..]) != Some(&names[..]) {
-            tables.insert(table.to_string(), names.into());
+    /// The table's schema, if known.
+    pub(crate) fn get(&self, table: &str) -> Option<Arc<KeySchema>> {
+        match &self.tables.lock().get(table)?.state {
+            State::Known(s) => Some(s.clone()),
+            _ => None,
         }
     }
 
-    /// Forgets a table's schema (it may have been deleted and created again with another key).
-    pub fn forget(&self, table: &str) {
-        self.tables.write().remove(table);
+    /// The schema, or what to do to have it.
+    pub(crate) fn need(self: &Arc<Self>, table: &str) -> Need {
+        let mut tables = self.tables.lock();
+        let slot = tables.entry(table.to_string()).or_default();
+        match &slot.state {
+            State::Known(s) => return Need::Known(s.clone()),
+            State::Fetching(done) => return Need::Wait(done.clone()),
+            State::Failed { retry_at } if Instant::now() < *retry_at => return Need::Unavailable,
+            State::Unknown | State::Failed { .. } => {}
+        }
+        let (done, waiting) = watch::channel(());
+        slot.state = State::Fetching(waiting);
+        Need::Fetch(FetchTicket {
+            schemas: self.clone(),
+            table: table.to_string(),
+            epoch: slot.epoch,
+            _done: done,
+            finished: false,
+        })
+    }
+
+    /// The schema may have changed (a control-plane call, contradicting traffic): forget it, and
+    /// make any fetch under way land nowhere.
+    pub(crate) fn forget(&self, table: &str) {
+        let mut tables = self.tables.lock();
+        let slot = tables.entry(table.to_string()).or_default();
+        slot.epoch += 1;
+        slot.state = State::Unknown;
     }
 
     /// Forgets every schema (a full flush).
-    pub fn forget_all(&self) {
-        self.tables.write().clear();
+    pub(crate) fn forget_all(&self) {
+        for slot in self.tables.lock().values_mut() {
+            slot.epoch += 1;
+            slot.state = State::Unknown;
+        }
+    }
+
+    /// The account whose credentials reach this region's tables, from a known table's ARN.
+    pub(crate) fn local_account(&self, region: &str) -> Option<String> {
+        self.tables
+            .lock()
+            .iter()
+            .find_map(|(id, slot)| match &slot.state {
+                State::Known(s) if split_table_id(id).0 == region => {
+                    s.account().map(str::to_string)
+                }
+                _ => None,
+            })
     }
 }
 
@@ -45,19 +170,58 @@ impl KeySchemas {
 mod tests {
     use super::*;
 
+    fn schema(hash: &str) -> KeySchema {
+        KeySchema {
+            table_arn: Some(format!("arn:aws:dynamodb:r:123456789012:table/{hash}")),
+            hash: hash.into(),
+            range: None,
+            local_indexes: vec![],
+            global_indexes: vec![],
+        }
+    }
+
+    fn fetch(s: &Arc<KeySchemas>, table: &str) -> FetchTicket {
+        match s.need(table) {
+            Need::Fetch(t) => t,
+            _ => panic!("expected to fetch"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_fetch_at_a_time_and_waiters_see_its_result() {
+        let s = Arc::new(KeySchemas::default());
+        let ticket = fetch(&s, "r/t");
+        let Need::Wait(mut waiting) = s.need("r/t") else {
+            panic!("a second caller waits");
+        };
+        ticket.finish(Some(schema("pk")));
+        // The sender is gone: the waiter wakes.
+        assert!(waiting.changed().await.is_err());
+        assert!(matches!(s.need("r/t"), Need::Known(k) if k.hash == "pk"));
+        assert_eq!(s.local_account("r").as_deref(), Some("123456789012"));
+        assert_eq!(s.local_account("other"), None);
+    }
+
     #[test]
-    fn schemas_are_remembered_and_forgotten() {
-        let s = KeySchemas::default();
-        assert_eq!(s.key_names("t"), None);
-        s.learn("t", vec!["sk".into(), "pk".into()]);
-        assert_eq!(
-            s.key_names("t").as_deref(),
-            Some(&["pk".to_string(), "sk".to_string()][..])
-        );
-        s.forget("t");
-        assert_eq!(s.key_names("t"), None);
-        s.learn("u", vec!["pk".into()]);
+    fn an_answer_from_before_a_change_is_dropped() {
+        let s = Arc::new(KeySchemas::default());
+        let ticket = fetch(&s, "r/t");
+        s.forget("r/t");
+        ticket.finish(Some(schema("old")));
+        assert!(s.get("r/t").is_none());
+        let ticket = fetch(&s, "r/t");
+        ticket.finish(Some(schema("new")));
+        assert_eq!(s.get("r/t").unwrap().hash, "new");
+    }
+
+    #[test]
+    fn an_abandoned_fetch_lets_the_next_caller_fetch_and_a_failure_backs_off() {
+        let s = Arc::new(KeySchemas::default());
+        drop(fetch(&s, "r/t"));
+        let ticket = fetch(&s, "r/t");
+        ticket.finish(None);
+        assert!(matches!(s.need("r/t"), Need::Unavailable));
         s.forget_all();
-        assert_eq!(s.key_names("u"), None);
+        assert!(matches!(s.need("r/t"), Need::Fetch(_)));
     }
 }

@@ -129,17 +129,6 @@ pub fn normalize_numbers_in(value: &mut serde_json::Value) {
     }
 }
 
-/// A table name as given (`Music`) or as an ARN (`arn:aws:dynamodb:us-east-1:123456789012:table/Music`).
-pub fn table_name(name: &str) -> &str {
-    if name.starts_with("arn:") {
-        if let Some(i) = name.find(":table/") {
-            let rest = &name[i + ":table/".len()..];
-            return rest.split('/').next().unwrap_or(rest);
-        }
-    }
-    name
-}
-
 /// The canonical form of what a read returns: ProjectionExpression with ExpressionAttributeNames
 /// resolved, or AttributesToGet. Paths are sorted (the order of a projection does not change the
 /// answer). `None` if the projection references a name that is not defined.
@@ -255,15 +244,6 @@ mod tests {
             encode_projection(Some("a.b"), None, None),
             encode_projection(Some("a[1]"), None, None)
         );
-    }
-
-    #[test]
-    fn arns_name_their_table() {
-        assert_eq!(
-            table_name("arn:aws:dynamodb:us-east-1:123456789012:table/Music"),
-            "Music"
-        );
-        assert_eq!(table_name("Music"), "Music");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The DynamoDB JSON protocol as ddbcache sees it: the operation list ([`operation`]), the error
 //! shape ([`error`]), canonical keys ([`canonical`]), and the few fields the caches need from read
 //! requests ([`reads`]), write requests ([`writes`], [`partiql`]) and upstream answers
-//! ([`answers`]). No HTTP and no cache in here: these are functions of bytes.
+//! ([`answers`]); table names, ARNs and key schemas ([`table`]). No HTTP and no cache in here:
+//! these are functions of bytes.
 
 pub(crate) mod answers;
 pub(crate) mod canonical;
@@ -12,6 +13,7 @@ pub(crate) mod partiql;
 pub mod reads;
 pub mod region;
 pub(crate) mod reserved_words;
+pub mod table;
 pub mod validate;
 pub mod writes;
 

@@ -3,15 +3,12 @@
 
 use serde::Deserialize;
 
-use super::canonical::table_name;
-use super::error::ProtocolError;
-use super::reads::require_object;
-use super::writes::WriteScope;
+use super::writes::{tables_named, WriteScope};
 
-/// What a PartiQL request (ExecuteStatement, BatchExecuteStatement, ExecuteTransaction) writes.
-pub fn parse_partiql(op: super::Operation, body: &[u8]) -> Result<WriteScope, ProtocolError> {
+/// What a PartiQL request (ExecuteStatement, BatchExecuteStatement, ExecuteTransaction) for
+/// `region` writes.
+pub(crate) fn parse_partiql(op: super::Operation, body: &[u8], region: &str) -> WriteScope {
     use super::Operation::*;
-    require_object(body)?;
     #[derive(Deserialize)]
     struct Stmt {
         #[serde(rename = "Statement")]
@@ -45,17 +42,20 @@ pub fn parse_partiql(op: super::Operation, body: &[u8]) -> Result<WriteScope, Pr
         _ => None,
     };
     let Some(statements) = statements else {
-        return Ok(WriteScope::everything());
+        return WriteScope::everything();
     };
-    let mut set = WriteScope::default();
+    let mut scope = WriteScope::default();
     for s in &statements {
         match partiql_write_target(s) {
             PartiqlTarget::Read => {}
-            PartiqlTarget::Table(t) => set.tables.push(t),
-            PartiqlTarget::Unknown => return Ok(WriteScope::everything()),
+            PartiqlTarget::Table(t) => match tables_named(region, &t) {
+                Some(ids) => ids.into_iter().for_each(|id| scope.add_table(id)),
+                None => return WriteScope::everything(),
+            },
+            PartiqlTarget::Unknown => return WriteScope::everything(),
         }
     }
-    Ok(set)
+    scope
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ fn partiql_write_target(statement: &str) -> PartiqlTarget {
         _ => return PartiqlTarget::Unknown,
     };
     match partiql_identifier(rest.trim_start()) {
-        Some(t) => PartiqlTarget::Table(table_name(&t).to_string()),
+        Some(t) => PartiqlTarget::Table(t),
         None => PartiqlTarget::Unknown,
     }
 }
@@ -150,8 +150,8 @@ mod tests {
         let set = parse_partiql(
             Operation::ExecuteTransaction,
             br#"{"TransactStatements":[{"Statement":"UPDATE a SET x=1 WHERE k='1'"},{"Statement":"EXISTS(SELECT * FROM b WHERE k='2')"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(set.tables, vec!["a"]);
+            "r",
+        );
+        assert_eq!(set.tables, vec!["r/a"]);
     }
 }

@@ -2,8 +2,10 @@
 //! canonical primary key and canonical projection; Query and Scan down to their whole canonical
 //! request. Bodies are forwarded as the client sent them; nothing here re-serializes a hit.
 //!
-//! Read requests are parsed strictly: a field ddbcache does not know might change the answer, so
-//! such a read is forwarded uncached ([`ReadParse::Uncacheable`]).
+//! Read requests are parsed strictly: a field ddbcache does not know might change the answer, and
+//! a field of the wrong type is the engine's to reject in its own words, so such a read is
+//! forwarded uncached ([`ReadParse::Uncacheable`]). Only a body that is not a JSON object at all is
+//! an error here.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -11,31 +13,48 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::canonical::{encode_key, encode_projection, normalize_numbers_in, table_name, KeyAttr};
+use super::canonical::{encode_key, encode_projection, normalize_numbers_in, KeyAttr};
 use super::error::ProtocolError;
+use super::table::KeySchema;
+
 /// How a read request came out of parsing.
 #[derive(Debug)]
 pub enum ReadParse<T> {
     Cacheable(T),
-    /// Valid JSON, but carrying something ddbcache does not key on: forward without caching.
+    /// A JSON object, but carrying something ddbcache does not key on (an unknown field, a
+    /// field of the wrong type, a value that is not a key): forward without caching.
     Uncacheable,
 }
 
-/// Parses strictly; maps serde's verdict onto the parsing policy.
+/// `ReturnConsumedCapacity`, when it has one of the values DynamoDB accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capacity {
+    #[default]
+    None,
+    Total,
+    Indexes,
+}
+
+impl Capacity {
+    fn parse(value: Option<&str>) -> Option<Capacity> {
+        match value {
+            None | Some("NONE") => Some(Capacity::None),
+            Some("TOTAL") => Some(Capacity::Total),
+            Some("INDEXES") => Some(Capacity::Indexes),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Parses strictly; anything serde refuses in a JSON object is uncacheable.
 fn parse_strict<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<ReadParse<T>, ProtocolError> {
     match serde_json::from_slice::<T>(body) {
         Ok(v) => Ok(ReadParse::Cacheable(v)),
         Err(e) => {
-            let msg = e.to_string();
-            if e.is_data() && (msg.starts_with("unknown field") || msg.starts_with("missing field"))
-            {
-                // A parameter ddbcache does not know, or one DynamoDB will reject with a
-                // ValidationException of its own: let the upstream answer.
-                if serde_json::from_slice::<serde_json::Map<String, Value>>(body).is_ok() {
-                    return Ok(ReadParse::Uncacheable);
-                }
-            }
-            Err(serialization_error(&e))
+            require_object(body)?;
+            // An unknown parameter, or one of the wrong type: the upstream answers it.
+            let _ = e;
+            Ok(ReadParse::Uncacheable)
         }
     }
 }
@@ -56,8 +75,12 @@ pub(crate) fn require_object(body: &[u8]) -> Result<(), ProtocolError> {
         })
 }
 
-fn wants_capacity(rcc: &Option<String>) -> bool {
-    matches!(rcc.as_deref(), Some(v) if v != "NONE")
+/// The same request, asking for a strongly consistent read (`ConsistentRead: true`), for a miss
+/// that must not read a replica which may lack a recent write. `None` if it cannot be rewritten.
+pub(crate) fn with_consistent_read(body: &[u8]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
+    v.insert("ConsistentRead".into(), Value::Bool(true));
+    serde_json::to_vec(&v).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -80,13 +103,14 @@ struct GetItemInput<'a> {
     attributes_to_get: Option<Vec<String>>,
     #[serde(rename = "ConsistentRead")]
     consistent_read: Option<bool>,
-    #[serde(rename = "ReturnConsumedCapacity")]
-    return_consumed_capacity: Option<String>,
+    #[serde(rename = "ReturnConsumedCapacity", borrow)]
+    return_consumed_capacity: Option<Cow<'a, str>>,
 }
 
 /// A GetItem, reduced to what keys the item cache; names borrow from the request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetItemRead<'a> {
+    /// `TableName` as the client sent it (a name or an ARN).
     pub table: Cow<'a, str>,
     /// The key's attribute names, sorted: what the table's key schema must be.
     pub key_names: Vec<Cow<'a, str>>,
@@ -95,7 +119,7 @@ pub struct GetItemRead<'a> {
     /// Canonical projection (empty: whole item).
     pub projection: Vec<u8>,
     pub consistent_read: bool,
-    pub wants_capacity: bool,
+    pub capacity: Capacity,
 }
 
 pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, ProtocolError> {
@@ -113,17 +137,16 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
     ) else {
         return Ok(ReadParse::Uncacheable);
     };
-    let table = match input.table_name {
-        Cow::Borrowed(name) => Cow::Borrowed(table_name(name)),
-        Cow::Owned(name) => Cow::Owned(table_name(&name).to_owned()),
+    let Some(capacity) = Capacity::parse(input.return_consumed_capacity.as_deref()) else {
+        return Ok(ReadParse::Uncacheable);
     };
     Ok(ReadParse::Cacheable(GetItemRead {
-        table,
+        table: input.table_name,
         key_names: input.key.into_keys().collect(),
         key,
         projection,
         consistent_read: input.consistent_read.unwrap_or(false),
-        wants_capacity: wants_capacity(&input.return_consumed_capacity),
+        capacity,
     }))
 }
 
@@ -136,8 +159,7 @@ struct BatchGetItemInput<'a> {
     #[serde(rename = "RequestItems", borrow)]
     request_items: BTreeMap<String, KeysAndAttributes<'a>>,
     #[serde(rename = "ReturnConsumedCapacity")]
-    // Accepted (a known parameter), but a hit answers without capacity either way.
-    _return_consumed_capacity: Option<String>,
+    return_consumed_capacity: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -158,9 +180,9 @@ struct KeysAndAttributes<'a> {
 /// One table's part of a BatchGetItem.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchTable {
-    /// The name as the client wrote it (the response is keyed by it).
+    /// `TableName` as the client wrote it (the response is keyed by it).
     pub request_name: String,
-    pub table: String,
+    /// The key's attribute names, sorted (every key of one table must have the same).
     pub key_names: Vec<String>,
     /// Canonical keys, in request order.
     pub keys: Vec<Vec<u8>>,
@@ -171,12 +193,16 @@ pub(crate) struct BatchTable {
 #[derive(Debug, Clone)]
 pub(crate) struct BatchGetRead {
     pub tables: Vec<BatchTable>,
+    pub capacity: Capacity,
 }
 
 pub(crate) fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, ProtocolError> {
     let input: BatchGetItemInput = match parse_strict(body)? {
         ReadParse::Cacheable(i) => i,
         ReadParse::Uncacheable => return Ok(ReadParse::Uncacheable),
+    };
+    let Some(capacity) = Capacity::parse(input.return_consumed_capacity.as_deref()) else {
+        return Ok(ReadParse::Uncacheable);
     };
     let mut tables = Vec::with_capacity(input.request_items.len());
     for (name, ka) in input.request_items {
@@ -200,7 +226,6 @@ pub(crate) fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead
             return Ok(ReadParse::Uncacheable);
         };
         tables.push(BatchTable {
-            table: table_name(&name).to_string(),
             request_name: name,
             key_names: key_names.unwrap_or_default(),
             keys,
@@ -208,15 +233,17 @@ pub(crate) fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead
             consistent_read: ka.consistent_read.unwrap_or(false),
         });
     }
-    Ok(ReadParse::Cacheable(BatchGetRead { tables }))
+    Ok(ReadParse::Cacheable(BatchGetRead { tables, capacity }))
 }
 
-/// Rewrites a BatchGetItem body to ask only for the keys `keep(table_index, key_index)` selects.
-/// Tables left with no keys are dropped. Everything else in the request is kept as it was.
+/// Rewrites a BatchGetItem body to ask only for the keys `keep(table_index, key_index)` selects,
+/// with `ConsistentRead: true` for the tables `consistent(table_index)` selects. Tables left with
+/// no keys are dropped. Everything else in the request is kept as it was.
 pub(crate) fn batch_get_subset(
     body: &[u8],
     read: &BatchGetRead,
     keep: impl Fn(usize, usize) -> bool,
+    consistent: impl Fn(usize) -> bool,
 ) -> Result<Vec<u8>, ProtocolError> {
     let mut v: Value = serde_json::from_slice(body).map_err(|e| serialization_error(&e))?;
     let items = v
@@ -227,6 +254,11 @@ pub(crate) fn batch_get_subset(
         let Some(entry) = items.get_mut(&t.request_name) else {
             continue;
         };
+        if consistent(ti) {
+            if let Some(e) = entry.as_object_mut() {
+                e.insert("ConsistentRead".into(), Value::Bool(true));
+            }
+        }
         if let Some(keys) = entry.get_mut("Keys").and_then(Value::as_array_mut) {
             let mut i = 0;
             keys.retain(|_| {
@@ -246,47 +278,160 @@ pub(crate) fn batch_get_subset(
 // Query and Scan
 
 /// A Query or Scan, reduced to what keys the query cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueryRead {
+    /// `TableName` as the client sent it (a name or an ARN).
     pub table: String,
     /// The whole request in canonical form: every field that changes the answer.
     pub key: Vec<u8>,
     pub consistent_read: bool,
-    pub wants_capacity: bool,
+    pub capacity: Capacity,
+    /// `IndexName`, when the read is on an index.
+    pub index: Option<String>,
+    /// What names the partition a Query reads (nothing for a Scan).
+    partition: PartitionCondition,
+}
+
+/// The members of a Query that say which partition it reads.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct PartitionCondition {
+    key_condition_expression: Option<String>,
+    key_conditions: Option<Value>,
+    names: Option<Value>,
+    values: Option<Value>,
+}
+
+impl QueryRead {
+    /// The canonical partition key this Query reads, given the table's key schema: the value the
+    /// partition key attribute is compared equal to, in `KeyConditionExpression` or in the legacy
+    /// `KeyConditions`. `None` when it cannot be told for sure (the entry then depends on every
+    /// write to the table).
+    pub fn partition(&self, schema: &KeySchema) -> Option<Vec<u8>> {
+        let c = &self.partition;
+        let value = match (&c.key_condition_expression, &c.key_conditions) {
+            (Some(expr), None) => {
+                let placeholder = equality_placeholder(expr, &schema.hash, c.names.as_ref())?;
+                c.values.as_ref()?.get(placeholder)?.clone()
+            }
+            (None, Some(Value::Object(conditions))) => {
+                let cond = conditions.get(&schema.hash)?;
+                if cond.get("ComparisonOperator")?.as_str()? != "EQ" {
+                    return None;
+                }
+                match cond.get("AttributeValueList")?.as_array()?.as_slice() {
+                    [v] => v.clone(),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let text = value.to_string();
+        let attr: KeyAttr = serde_json::from_str(&text).ok()?;
+        schema.partition_of(&attr)
+    }
+}
+
+/// The placeholder (`:v`) a KeyConditionExpression compares the attribute `name` equal to, if it
+/// does so exactly once (a valid expression compares the partition key exactly once, with `=`).
+fn equality_placeholder<'e>(expr: &'e str, name: &str, names: Option<&Value>) -> Option<&'e str> {
+    let tokens = key_condition_tokens(expr)?;
+    let is_attr = |t: &str| {
+        if t.starts_with('#') {
+            names.and_then(|n| n.get(t)).and_then(Value::as_str) == Some(name)
+        } else {
+            t == name
+        }
+    };
+    let mut found = None;
+    for w in tokens.windows(3) {
+        let placeholder = match (w[0], w[1], w[2]) {
+            (a, "=", v) if is_attr(a) && v.starts_with(':') => v,
+            (v, "=", a) if is_attr(a) && v.starts_with(':') => v,
+            _ => continue,
+        };
+        if found.replace(placeholder).is_some() {
+            return None;
+        }
+    }
+    found
+}
+
+/// Splits a KeyConditionExpression into names, placeholders, operators and punctuation.
+fn key_condition_tokens(expr: &str) -> Option<Vec<&str>> {
+    let mut tokens = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == b'#' || c == b':' || c.is_ascii_alphanumeric() || c == b'_' {
+            i += 1;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
+                i += 1;
+            }
+        } else if matches!(c, b'<' | b'>') {
+            i += 1;
+            if i < bytes.len() && matches!(bytes[i], b'=' | b'>') {
+                i += 1;
+            }
+        } else if matches!(c, b'=' | b'(' | b')' | b',') {
+            i += 1;
+        } else {
+            // Not something a KeyConditionExpression holds: do not guess.
+            return None;
+        }
+        tokens.push(&expr[start..i]);
+    }
+    Some(tokens)
 }
 
 /// `is_scan` separates Query and Scan entries that would otherwise share a canonical body.
 pub fn parse_query(body: &[u8], is_scan: bool) -> Result<ReadParse<QueryRead>, ProtocolError> {
-    let mut v: serde_json::Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| serialization_error(&e))?;
-    let table = match v.get("TableName") {
-        Some(Value::String(t)) => table_name(t).to_string(),
-        Some(_) => {
-            return Err(ProtocolError::Serialization(
-                "TableName must be a string".into(),
-            ))
-        }
-        None => return Ok(ReadParse::Uncacheable),
+    require_object(body)?;
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Map<String, Value>>(body) else {
+        return Ok(ReadParse::Uncacheable);
     };
+    let Some(Value::String(table)) = v.get("TableName") else {
+        return Ok(ReadParse::Uncacheable);
+    };
+    let table = table.clone();
     let consistent_read = match v.get("ConsistentRead") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ProtocolError::Serialization(
-                "ConsistentRead must be a boolean".into(),
-            ))
+        Some(_) => return Ok(ReadParse::Uncacheable),
+    };
+    let capacity = match v.remove("ReturnConsumedCapacity") {
+        None | Some(Value::Null) => Capacity::None,
+        Some(Value::String(s)) => match Capacity::parse(Some(&s)) {
+            Some(c) => c,
+            None => return Ok(ReadParse::Uncacheable),
+        },
+        Some(_) => return Ok(ReadParse::Uncacheable),
+    };
+    let index = match v.get("IndexName") {
+        None => None,
+        Some(Value::String(i)) => Some(i.clone()),
+        Some(_) => return Ok(ReadParse::Uncacheable),
+    };
+    let partition = if is_scan {
+        PartitionCondition::default()
+    } else {
+        PartitionCondition {
+            key_condition_expression: v
+                .get("KeyConditionExpression")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            key_conditions: v.get("KeyConditions").cloned(),
+            names: v.get("ExpressionAttributeNames").cloned(),
+            values: v.get("ExpressionAttributeValues").cloned(),
         }
     };
-    let wants_capacity = match v.remove("ReturnConsumedCapacity") {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => s != "NONE",
-        Some(_) => {
-            return Err(ProtocolError::Serialization(
-                "ReturnConsumedCapacity must be a string".into(),
-            ))
-        }
-    };
-    v.insert("TableName".into(), Value::String(table.clone()));
     let mut canonical = Value::Object(v);
     normalize_numbers_in(&mut canonical);
     // serde_json's map is ordered by key, so equal requests serialize to equal bytes.
@@ -298,7 +443,9 @@ pub fn parse_query(body: &[u8], is_scan: bool) -> Result<ReadParse<QueryRead>, P
         table,
         key,
         consistent_read,
-        wants_capacity,
+        capacity,
+        index,
+        partition,
     }))
 }
 
@@ -340,30 +487,88 @@ mod tests {
     }
 
     #[test]
-    fn get_item_wrong_types_are_serialization_errors() {
-        for body in [
-            &b"not json"[..],
-            b"null",
-            b"[1]",
-            br#"{"TableName":5,"Key":{}}"#,
-            br#"{"TableName":"t","Key":{"pk":{"S":"a"}},"ConsistentRead":"yes"}"#,
-        ] {
+    fn bodies_that_are_not_objects_are_serialization_errors() {
+        for body in [&b"not json"[..], b"null", b"[1]", b"5"] {
             assert!(
                 matches!(parse_get_item(body), Err(ProtocolError::Serialization(_))),
                 "{}",
                 String::from_utf8_lossy(body)
             );
+            assert!(matches!(
+                parse_query(body, false),
+                Err(ProtocolError::Serialization(_))
+            ));
         }
     }
 
     #[test]
-    fn get_item_unknown_field_or_missing_key_goes_upstream_uncached() {
+    fn unknown_or_wrongly_typed_fields_go_upstream_uncached() {
         for body in [
             &br#"{"TableName":"t","Key":{"pk":{"S":"a"}},"FutureParameter":1}"#[..],
             br#"{"TableName":"t"}"#,
             br#"{"TableName":"t","Key":{"pk":{"BOOL":true}}}"#,
+            br#"{"TableName":5,"Key":{}}"#,
+            br#"{"TableName":"t","Key":{"pk":{"S":"a"}},"ConsistentRead":"yes"}"#,
+            br#"{"TableName":"t","Key":{"pk":{"S":"a"}},"ReturnConsumedCapacity":"ALL"}"#,
         ] {
-            assert!(matches!(parse_get_item(body), Ok(ReadParse::Uncacheable)));
+            assert!(
+                matches!(parse_get_item(body), Ok(ReadParse::Uncacheable)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(matches!(
+            parse_query(
+                br#"{"TableName":"t","ReturnConsumedCapacity":"SOME"}"#,
+                false
+            ),
+            Ok(ReadParse::Uncacheable)
+        ));
+    }
+
+    #[test]
+    fn query_partition_is_read_from_its_key_condition() {
+        let schema = KeySchema {
+            table_arn: None,
+            hash: "pk".into(),
+            range: Some("sk".into()),
+            local_indexes: vec![],
+            global_indexes: vec![],
+        };
+        let a: KeyAttr = serde_json::from_str(r#"{"S":"a"}"#).unwrap();
+        let expected = schema.partition_of(&a);
+        let partition = |body: &[u8]| cacheable(parse_query(body, false)).partition(&schema);
+        for body in [
+            &br#"{"TableName":"t","KeyConditionExpression":"pk = :v","ExpressionAttributeValues":{":v":{"S":"a"}}}"#[..],
+            br##"{"TableName":"t","KeyConditionExpression":"#s BETWEEN :x AND :y AND (:v=#p)","ExpressionAttributeNames":{"#p":"pk","#s":"sk"},"ExpressionAttributeValues":{":v":{"S":"a"},":x":{"S":"1"},":y":{"S":"2"}}}"##,
+            br#"{"TableName":"t","KeyConditions":{"pk":{"ComparisonOperator":"EQ","AttributeValueList":[{"S":"a"}]}}}"#,
+        ] {
+            assert_eq!(partition(body), expected, "{}", String::from_utf8_lossy(body));
+        }
+        for body in [
+            // The sort key alone, a comparison other than equality, an unknown placeholder.
+            &br#"{"TableName":"t","KeyConditionExpression":"sk = :v","ExpressionAttributeValues":{":v":{"S":"a"}}}"#[..],
+            br#"{"TableName":"t","KeyConditionExpression":"pk > :v","ExpressionAttributeValues":{":v":{"S":"a"}}}"#,
+            br#"{"TableName":"t","KeyConditionExpression":"pk = :w","ExpressionAttributeValues":{":v":{"S":"a"}}}"#,
+            br#"{"TableName":"t","KeyConditionExpression":"pk = :v AND pk = :v","ExpressionAttributeValues":{":v":{"S":"a"}}}"#,
+        ] {
+            assert_eq!(partition(body), None, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(
+            cacheable(parse_query(br#"{"TableName":"t"}"#, true)).partition(&schema),
+            None
+        );
+    }
+
+    #[test]
+    fn consistent_read_is_added_or_turned_on() {
+        for body in [
+            &br#"{"TableName":"t"}"#[..],
+            br#"{"TableName":"t","ConsistentRead":false}"#,
+        ] {
+            let v: Value = serde_json::from_slice(&with_consistent_read(body).unwrap()).unwrap();
+            assert_eq!(v["ConsistentRead"], Value::Bool(true));
+            assert_eq!(v["TableName"], "t");
         }
     }
 
@@ -383,7 +588,7 @@ mod tests {
     fn batch_get_subset_keeps_only_selected_keys() {
         let body = br#"{"RequestItems":{"a":{"Keys":[{"k":{"S":"1"}},{"k":{"S":"2"}}]},"b":{"Keys":[{"k":{"S":"3"}}],"ProjectionExpression":"x"}}}"#;
         let read = cacheable(parse_batch_get_item(body));
-        let sub = batch_get_subset(body, &read, |t, k| t == 0 && k == 1).unwrap();
+        let sub = batch_get_subset(body, &read, |t, k| t == 0 && k == 1, |_| false).unwrap();
         let v: Value = serde_json::from_slice(&sub).unwrap();
         assert_eq!(
             v,

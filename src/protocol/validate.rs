@@ -35,9 +35,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::canonical::{encode_key, normalize_number, table_name, KeyAttr};
+use super::canonical::{encode_key, normalize_number, KeyAttr};
 use super::region::Region;
 use super::reserved_words::is_reserved;
+use super::table::TableRef;
 use super::Operation;
 
 /// Why a read was not proven to be one DynamoDB accepts. Each is a metric label.
@@ -190,7 +191,7 @@ pub fn batch_get_item(json: &[u8]) -> Proof {
     let mut total_keys = 0;
     for (name, raw) in &tables {
         check_table_name(&name.0)?;
-        resolved.push(table_name(&name.0));
+        resolved.push(TableRef::parse(&name.0).name().unwrap_or(&name.0));
         total_keys += check_keys_and_attributes(raw)?;
         if total_keys > BATCH_GET_MAX_KEYS {
             return Err(NotProven::TooManyKeys);

@@ -1,26 +1,48 @@
-//! Write requests, read for what they may change: the items (table and canonical key) of
-//! PutItem, UpdateItem, DeleteItem, BatchWriteItem and TransactWriteItems, and the table of a
-//! control-plane call. Parsed leniently: a write ddbcache does not fully understand is forwarded
-//! all the same, and its scope widens (the whole table, or everything).
+//! Write requests, read for what they may change: the items of PutItem, UpdateItem, DeleteItem,
+//! BatchWriteItem and TransactWriteItems, and the table of a control-plane call.
+//!
+//! What is written is computed exactly as the engine computes it, from the members the engine
+//! reads: a PutItem's key is in its `Item` (a stray `Key` is ignored, as DynamoDB ignores it), an
+//! UpdateItem's and a DeleteItem's in `Key`, a RestoreTableFromBackup's table in
+//! `TargetTableName`. Members ddbcache does not model never choose what is invalidated. Whenever the
+//! key cannot be named exactly — the table's key schema is unknown, the key does not match it, the
+//! request has a shape DynamoDB would reject — the scope widens to the whole table, or to
+//! everything when the table cannot be named either: more than needed, never less.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::canonical::{encode_key, table_name, KeyAttr};
-use super::error::ProtocolError;
-use super::reads::require_object;
+use super::table::{table_id, KeySchema, TableRef};
+use super::Operation;
 
-/// What one write may have changed: the entries that must go.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What one write may have changed: the entries that must go. Tables are table identities
+/// (`region/name`, see [`super::table`]); keys are canonical.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteScope {
-    /// (table, canonical key) of every item written.
-    pub items: Vec<(String, Vec<u8>)>,
+    /// Every item written, with its table.
+    pub items: Vec<ItemWrite>,
     /// Tables whose items cannot be named exactly: all their entries go.
     pub tables: Vec<String>,
     /// Nothing could be named: every entry goes.
     pub everything: bool,
+    /// The write got no answer (timed out, connection lost, 5xx): it may still land, so what it
+    /// touched is in doubt for a while.
+    #[serde(default)]
+    pub in_doubt: bool,
+}
+
+/// One written item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemWrite {
+    /// The table's identity.
+    pub table: String,
+    /// The canonical primary key.
+    pub key: Vec<u8>,
+    /// The canonical partition key (Query entries on that partition go too).
+    pub partition: Option<Vec<u8>>,
 }
 
 impl WriteScope {
@@ -30,211 +52,384 @@ impl WriteScope {
             ..Default::default()
         }
     }
+
+    /// Whether the write changes nothing ddbcache caches.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.tables.is_empty() && !self.everything
+    }
+
+    pub(crate) fn add_table(&mut self, id: String) {
+        if !self.tables.contains(&id) {
+            self.tables.push(id);
+        }
+    }
 }
 
+/// What a write is read against: the request's region and the key schemas ddbcache knows.
+pub(crate) struct WriteContext<'a> {
+    pub(crate) region: &'a str,
+    /// The key schema of a table identity, when known.
+    pub(crate) schema: &'a dyn Fn(&str) -> Option<Arc<KeySchema>>,
+}
+
+impl WriteContext<'_> {
+    fn tables(&self, table_name: &str) -> Option<Vec<String>> {
+        tables_named(self.region, table_name)
+    }
+
+    /// Adds one written item, named by the attributes in `attrs` (an `Item` or a `Key`); widens to
+    /// the table when its schema is unknown, the attributes do not hold its key, or (for a `Key`)
+    /// they hold more than its key.
+    fn add_item(
+        &self,
+        scope: &mut WriteScope,
+        table_name: &str,
+        attrs: &HashMap<&str, &RawValue>,
+        exact_key: bool,
+    ) {
+        let Some(ids) = self.tables(table_name) else {
+            scope.everything = true;
+            return;
+        };
+        let by_name = matches!(TableRef::parse(table_name), TableRef::Name(_));
+        let schema = (self.schema)(&ids[0]).filter(|_| by_name);
+        let keys = schema.as_ref().and_then(|schema| {
+            if exact_key && !schema.is_key(attrs.keys().copied()) {
+                return None;
+            }
+            schema.keys_of(|n| attrs.get(n).copied())
+        });
+        match keys {
+            Some((key, partition)) => scope.items.push(ItemWrite {
+                table: ids.into_iter().next().expect("one identity"),
+                key,
+                partition: Some(partition),
+            }),
+            None => ids.into_iter().for_each(|id| scope.add_table(id)),
+        }
+    }
+}
+
+/// The identities a `TableName` may denote in a request for `region`. A name is one table of the
+/// request's region; an ARN is its own region's table, and — in case the upstream resolves it
+/// otherwise — the request region's table of that name too. `None` for a malformed ARN.
+pub(crate) fn tables_named(region: &str, table_name: &str) -> Option<Vec<String>> {
+    match TableRef::parse(table_name) {
+        TableRef::Name(n) => Some(vec![table_id(region, n)]),
+        TableRef::Arn(a) => {
+            let mut ids = vec![table_id(a.region, a.name)];
+            if a.region != region {
+                ids.push(table_id(region, a.name));
+            }
+            Some(ids)
+        }
+        TableRef::Malformed => None,
+    }
+}
+
+type Attrs<'a> = HashMap<&'a str, &'a RawValue>;
+
+/// The members of a PutItem, UpdateItem or DeleteItem (or a transaction's Put, Update, Delete)
+/// that say what it writes.
 #[derive(Deserialize)]
-struct KeyOrItem<'a> {
-    #[serde(rename = "TableName")]
-    table_name: Option<String>,
-    #[serde(rename = "Key", borrow)]
-    key: Option<BTreeMap<String, KeyAttr<'a>>>,
-    #[serde(rename = "Item", borrow)]
-    item: Option<HashMap<String, &'a RawValue>>,
+struct Target<'a> {
+    #[serde(rename = "TableName", borrow)]
+    table_name: &'a str,
+    #[serde(rename = "Item", borrow, default)]
+    item: Option<Attrs<'a>>,
+    #[serde(rename = "Key", borrow, default)]
+    key: Option<Attrs<'a>>,
 }
 
-/// Resolves the key of one written item: from `Key`, or from `Item` with the table's key schema.
-fn add_write<'a>(
-    set: &mut WriteScope,
-    table: &str,
-    w: &KeyOrItem<'a>,
-    schema: &dyn Fn(&str) -> Option<Vec<String>>,
-) {
-    let table = table_name(table).to_string();
-    let key = if let Some(key) = &w.key {
-        encode_key(key.iter().map(|(k, v)| (k.as_str(), v)))
-    } else if let Some(item) = &w.item {
-        schema(&table).and_then(|names| {
-            let mut vals = Vec::with_capacity(names.len());
-            for n in &names {
-                vals.push((
-                    n.as_str(),
-                    serde_json::from_str::<KeyAttr>(item.get(n.as_str())?.get()).ok()?,
-                ));
+/// What a PutItem / UpdateItem / DeleteItem / BatchWriteItem / TransactWriteItems may change.
+/// Anything not understood widens the scope.
+pub(crate) fn parse_write(op: Operation, body: &[u8], ctx: &WriteContext<'_>) -> WriteScope {
+    let mut scope = WriteScope::default();
+    let understood = match op {
+        Operation::PutItem | Operation::UpdateItem | Operation::DeleteItem => {
+            match serde_json::from_slice::<Target>(body) {
+                Ok(Target {
+                    table_name,
+                    item: Some(item),
+                    ..
+                }) if op == Operation::PutItem => {
+                    ctx.add_item(&mut scope, table_name, &item, false);
+                    true
+                }
+                Ok(Target {
+                    table_name,
+                    key: Some(key),
+                    ..
+                }) if op != Operation::PutItem => {
+                    ctx.add_item(&mut scope, table_name, &key, true);
+                    true
+                }
+                _ => false,
             }
-            encode_key(vals.iter().map(|(n, v)| (*n, v)))
-        })
-    } else {
-        None
+        }
+        Operation::BatchWriteItem => batch_write(body, ctx, &mut scope).is_some(),
+        Operation::TransactWriteItems => transact_write(body, ctx, &mut scope).is_some(),
+        _ => false,
     };
-    match key {
-        Some(k) => set.items.push((table, k)),
-        None => set.tables.push(table),
+    if !understood {
+        return WriteScope::everything();
     }
+    scope
 }
 
-/// What a PutItem / UpdateItem / DeleteItem / BatchWriteItem / TransactWriteItems touches.
-/// `schema` gives a table's key attribute names when known. Errors only for bodies that are not
-/// JSON objects; anything else not understood widens the set.
-pub(crate) fn parse_write(
-    op: super::Operation,
-    body: &[u8],
-    schema: &dyn Fn(&str) -> Option<Vec<String>>,
-) -> Result<WriteScope, ProtocolError> {
-    use super::Operation::*;
-    require_object(body)?;
-    let mut set = WriteScope::default();
-    match op {
-        PutItem | UpdateItem | DeleteItem => {
-            let Ok(w) = serde_json::from_slice::<KeyOrItem>(body) else {
-                return Ok(WriteScope::everything());
-            };
-            match &w.table_name {
-                Some(t) => add_write(&mut set, t, &w, schema),
-                None => return Ok(WriteScope::everything()),
-            }
-        }
-        BatchWriteItem => {
-            #[derive(Deserialize)]
-            struct Input<'a> {
-                #[serde(rename = "RequestItems", borrow)]
-                request_items: HashMap<String, Vec<WriteRequest<'a>>>,
-            }
-            #[derive(Deserialize)]
-            struct WriteRequest<'a> {
-                #[serde(rename = "PutRequest", borrow)]
-                put: Option<KeyOrItem<'a>>,
-                #[serde(rename = "DeleteRequest", borrow)]
-                delete: Option<KeyOrItem<'a>>,
-            }
-            let Ok(input) = serde_json::from_slice::<Input>(body) else {
-                return Ok(WriteScope::everything());
-            };
-            for (table, requests) in &input.request_items {
-                for r in requests {
-                    match r.put.as_ref().or(r.delete.as_ref()) {
-                        Some(w) => add_write(&mut set, table, w, schema),
-                        None => set.tables.push(table_name(table).to_string()),
-                    }
-                }
-            }
-        }
-        TransactWriteItems => {
-            #[derive(Deserialize)]
-            struct Input<'a> {
-                #[serde(rename = "TransactItems", borrow)]
-                transact_items: Vec<TransactItem<'a>>,
-            }
-            #[derive(Deserialize)]
-            struct TransactItem<'a> {
-                #[serde(rename = "Put", borrow)]
-                put: Option<KeyOrItem<'a>>,
-                #[serde(rename = "Update", borrow)]
-                update: Option<KeyOrItem<'a>>,
-                #[serde(rename = "Delete", borrow)]
-                delete: Option<KeyOrItem<'a>>,
-            }
-            let Ok(input) = serde_json::from_slice::<Input>(body) else {
-                return Ok(WriteScope::everything());
-            };
-            for item in &input.transact_items {
-                // ConditionCheck writes nothing.
-                for w in [&item.put, &item.update, &item.delete]
+/// BatchWriteItem: each request is a PutRequest (key in `Item`) or a DeleteRequest (key in `Key`),
+/// exactly one of them; a request of another shape widens to its table.
+fn batch_write(body: &[u8], ctx: &WriteContext<'_>, scope: &mut WriteScope) -> Option<()> {
+    #[derive(Deserialize)]
+    struct Input<'a> {
+        #[serde(rename = "RequestItems", borrow)]
+        request_items: HashMap<&'a str, Vec<WriteRequest<'a>>>,
+    }
+    #[derive(Deserialize)]
+    struct WriteRequest<'a> {
+        #[serde(rename = "PutRequest", borrow, default)]
+        put: Option<ItemMember<'a>>,
+        #[serde(rename = "DeleteRequest", borrow, default)]
+        delete: Option<KeyMember<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct ItemMember<'a> {
+        #[serde(rename = "Item", borrow)]
+        item: Attrs<'a>,
+    }
+    #[derive(Deserialize)]
+    struct KeyMember<'a> {
+        #[serde(rename = "Key", borrow)]
+        key: Attrs<'a>,
+    }
+    let input: Input = serde_json::from_slice(body).ok()?;
+    for (table, requests) in &input.request_items {
+        for r in requests {
+            match (&r.put, &r.delete) {
+                (Some(p), None) => ctx.add_item(scope, table, &p.item, false),
+                (None, Some(d)) => ctx.add_item(scope, table, &d.key, true),
+                _ => ctx
+                    .tables(table)?
                     .into_iter()
-                    .flatten()
-                {
-                    match &w.table_name {
-                        Some(t) => add_write(&mut set, t, w, schema),
-                        None => return Ok(WriteScope::everything()),
-                    }
-                }
+                    .for_each(|id| scope.add_table(id)),
             }
         }
-        _ => return Ok(WriteScope::everything()),
     }
-    Ok(set)
+    Some(())
 }
 
-/// The table a control-plane call changes; `None` if the body does not name one.
-pub(crate) fn control_table(body: &[u8]) -> Option<String> {
+/// TransactWriteItems: each item is exactly one of Put, Update, Delete or ConditionCheck (which
+/// writes nothing).
+fn transact_write(body: &[u8], ctx: &WriteContext<'_>, scope: &mut WriteScope) -> Option<()> {
     #[derive(Deserialize)]
-    struct Input {
-        #[serde(rename = "TableName")]
-        table_name: Option<String>,
-        #[serde(rename = "TargetTableName")]
-        target_table_name: Option<String>,
-        #[serde(rename = "GlobalTableName")]
-        global_table_name: Option<String>,
-        #[serde(rename = "TableCreationParameters")]
-        creation: Option<Creation>,
+    struct Input<'a> {
+        #[serde(rename = "TransactItems", borrow)]
+        transact_items: Vec<TransactItem<'a>>,
     }
     #[derive(Deserialize)]
-    struct Creation {
-        #[serde(rename = "TableName")]
-        table_name: Option<String>,
+    struct TransactItem<'a> {
+        #[serde(rename = "Put", borrow, default)]
+        put: Option<Target<'a>>,
+        #[serde(rename = "Update", borrow, default)]
+        update: Option<Target<'a>>,
+        #[serde(rename = "Delete", borrow, default)]
+        delete: Option<Target<'a>>,
+        #[serde(rename = "ConditionCheck", borrow, default)]
+        condition_check: Option<&'a RawValue>,
     }
-    let i: Input = serde_json::from_slice(body).ok()?;
-    let name = i
-        .target_table_name
-        .or(i.table_name)
-        .or(i.global_table_name)
-        .or(i.creation.and_then(|c| c.table_name))?;
-    Some(table_name(&name).to_string())
+    let input: Input = serde_json::from_slice(body).ok()?;
+    for t in &input.transact_items {
+        match (&t.put, &t.update, &t.delete, &t.condition_check) {
+            (Some(p), None, None, None) => {
+                ctx.add_item(scope, p.table_name, p.item.as_ref()?, false)
+            }
+            (None, Some(u), None, None) => ctx.add_item(scope, u.table_name, u.key.as_ref()?, true),
+            (None, None, Some(d), None) => ctx.add_item(scope, d.table_name, d.key.as_ref()?, true),
+            (None, None, None, Some(_)) => {}
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// What a control-plane call may change: the table it names in the member the engine reads for
+/// that operation, or everything when that member is missing or unreadable.
+pub(crate) fn control_scope(op: Operation, body: &[u8], region: &str) -> WriteScope {
+    #[derive(Deserialize)]
+    struct Input<'a> {
+        #[serde(rename = "TableName", borrow, default)]
+        table_name: Option<&'a str>,
+        #[serde(rename = "TargetTableName", borrow, default)]
+        target_table_name: Option<&'a str>,
+        #[serde(rename = "GlobalTableName", borrow, default)]
+        global_table_name: Option<&'a str>,
+        #[serde(rename = "TableCreationParameters", borrow, default)]
+        creation: Option<Creation<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Creation<'a> {
+        #[serde(rename = "TableName", borrow, default)]
+        table_name: Option<&'a str>,
+    }
+    use Operation::*;
+    let Ok(i) = serde_json::from_slice::<Input>(body) else {
+        return WriteScope::everything();
+    };
+    let name = match op {
+        CreateTable
+        | UpdateTable
+        | DeleteTable
+        | UpdateTimeToLive
+        | UpdateTableReplicaAutoScaling => i.table_name,
+        RestoreTableFromBackup | RestoreTableToPointInTime => i.target_table_name,
+        ImportTable => i.creation.and_then(|c| c.table_name),
+        CreateGlobalTable | UpdateGlobalTable | UpdateGlobalTableSettings => i.global_table_name,
+        _ => None,
+    };
+    let mut scope = WriteScope::default();
+    match name.and_then(|n| tables_named(region, n)) {
+        Some(ids) => ids.into_iter().for_each(|id| scope.add_table(id)),
+        None => scope.everything = true,
+    }
+    scope
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::reads::{parse_get_item, ReadParse};
-    use crate::protocol::Operation;
+    use crate::protocol::canonical::{encode_key, KeyAttr};
 
-    fn no_schema(_: &str) -> Option<Vec<String>> {
-        None
+    fn schema(hash: &str, range: Option<&str>) -> Arc<KeySchema> {
+        Arc::new(KeySchema {
+            table_arn: None,
+            hash: hash.into(),
+            range: range.map(str::to_string),
+            local_indexes: vec![],
+            global_indexes: vec![],
+        })
+    }
+
+    fn parse(op: Operation, body: &str, schema: Option<Arc<KeySchema>>) -> WriteScope {
+        let lookup = move |_: &str| schema.clone();
+        parse_write(
+            op,
+            body.as_bytes(),
+            &WriteContext {
+                region: "r",
+                schema: &lookup,
+            },
+        )
+    }
+
+    fn key(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let json: Vec<String> = pairs
+            .iter()
+            .map(|(_, s)| format!(r#"{{"S":"{s}"}}"#))
+            .collect();
+        let attrs: Vec<(&str, KeyAttr)> = pairs
+            .iter()
+            .zip(&json)
+            .map(|((n, _), j)| (*n, serde_json::from_str(j).unwrap()))
+            .collect();
+        encode_key(attrs.iter().map(|(n, v)| (*n, v))).unwrap()
     }
 
     #[test]
-    fn put_item_needs_schema_for_item_level_invalidation() {
-        let body = br#"{"TableName":"t","Item":{"pk":{"S":"a"},"v":{"N":"1"}}}"#;
-        let without = parse_write(Operation::PutItem, body, &no_schema).unwrap();
-        assert_eq!(without.tables, vec!["t"]);
-        let with = parse_write(Operation::PutItem, body, &|_| Some(vec!["pk".into()])).unwrap();
-        assert_eq!(with.items.len(), 1);
-        let Ok(ReadParse::Cacheable(get)) =
-            parse_get_item(br#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#)
-        else {
-            panic!("a cacheable GetItem");
-        };
-        assert_eq!(with.items[0].1, get.key);
+    fn put_item_is_keyed_by_its_item_with_the_schema_and_widens_without_it() {
+        let body = r#"{"TableName":"t","Item":{"pk":{"S":"a"},"v":{"N":"1"}}}"#;
+        assert_eq!(parse(Operation::PutItem, body, None).tables, vec!["r/t"]);
+        let with = parse(Operation::PutItem, body, Some(schema("pk", None)));
+        assert_eq!(
+            with.items,
+            vec![ItemWrite {
+                table: "r/t".into(),
+                key: key(&[("pk", "a")]),
+                partition: Some(key(&[("pk", "a")])),
+            }]
+        );
+    }
+
+    #[test]
+    fn members_the_engine_ignores_never_choose_the_item() {
+        // A stray Key on a PutItem: the engine writes the Item's key.
+        let body = r#"{"TableName":"t","Key":{"pk":{"S":"other"}},"Item":{"pk":{"S":"a"}}}"#;
+        let set = parse(Operation::PutItem, body, Some(schema("pk", None)));
+        assert_eq!(set.items[0].key, key(&[("pk", "a")]));
+        // A Key with more than the key attributes is not a key: widen.
+        let body = r#"{"TableName":"t","Key":{"pk":{"S":"a"},"extra":{"S":"x"}}}"#;
+        let set = parse(Operation::DeleteItem, body, Some(schema("pk", None)));
+        assert!(set.items.is_empty());
+        assert_eq!(set.tables, vec!["r/t"]);
+        // Without a schema an UpdateItem widens to its table.
+        let body = r#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#;
+        assert_eq!(parse(Operation::UpdateItem, body, None).tables, vec!["r/t"]);
     }
 
     #[test]
     fn transact_and_batch_writes_name_every_key() {
-        let tw = br#"{"TransactItems":[{"Update":{"TableName":"a","Key":{"k":{"S":"1"}}}},{"ConditionCheck":{"TableName":"c","Key":{"k":{"S":"9"}}}},{"Delete":{"TableName":"b","Key":{"k":{"S":"2"}}}}]}"#;
-        let set = parse_write(Operation::TransactWriteItems, tw, &no_schema).unwrap();
-        let tables: Vec<_> = set.items.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(tables, vec!["a", "b"]);
-        let bw = br#"{"RequestItems":{"a":[{"DeleteRequest":{"Key":{"k":{"S":"1"}}}},{"PutRequest":{"Item":{"k":{"S":"2"}}}}]}}"#;
-        let set = parse_write(Operation::BatchWriteItem, bw, &|_| Some(vec!["k".into()])).unwrap();
+        let s = Some(schema("k", None));
+        let tw = r#"{"TransactItems":[{"Update":{"TableName":"a","Key":{"k":{"S":"1"}}}},{"ConditionCheck":{"TableName":"c","Key":{"k":{"S":"9"}}}},{"Delete":{"TableName":"b","Key":{"k":{"S":"2"}}}}]}"#;
+        let set = parse(Operation::TransactWriteItems, tw, s.clone());
+        let tables: Vec<_> = set.items.iter().map(|i| i.table.as_str()).collect();
+        assert_eq!(tables, vec!["r/a", "r/b"]);
+        let bw = r#"{"RequestItems":{"a":[{"DeleteRequest":{"Key":{"k":{"S":"1"}}}},{"PutRequest":{"Item":{"k":{"S":"2"}}}}]}}"#;
+        let set = parse(Operation::BatchWriteItem, bw, s.clone());
         assert_eq!(set.items.len(), 2);
         assert!(!set.everything);
+        // Two members in one transaction item: DynamoDB refuses it, ddbcache widens.
+        let odd = r#"{"TransactItems":[{"Put":{"TableName":"a","Item":{"k":{"S":"1"}}},"Delete":{"TableName":"b","Key":{"k":{"S":"2"}}}}]}"#;
+        assert!(parse(Operation::TransactWriteItems, odd, s).everything);
     }
 
     #[test]
-    fn unintelligible_writes_widen_to_everything() {
-        let set = parse_write(Operation::PutItem, br#"{"Item":{}}"#, &no_schema).unwrap();
-        assert!(set.everything);
-        assert!(parse_write(Operation::PutItem, b"[]", &no_schema).is_err());
+    fn arns_and_unintelligible_writes_widen() {
+        let set = parse(
+            Operation::PutItem,
+            r#"{"TableName":"arn:aws:dynamodb:x-1:123456789012:table/t","Item":{"pk":{"S":"a"}}}"#,
+            Some(schema("pk", None)),
+        );
+        assert_eq!(set.tables, vec!["x-1/t", "r/t"]);
+        assert!(parse(Operation::PutItem, r#"{"Item":{}}"#, None).everything);
+        assert!(
+            parse(
+                Operation::PutItem,
+                r#"{"TableName":"arn:bad","Item":{}}"#,
+                None
+            )
+            .everything
+        );
+        assert!(parse(Operation::PutItem, "[]", None).everything);
     }
 
     #[test]
-    fn control_calls_name_their_table() {
+    fn control_calls_name_the_table_their_operation_changes() {
+        let scope = |op, body: &str| control_scope(op, body.as_bytes(), "r");
         assert_eq!(
-            control_table(br#"{"TargetTableName":"restored","BackupArn":"x"}"#),
-            Some("restored".into())
+            scope(
+                Operation::RestoreTableFromBackup,
+                r#"{"TargetTableName":"restored","BackupArn":"x"}"#
+            )
+            .tables,
+            vec!["r/restored"]
         );
         assert_eq!(
-            control_table(br#"{"TableCreationParameters":{"TableName":"imp"}}"#),
-            Some("imp".into())
+            scope(
+                Operation::ImportTable,
+                r#"{"TableCreationParameters":{"TableName":"imp"}}"#
+            )
+            .tables,
+            vec!["r/imp"]
         );
-        assert_eq!(control_table(br#"{}"#), None);
+        // DeleteTable changes TableName; a stray TargetTableName does not steer it.
+        assert_eq!(
+            scope(
+                Operation::DeleteTable,
+                r#"{"TableName":"t","TargetTableName":"other"}"#
+            )
+            .tables,
+            vec!["r/t"]
+        );
+        assert!(scope(Operation::DeleteTable, r#"{"TargetTableName":"other"}"#).everything);
+        assert!(scope(Operation::UpdateTable, "{}").everything);
     }
 }

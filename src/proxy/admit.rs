@@ -26,6 +26,7 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// An admitted request: its operation, its region and its whole body.
+#[derive(Clone)]
 pub(crate) struct Inbound {
     pub(crate) op: Operation,
     pub(crate) path: String,

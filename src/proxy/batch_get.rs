@@ -1,6 +1,7 @@
 //! BatchGetItem: every requested key is looked up in the item cache; the keys that hit are
 //! answered from it, only the misses are forwarded (as a smaller BatchGetItem), and the two are
-//! merged into one answer in DynamoDB's shape. `UnprocessedKeys` pass back untouched.
+//! merged into one answer in DynamoDB's shape, under the table names the client sent.
+//! `UnprocessedKeys` pass back untouched.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,19 +10,27 @@ use bytes::Bytes;
 
 use crate::cache::{Cache, CacheKey, Entry, Fill, Kind, Lookup};
 use crate::protocol::answers::{self, BatchGetItemOutput};
-use crate::protocol::reads::{self, BatchGetRead, ReadParse};
-use crate::protocol::ProtocolError;
+use crate::protocol::reads::{self, BatchGetRead, Capacity, ReadParse};
+use crate::protocol::table::KeySchema;
+use crate::protocol::{validate, ProtocolError};
 
 use super::admit::Inbound;
-use super::policy::{self, BypassReason, ItemDecision};
+use super::policy::{self, BypassReason, ItemDecision, MissRead, Unstored};
+use super::reads::zero_capacity;
 use super::respond::{self, Outcome};
+use super::tables::{contradicts_schema, ReadTable};
 use super::{Answered, Encoding, Proxy};
 
-/// A key that missed: (table index, key index in the request, the right to fill it).
-type Missed<'a> = (usize, usize, Fill<'a>);
+/// A key that missed: (table index, key index in the request, how it was read, the right to
+/// fill it).
+type Missed<'a> = (usize, usize, MissRead, Fill<'a>);
 
 impl Proxy {
-    pub(super) async fn batch_get_item(&self, cache: &Cache, inb: &Inbound) -> Answered {
+    pub(super) async fn batch_get_item(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        inb: &Inbound,
+    ) -> Answered {
         let read = match reads::parse_batch_get_item(&inb.json)? {
             ReadParse::Cacheable(r) => r,
             ReadParse::Uncacheable => {
@@ -30,19 +39,39 @@ impl Proxy {
                     .await
             }
         };
-        let decisions: Vec<ItemDecision> = read
-            .tables
-            .iter()
-            .map(|t| policy::item_read(&self.config, &t.table, t.consistent_read))
-            .collect();
-        if let Some(reason) = decisions.iter().find_map(|d| match d {
-            ItemDecision::Bypass(BypassReason::ConsistentRead) => {
-                Some(BypassReason::ConsistentRead)
-            }
-            _ => None,
-        }) {
-            return self.bypass(Kind::Item, reason, inb).await;
+        if validate::batch_get_item(&inb.json).is_err() {
+            return self
+                .bypass(Kind::Item, BypassReason::NotProvenValid, inb)
+                .await;
         }
+        let mut tables: Vec<ReadTable<'_>> = Vec::with_capacity(read.tables.len());
+        let mut decisions = Vec::with_capacity(read.tables.len());
+        let mut schemas: Vec<Option<Arc<KeySchema>>> = Vec::with_capacity(read.tables.len());
+        for t in &read.tables {
+            let table = match self.read_table(cache, inb.region.as_str(), &t.request_name) {
+                Ok(table) => table,
+                Err(reason) => return self.bypass(Kind::Item, reason, inb).await,
+            };
+            let decision = policy::item_read(&self.config, table.name, t.consistent_read);
+            if decision == ItemDecision::Bypass(BypassReason::ConsistentRead) {
+                return self
+                    .bypass(Kind::Item, BypassReason::ConsistentRead, inb)
+                    .await;
+            }
+            let schema = cache.schemas().get(&table.id);
+            if let Some(s) = &schema {
+                if !s.is_key(t.key_names.iter().map(String::as_str)) {
+                    cache.schema_contradicted(&table.id);
+                    return self
+                        .bypass(Kind::Item, BypassReason::KeyMismatch, inb)
+                        .await;
+                }
+            }
+            tables.push(table);
+            decisions.push(decision);
+            schemas.push(schema);
+        }
+        let wants_capacity = read.capacity != Capacity::None;
 
         // Look every key up: per table, the entries that hit and a mask of which keys did.
         let mut hits: Vec<Vec<Arc<Entry>>> = Vec::with_capacity(read.tables.len());
@@ -50,6 +79,7 @@ impl Proxy {
         let mut misses = Vec::new();
         for (ti, t) in read.tables.iter().enumerate() {
             let cached = matches!(decisions[ti], ItemDecision::Cache { .. });
+            let id = &tables[ti].id;
             let mut table_hits = Vec::new();
             let mut mask = Vec::with_capacity(t.keys.len());
             for (ki, k) in t.keys.iter().enumerate() {
@@ -57,14 +87,14 @@ impl Proxy {
                     mask.push(false);
                     continue;
                 }
-                let key = CacheKey::item(&t.table, k, &t.projection);
-                match cache.peek_item(&t.table, k, key) {
+                match cache.peek_item(id, k, CacheKey::item(id, k, &t.projection)) {
                     Lookup::Hit { entry, .. } => {
                         table_hits.push(entry);
                         mask.push(true);
                     }
                     Lookup::Miss(fill) => {
-                        misses.push((ti, ki, fill));
+                        let how = policy::miss_read(fill.restrictions(), true, wants_capacity);
+                        misses.push((ti, ki, how, fill));
                         mask.push(false);
                     }
                 }
@@ -78,24 +108,65 @@ impl Proxy {
             return Ok((respond::composed(body), Outcome::Hit));
         }
 
-        // Forward the misses only (the whole request when nothing hit).
+        // Forward the misses only (the whole request when nothing hit), reading consistently
+        // the tables with a recently written key.
+        let consistent: Vec<bool> = (0..read.tables.len())
+            .map(|ti| {
+                misses
+                    .iter()
+                    .any(|(t, _, how, _)| *t == ti && *how == MissRead::Consistent)
+            })
+            .collect();
+        let rewrite = any_hit || consistent.iter().any(|c| *c);
         let forwarded;
-        let sub = if any_hit {
-            let body = reads::batch_get_subset(&inb.json, &read, |ti, ki| !hit_mask[ti][ki])?;
+        let sub = if rewrite {
+            let body = reads::batch_get_subset(
+                &inb.json,
+                &read,
+                |ti, ki| !hit_mask[ti][ki],
+                |ti| consistent[ti],
+            )?;
+            if consistent.iter().any(|c| *c) {
+                self.metrics
+                    .cache_consistent_reads
+                    .with_label_values(&[Kind::Item.label()])
+                    .inc();
+            }
             forwarded = inb.with_body(Bytes::from(body));
             &forwarded
         } else {
             inb
         };
-        let upstream = self.forward(sub, Encoding::Identity).await?;
+        // Key schemas are needed to match returned items to keys: fetch the unknown ones
+        // alongside the read.
+        let fetch_schemas = async {
+            let mut fetched = schemas.clone();
+            for (ti, schema) in fetched.iter_mut().enumerate() {
+                if schema.is_none() {
+                    *schema = self.schema(cache, &tables[ti], inb).await;
+                }
+            }
+            fetched
+        };
+        let (upstream, schemas) =
+            tokio::join!(self.forward(sub, Encoding::Identity), fetch_schemas);
+        let upstream = upstream?;
+        if contradicts_schema(&upstream) {
+            for t in &tables {
+                cache.schema_contradicted(&t.id);
+            }
+        }
         let Some(output) = policy::storable(&upstream)
             .then(|| answers::parse_batch_get_output(&upstream.body))
             .flatten()
         else {
             // An error (or an answer ddbcache cannot read): the client gets it as it came.
+            for _ in &misses {
+                self.count_unstored(Kind::Item, Unstored::Answer);
+            }
             return Ok((respond::relayed(upstream), Outcome::Miss));
         };
-        self.fill_batch(cache, &read, &decisions, &output, misses);
+        self.fill_batch(&read, &decisions, &schemas, &output, misses);
         if !any_hit {
             return Ok((respond::relayed(upstream), Outcome::Miss));
         }
@@ -107,67 +178,95 @@ impl Proxy {
     /// returned item could be matched to its key and the key is not unprocessed) its absence.
     fn fill_batch(
         &self,
-        cache: &Cache,
         read: &BatchGetRead,
         decisions: &[ItemDecision],
+        schemas: &[Option<Arc<KeySchema>>],
         output: &BatchGetItemOutput<'_>,
         misses: Vec<Missed<'_>>,
     ) {
+        let key_names: Vec<Option<Vec<String>>> = schemas
+            .iter()
+            .zip(&read.tables)
+            .map(|(s, t)| {
+                let s = s.as_ref()?;
+                s.is_key(t.key_names.iter().map(String::as_str))
+                    .then(|| t.key_names.clone())
+            })
+            .collect();
         let unprocessed = output
             .unprocessed_keys
-            .map(|raw| unprocessed_keys(raw.get(), read))
+            .map(|raw| unprocessed_keys(raw.get(), read, &key_names))
             .unwrap_or_default();
         // Per table: canonical key → item JSON; None when some item could not be matched.
         let mut found: Vec<Option<HashMap<Vec<u8>, &str>>> = read
             .tables
             .iter()
-            .map(|t| {
+            .zip(&key_names)
+            .map(|(t, names)| {
+                let names = names.as_ref()?;
                 let mut m = HashMap::new();
                 for item in output.responses.get(&t.request_name).into_iter().flatten() {
-                    m.insert(answers::item_key(item, &t.key_names)?, item.get());
+                    m.insert(answers::item_key(item, names)?, item.get());
                 }
                 Some(m)
             })
             .collect();
-        for (ti, ki, fill) in misses {
-            let t = &read.tables[ti];
-            let key = &t.keys[ki];
-            let Some(table_found) = found[ti].as_mut() else {
-                continue;
+        for (ti, ki, how, fill) in misses {
+            let stored = match how {
+                MissRead::Unstored(reason) => Err(reason),
+                _ => self.fill_one(read, decisions, &mut found, &unprocessed, ti, ki, fill),
             };
-            let ItemDecision::Cache {
-                found: found_ttl,
-                absent: absent_ttl,
-            } = decisions[ti]
-            else {
-                continue;
-            };
-            match table_found.remove(key) {
-                Some(item) => {
-                    if let Some(ttl) = found_ttl {
-                        let body = Bytes::from(format!("{{\"Item\":{item}}}"));
-                        let range = 8..8 + item.len();
-                        fill.complete(body, Some(range), ttl);
-                    }
-                }
-                None if !unprocessed.contains(&(ti, key.clone())) => {
-                    if let Some(ttl) = absent_ttl {
-                        fill.complete(Bytes::from_static(b"{}"), None, ttl);
-                    }
-                }
-                None => {}
+            if let Err(reason) = stored {
+                self.count_unstored(Kind::Item, reason);
             }
         }
-        if cache.schemas().key_names(&read.tables[0].table).is_none() {
-            for t in &read.tables {
-                cache.schemas().learn(&t.table, t.key_names.clone());
-            }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill_one(
+        &self,
+        read: &BatchGetRead,
+        decisions: &[ItemDecision],
+        found: &mut [Option<HashMap<Vec<u8>, &str>>],
+        unprocessed: &HashSet<(usize, Vec<u8>)>,
+        ti: usize,
+        ki: usize,
+        fill: Fill<'_>,
+    ) -> Result<(), Unstored> {
+        let key = &read.tables[ti].keys[ki];
+        let table_found = found[ti].as_mut().ok_or(Unstored::Schema)?;
+        let ItemDecision::Cache {
+            found: found_ttl,
+            absent: absent_ttl,
+        } = decisions[ti]
+        else {
+            return Ok(());
+        };
+        match table_found.remove(key) {
+            Some(item) => match found_ttl {
+                Some(ttl) => {
+                    let body = Bytes::from(format!("{{\"Item\":{item}}}"));
+                    let range = 8..8 + item.len();
+                    Ok(fill.complete(body, Some(range), ttl)?)
+                }
+                None => Ok(()),
+            },
+            None if !unprocessed.contains(&(ti, key.clone())) => match absent_ttl {
+                Some(ttl) => Ok(fill.complete(Bytes::from_static(b"{}"), None, ttl)?),
+                None => Ok(()),
+            },
+            // Unprocessed: DynamoDB said nothing about it.
+            None => Ok(()),
         }
     }
 }
 
 /// Canonical keys listed in a BatchGetItem's `UnprocessedKeys`, as (table index, key).
-fn unprocessed_keys(raw: &str, read: &BatchGetRead) -> HashSet<(usize, Vec<u8>)> {
+fn unprocessed_keys(
+    raw: &str,
+    read: &BatchGetRead,
+    key_names: &[Option<Vec<String>>],
+) -> HashSet<(usize, Vec<u8>)> {
     #[derive(serde::Deserialize)]
     struct KeysAndAttributes<'a> {
         #[serde(rename = "Keys", borrow)]
@@ -178,8 +277,11 @@ fn unprocessed_keys(raw: &str, read: &BatchGetRead) -> HashSet<(usize, Vec<u8>)>
         return out;
     };
     for (ti, t) in read.tables.iter().enumerate() {
+        let Some(names) = &key_names[ti] else {
+            continue;
+        };
         for key in map.get(&t.request_name).map(|k| &k.keys[..]).unwrap_or(&[]) {
-            if let Some(k) = answers::item_key(key, &t.key_names) {
+            if let Some(k) = answers::item_key(key, names) {
                 out.insert((ti, k));
             }
         }
@@ -188,8 +290,9 @@ fn unprocessed_keys(raw: &str, read: &BatchGetRead) -> HashSet<(usize, Vec<u8>)>
 }
 
 /// Builds a BatchGetItem answer from cached items plus (optionally) an upstream answer for the
-/// rest: `Responses` per table, `UnprocessedKeys` as the upstream gave them, and the upstream's
-/// `ConsumedCapacity` when it sent one (hits consume none).
+/// rest: `Responses` per table, `UnprocessedKeys` as the upstream gave them, and — when the
+/// request asked for it — `ConsumedCapacity`: the upstream's entries for the tables it read,
+/// zero for the tables answered from the cache alone.
 fn merge(
     read: &BatchGetRead,
     hits: &[Vec<Arc<Entry>>],
@@ -225,9 +328,30 @@ fn merge(
         Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
         None => out.extend_from_slice(b"{}"),
     }
-    if let Some(cc) = upstream.and_then(|u| u.consumed_capacity) {
-        out.extend_from_slice(b",\"ConsumedCapacity\":");
-        out.extend_from_slice(cc.get().as_bytes());
+    if read.capacity != Capacity::None {
+        out.extend_from_slice(b",\"ConsumedCapacity\":[");
+        let from_upstream: Vec<serde_json::Value> = upstream
+            .and_then(|u| u.consumed_capacity)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default();
+        let mut first = true;
+        for t in &read.tables {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let upstream_entry = from_upstream
+                .iter()
+                .find(|c| c.get("TableName").and_then(|n| n.as_str()) == Some(&t.request_name));
+            match upstream_entry {
+                Some(entry) => serde_json::to_writer(&mut out, entry)
+                    .map_err(|e| ProtocolError::Internal(e.to_string()))?,
+                None => zero_capacity(read.capacity, &t.request_name, None)
+                    .expect("capacity was asked for")
+                    .write_json(&mut out),
+            }
+        }
+        out.push(b']');
     }
     out.push(b'}');
     Ok(out)

@@ -18,6 +18,7 @@ mod batch_get;
 mod policy;
 mod reads;
 pub mod respond;
+mod tables;
 mod writes;
 
 use std::borrow::Cow;
@@ -35,10 +36,10 @@ use crate::metrics::Metrics;
 use crate::protocol::front_door;
 use crate::protocol::reads::require_object;
 use crate::protocol::region::Region;
-use crate::protocol::{answers, OpClass, Operation, ProtocolError};
+use crate::protocol::{OpClass, Operation, ProtocolError};
 use crate::upstream::{error_chain, Upstream, UpstreamResponse};
 use admit::Inbound;
-use policy::BypassReason;
+use policy::{BypassReason, Unstored};
 use respond::Outcome;
 pub use respond::{Body, HEADER_OUTCOME};
 
@@ -75,7 +76,7 @@ impl Proxy {
         let cache = config
             .cache
             .enabled
-            .then(|| Arc::new(Cache::new(&config.cache, metrics.clone())));
+            .then(|| Arc::new(Cache::new(&config, metrics.clone())));
         // Export zeros from the start, so rate() works from the first scrape.
         for kind in [Kind::Item, Kind::Query] {
             for reason in BypassReason::ALL {
@@ -83,6 +84,14 @@ impl Proxy {
                     .cache_bypasses
                     .with_label_values(&[kind.label(), reason.label()]);
             }
+            for reason in Unstored::ALL {
+                metrics
+                    .cache_unstored
+                    .with_label_values(&[kind.label(), reason.label()]);
+            }
+            metrics
+                .cache_consistent_reads
+                .with_label_values(&[kind.label()]);
         }
         let default_region = Region::parse(&config.upstream.region)
             .expect("config validation checks that upstream.region is a region name");
@@ -102,7 +111,7 @@ impl Proxy {
     }
 
     /// One request's whole life.
-    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub(crate) async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
         let _in_flight = scopeguard(|| self.metrics.in_flight.dec());
@@ -129,7 +138,7 @@ impl Proxy {
     }
 
     /// Classification: which path the request takes.
-    async fn dispatch(&self, inb: &Inbound) -> Answered {
+    async fn dispatch(self: &Arc<Self>, inb: &Inbound) -> Answered {
         let Some(cache) = &self.cache else {
             require_object(&inb.json)?;
             return self.pass_through(inb).await;
@@ -144,13 +153,7 @@ impl Proxy {
             OpClass::Unknown => self.unknown(cache, inb).await,
             OpClass::Other => {
                 require_object(&inb.json)?;
-                let upstream = self.forward(inb, Encoding::AsClientAsked).await?;
-                if inb.op == Operation::DescribeTable && upstream.status.is_success() {
-                    if let Some((table, names)) = answers::key_schema_of(&upstream.body) {
-                        cache.schemas().learn(&table, names);
-                    }
-                }
-                Ok((respond::relayed(upstream), Outcome::NotCacheable))
+                self.pass_through(inb).await
             }
         }
     }
@@ -169,6 +172,14 @@ impl Proxy {
             .inc();
         let upstream = self.forward(inb, Encoding::AsClientAsked).await?;
         Ok((respond::relayed(upstream), Outcome::Bypass))
+    }
+
+    /// Counts a miss whose answer was not stored, and why.
+    fn count_unstored(&self, kind: Kind, reason: Unstored) {
+        self.metrics
+            .cache_unstored
+            .with_label_values(&[kind.label(), reason.label()])
+            .inc();
     }
 
     /// Sends a request upstream and returns the whole answer; no answer at all (unreachable,

@@ -1,13 +1,29 @@
-//! Cache policy, in one place: whether a read may use the cache and for how long, and whether an
-//! upstream answer may be stored. Every "no" has a named reason ([`BypassReason`]) that becomes the
-//! `reason` label of `ddbcache_cache_bypasses_total`, so a metric or a log line says why a request
-//! went around the cache.
+//! Cache policy, in one place: whether a read may use the cache and for how long, how a miss must
+//! be sent, and whether an upstream answer may be stored. Every "no" has a name — a
+//! [`BypassReason`] (the read went around the cache) or an [`Unstored`] reason (the miss was
+//! answered but not stored) — that becomes a metric label, so a metric or a log line says why.
+//!
+//! The rules, in the order a read meets them:
+//! 1. The request must be one DynamoDB certainly accepts (`protocol::validate`), parsed to a key
+//!    ddbcache understands, for a table ddbcache can identify (a name, or the ARN of a table of
+//!    the request's region and account), without `ConsistentRead`, and the table's TTL for that
+//!    cache must not be `0s`. Otherwise: bypass.
+//! 2. A GetItem's key must have exactly the table's key attributes (from its DescribeTable);
+//!    when it does not, the schema is contradicted and the read bypasses.
+//! 3. A miss on something written within the consistency window is sent with
+//!    `ConsistentRead: true` where DynamoDB allows it (GetItem, BatchGetItem, Query and Scan on
+//!    the table or a local secondary index) and the client did not ask for consumed capacity
+//!    (which a consistent read would double); otherwise it is sent as it came and not stored.
+//! 4. An answer is stored only if it is a 200 with a plain body, of the shape DynamoDB's answers
+//!    have, the key schema is known and matches, and no write began or may still land since the
+//!    read started.
 
 use std::time::Duration;
 
 use http::{header, StatusCode};
 
 use crate::config::{Config, TableTtls};
+use crate::protocol::table::KeySchema;
 use crate::upstream::UpstreamResponse;
 
 /// Why a cacheable operation went straight upstream without looking in the cache or filling it.
@@ -17,16 +33,26 @@ pub(crate) enum BypassReason {
     ConsistentRead,
     /// The table's TTL for this cache is `0s`.
     CacheOff,
-    /// A parameter ddbcache does not key on (an unknown field, a key value that is not S, N or
-    /// B, a projection naming an undefined attribute name): it might change the answer.
+    /// A parameter ddbcache does not key on (an unknown field, a field of the wrong type, a key
+    /// value that is not S, N or B): it might change the answer.
     NotUnderstood,
+    /// Not proven to be a request DynamoDB accepts: a hit must never answer one it would reject.
+    NotProvenValid,
+    /// A table ARN of another account or region, or a malformed one: never a local table's
+    /// entries.
+    ForeignTable,
+    /// The key's attributes are not the table's key attributes.
+    KeyMismatch,
 }
 
 impl BypassReason {
-    pub(crate) const ALL: [BypassReason; 3] = [
+    pub(crate) const ALL: [BypassReason; 6] = [
         BypassReason::ConsistentRead,
         BypassReason::CacheOff,
         BypassReason::NotUnderstood,
+        BypassReason::NotProvenValid,
+        BypassReason::ForeignTable,
+        BypassReason::KeyMismatch,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -34,6 +60,53 @@ impl BypassReason {
             BypassReason::ConsistentRead => "consistent_read",
             BypassReason::CacheOff => "cache_off",
             BypassReason::NotUnderstood => "not_understood",
+            BypassReason::NotProvenValid => "not_proven_valid",
+            BypassReason::ForeignTable => "foreign_table",
+            BypassReason::KeyMismatch => "key_mismatch",
+        }
+    }
+}
+
+/// Why a miss was answered but its answer not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unstored {
+    /// A write began since the read started.
+    Raced,
+    /// A write whose outcome is unknown may still land.
+    InDoubt,
+    /// Written within the consistency window, and the read could not be made consistent.
+    RecentWrite,
+    /// The table's key schema could not be had, or does not match the read.
+    Schema,
+    /// Not a 200 with a plain body of DynamoDB's shape.
+    Answer,
+}
+
+impl Unstored {
+    pub(crate) const ALL: [Unstored; 5] = [
+        Unstored::Raced,
+        Unstored::InDoubt,
+        Unstored::RecentWrite,
+        Unstored::Schema,
+        Unstored::Answer,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Unstored::Raced => "raced",
+            Unstored::InDoubt => "in_doubt",
+            Unstored::RecentWrite => "recent_write",
+            Unstored::Schema => "schema",
+            Unstored::Answer => "answer",
+        }
+    }
+}
+
+impl From<crate::cache::Refusal> for Unstored {
+    fn from(r: crate::cache::Refusal) -> Unstored {
+        match r {
+            crate::cache::Refusal::Raced => Unstored::Raced,
+            crate::cache::Refusal::InDoubt => Unstored::InDoubt,
         }
     }
 }
@@ -57,11 +130,12 @@ pub(crate) enum QueryDecision {
     Bypass(BypassReason),
 }
 
-pub(crate) fn item_read(config: &Config, table: &str, consistent_read: bool) -> ItemDecision {
+/// Rule 1 for an item read of table `name` (the plain name, for per-table settings).
+pub(crate) fn item_read(config: &Config, name: &str, consistent_read: bool) -> ItemDecision {
     if consistent_read {
         return ItemDecision::Bypass(BypassReason::ConsistentRead);
     }
-    match config.table_ttls(table) {
+    match config.table_ttls(name) {
         TableTtls {
             item: None,
             negative: None,
@@ -74,18 +148,55 @@ pub(crate) fn item_read(config: &Config, table: &str, consistent_read: bool) -> 
     }
 }
 
-pub(crate) fn query_read(config: &Config, table: &str, consistent_read: bool) -> QueryDecision {
+/// Rule 1 for a Query or Scan of table `name`.
+pub(crate) fn query_read(config: &Config, name: &str, consistent_read: bool) -> QueryDecision {
     if consistent_read {
         return QueryDecision::Bypass(BypassReason::ConsistentRead);
     }
-    match config.table_ttls(table).query {
+    match config.table_ttls(name).query {
         Some(ttl) => QueryDecision::Cache { ttl },
         None => QueryDecision::Bypass(BypassReason::CacheOff),
     }
 }
 
-/// Whether an upstream answer may be stored at all: a 200 with an uncompressed body (a cache hit
-/// answers with the stored bytes as they are, so they must be the plain JSON).
+/// How a miss is sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MissRead {
+    /// As the client sent it; the answer may be stored.
+    AsSent,
+    /// With `ConsistentRead: true` (rule 3); the answer may be stored.
+    Consistent,
+    /// As the client sent it; the answer must not be stored, for this reason.
+    Unstored(Unstored),
+}
+
+/// Rule 3: how to send a miss, given the marks on what it reads (`restrictions`), whether
+/// DynamoDB allows a consistent read of it (`consistent_allowed`), and whether the client asked
+/// for consumed capacity.
+pub(crate) fn miss_read(
+    restrictions: crate::cache::Restrictions,
+    consistent_allowed: bool,
+    wants_capacity: bool,
+) -> MissRead {
+    if restrictions.in_doubt {
+        MissRead::Unstored(Unstored::InDoubt)
+    } else if !restrictions.recently_written {
+        MissRead::AsSent
+    } else if consistent_allowed && !wants_capacity {
+        MissRead::Consistent
+    } else {
+        MissRead::Unstored(Unstored::RecentWrite)
+    }
+}
+
+/// Whether a Query or Scan on `index` may be sent with `ConsistentRead` (the base table and local
+/// secondary indexes allow it; global ones do not).
+pub(crate) fn consistent_allowed(schema: Option<&KeySchema>, index: Option<&str>) -> bool {
+    schema.and_then(|s| s.index_shares_partitions(index)) == Some(true)
+}
+
+/// Rule 4, first part: whether an upstream answer may be stored at all — a 200 with a plain
+/// body (a hit answers with the stored bytes as they are, so they must be the plain JSON).
 pub(crate) fn storable(answer: &UpstreamResponse) -> bool {
     let identity = answer
         .headers
@@ -97,6 +208,7 @@ pub(crate) fn storable(answer: &UpstreamResponse) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::Restrictions;
 
     #[test]
     fn consistent_read_and_zero_ttl_bypass_with_their_reason() {
@@ -123,5 +235,34 @@ mod tests {
                 absent: Some(_)
             }
         ));
+    }
+
+    #[test]
+    fn a_recent_write_makes_a_miss_consistent_where_it_can_and_unstored_where_it_cannot() {
+        let recent = Restrictions {
+            recently_written: true,
+            in_doubt: false,
+        };
+        assert_eq!(
+            miss_read(Restrictions::default(), true, true),
+            MissRead::AsSent
+        );
+        assert_eq!(miss_read(recent, true, false), MissRead::Consistent);
+        assert_eq!(
+            miss_read(recent, false, false),
+            MissRead::Unstored(Unstored::RecentWrite)
+        );
+        assert_eq!(
+            miss_read(recent, true, true),
+            MissRead::Unstored(Unstored::RecentWrite)
+        );
+        let doubt = Restrictions {
+            recently_written: true,
+            in_doubt: true,
+        };
+        assert_eq!(
+            miss_read(doubt, true, false),
+            MissRead::Unstored(Unstored::InDoubt)
+        );
     }
 }

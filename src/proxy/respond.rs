@@ -68,9 +68,61 @@ pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, enabled: bool) {
     }
 }
 
-/// A cache hit: the stored bytes, their precomputed checksum, a fresh request id.
-pub(crate) fn hit(entry: &Entry) -> Response<Body> {
-    json_response(StatusCode::OK, entry.body.clone(), entry.crc32.clone())
+/// A cache hit: the stored bytes, their precomputed checksum, a fresh request id. When the
+/// request asked for `ConsumedCapacity`, the hit reports it — zero units, a hit consumes none — in
+/// the shape asked for.
+pub(crate) fn hit(entry: &Entry, capacity: Option<&ZeroCapacity<'_>>) -> Response<Body> {
+    let Some(capacity) = capacity else {
+        return json_response(StatusCode::OK, entry.body.clone(), entry.crc32.clone());
+    };
+    let body = &entry.body[..];
+    let Some(open) = body.iter().rposition(|b| *b == b'}') else {
+        return json_response(StatusCode::OK, entry.body.clone(), entry.crc32.clone());
+    };
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.extend_from_slice(&body[..open]);
+    let empty = body[..open]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .is_some_and(|i| body[i] == b'{');
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"ConsumedCapacity\":");
+    capacity.write_json(&mut out);
+    out.extend_from_slice(&body[open..]);
+    composed(out)
+}
+
+/// The `ConsumedCapacity` of a hit: zero units, for the table (and index) the request read.
+pub(crate) struct ZeroCapacity<'a> {
+    /// `TOTAL` or `INDEXES`.
+    pub(crate) indexes: bool,
+    /// `TableName` as the client sent it.
+    pub(crate) table: &'a str,
+    /// The index read, and whether it is a global one.
+    pub(crate) index: Option<(&'a str, bool)>,
+}
+
+impl ZeroCapacity<'_> {
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"TableName\":");
+        let _ = serde_json::to_writer(&mut *out, self.table);
+        out.extend_from_slice(b",\"CapacityUnits\":0.0");
+        if self.indexes {
+            out.extend_from_slice(b",\"Table\":{\"CapacityUnits\":0.0}");
+            if let Some((index, global)) = self.index {
+                out.extend_from_slice(if global {
+                    b",\"GlobalSecondaryIndexes\":{" as &[u8]
+                } else {
+                    b",\"LocalSecondaryIndexes\":{"
+                });
+                let _ = serde_json::to_writer(&mut *out, index);
+                out.extend_from_slice(b":{\"CapacityUnits\":0.0}}");
+            }
+        }
+        out.push(b'}');
+    }
 }
 
 /// A 200 answer ddbcache composed itself (a merged BatchGetItem).
@@ -102,4 +154,64 @@ pub fn error(e: &ProtocolError) -> Response<Body> {
     let body = e.body();
     let crc = protocol::crc32_header(&body);
     json_response(e.status(), body, crc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_of(r: Response<Body>) -> serde_json::Value {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hit_reports_zero_capacity_in_the_shape_asked_for() {
+        let total = ZeroCapacity {
+            indexes: false,
+            table: "t",
+            index: None,
+        };
+        let mut out = Vec::new();
+        total.write_json(&mut out);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"TableName":"t","CapacityUnits":0.0})
+        );
+        let indexes = ZeroCapacity {
+            indexes: true,
+            table: "t",
+            index: Some(("g", true)),
+        };
+        out.clear();
+        indexes.write_json(&mut out);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"TableName":"t","CapacityUnits":0.0,"Table":{"CapacityUnits":0.0},
+                "GlobalSecondaryIndexes":{"g":{"CapacityUnits":0.0}}})
+        );
+        for (stored, expected) in [
+            (
+                &b"{}"[..],
+                serde_json::json!({"ConsumedCapacity":{"TableName":"t","CapacityUnits":0.0}}),
+            ),
+            (
+                br#"{"Item":{"a":{"S":"x"}}}"#,
+                serde_json::json!({"Item":{"a":{"S":"x"}},"ConsumedCapacity":{"TableName":"t","CapacityUnits":0.0}}),
+            ),
+        ] {
+            let entry = crate::cache::Entry::for_tests(stored);
+            let response = hit(&entry, Some(&total));
+            let crc = response.headers()[protocol::HEADER_CRC32].clone();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(crc, protocol::crc32_header(&body));
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                expected
+            );
+        }
+        let plain = crate::cache::Entry::for_tests(b"{}");
+        assert_eq!(body_of(hit(&plain, None)).await, serde_json::json!({}));
+    }
 }

@@ -1,0 +1,232 @@
+//! Tables: how a request names one (`TableName` is a name or a table ARN), the identity ddbcache
+//! keys entries, generations and schemas by, and a table's key schema.
+//!
+//! A table is identified by its region and name (`us-east-1/orders`): the same name in two
+//! regions is two tables, whatever the upstream. An ARN names the same table as its name when it is
+//! of the request's region and of the account whose credentials reach it (learned from the
+//! table's own DescribeTable); any other ARN, or something that looks like an ARN but is not one,
+//! never reads a local table's entries.
+
+use serde_json::value::RawValue;
+
+use super::canonical::{encode_key, KeyAttr};
+
+/// How a request names a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableRef<'a> {
+    /// A plain name (whether DynamoDB accepts it is the upstream's business).
+    Name(&'a str),
+    /// `arn:<partition>:dynamodb:<region>:<account>:table/<name>`, and nothing after the name.
+    Arn(TableArn<'a>),
+    /// Starts like an ARN but is not a table ARN.
+    Malformed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableArn<'a> {
+    pub region: &'a str,
+    pub account: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> TableRef<'a> {
+    pub fn parse(s: &'a str) -> TableRef<'a> {
+        if !s.starts_with("arn:") {
+            return TableRef::Name(s);
+        }
+        let mut parts = s.splitn(6, ':');
+        let (
+            Some("arn"),
+            Some(partition),
+            Some("dynamodb"),
+            Some(region),
+            Some(account),
+            Some(rest),
+        ) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        )
+        else {
+            return TableRef::Malformed;
+        };
+        let Some(name) = rest.strip_prefix("table/") else {
+            return TableRef::Malformed;
+        };
+        let well_formed = !partition.is_empty()
+            && !region.is_empty()
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && !name.is_empty()
+            && !name.contains('/');
+        if well_formed {
+            TableRef::Arn(TableArn {
+                region,
+                account,
+                name,
+            })
+        } else {
+            TableRef::Malformed
+        }
+    }
+
+    /// The table's name, whatever the form (`None` for a malformed ARN).
+    pub fn name(self) -> Option<&'a str> {
+        match self {
+            TableRef::Name(n) => Some(n),
+            TableRef::Arn(a) => Some(a.name),
+            TableRef::Malformed => None,
+        }
+    }
+}
+
+/// The identity of the table `name` in `region`.
+pub fn table_id(region: &str, name: &str) -> String {
+    let mut id = String::with_capacity(region.len() + 1 + name.len());
+    id.push_str(region);
+    id.push('/');
+    id.push_str(name);
+    id
+}
+
+/// The region and name of a table identity.
+pub fn split_table_id(id: &str) -> (&str, &str) {
+    id.split_once('/').unwrap_or(("", id))
+}
+
+/// A table's primary key and indexes, from its DescribeTable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySchema {
+    /// The table's ARN as DynamoDB gave it (it names the account that owns the table).
+    pub table_arn: Option<String>,
+    /// The partition (HASH) key attribute.
+    pub hash: String,
+    /// The sort (RANGE) key attribute.
+    pub range: Option<String>,
+    /// Local secondary indexes: their partition key is the table's.
+    pub local_indexes: Vec<String>,
+    /// Global secondary indexes.
+    pub global_indexes: Vec<String>,
+}
+
+impl KeySchema {
+    /// The key attribute names, sorted (how requests' keys are compared with the schema).
+    pub fn key_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = std::iter::once(self.hash.as_str())
+            .chain(self.range.as_deref())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Whether `names` (in any order) are exactly the key attributes.
+    pub fn is_key<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> bool {
+        let mut given: Vec<&str> = names.into_iter().collect();
+        given.sort_unstable();
+        given == self.key_names()
+    }
+
+    /// The account that owns the table, from its ARN.
+    pub fn account(&self) -> Option<&str> {
+        match TableRef::parse(self.table_arn.as_deref()?) {
+            TableRef::Arn(a) => Some(a.account),
+            _ => None,
+        }
+    }
+
+    /// Whether Query and Scan on `index` (None: the base table) read the table's partitions, so
+    /// that they support `ConsistentRead` and a write to partition P only changes their answers
+    /// on P. `None` when the index is unknown.
+    pub fn index_shares_partitions(&self, index: Option<&str>) -> Option<bool> {
+        match index {
+            None => Some(true),
+            Some(i) if self.local_indexes.iter().any(|l| l == i) => Some(true),
+            Some(i) if self.global_indexes.iter().any(|g| g == i) => Some(false),
+            Some(_) => None,
+        }
+    }
+
+    /// The canonical primary key and partition key of an item (or a `Key`), given its attributes
+    /// as raw JSON values; `None` when a key attribute is missing or not a key value.
+    pub fn keys_of<'v>(
+        &self,
+        get: impl Fn(&str) -> Option<&'v RawValue>,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let hash: KeyAttr = serde_json::from_str(get(&self.hash)?.get()).ok()?;
+        let range: Option<KeyAttr> = match &self.range {
+            Some(r) => Some(serde_json::from_str(get(r)?.get()).ok()?),
+            None => None,
+        };
+        let mut attrs = vec![(self.hash.as_str(), &hash)];
+        if let (Some(name), Some(value)) = (&self.range, &range) {
+            attrs.push((name.as_str(), value));
+        }
+        let key = encode_key(attrs.iter().map(|(n, v)| (*n, *v)))?;
+        let partition = encode_key([(self.hash.as_str(), &hash)])?;
+        Some((key, partition))
+    }
+
+    /// The canonical partition key of a value of the partition key attribute.
+    pub fn partition_of(&self, value: &KeyAttr<'_>) -> Option<Vec<u8>> {
+        encode_key([(self.hash.as_str(), value)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_refs() {
+        assert_eq!(TableRef::parse("orders"), TableRef::Name("orders"));
+        assert_eq!(
+            TableRef::parse("arn:aws:dynamodb:eu-west-1:123456789012:table/orders"),
+            TableRef::Arn(TableArn {
+                region: "eu-west-1",
+                account: "123456789012",
+                name: "orders"
+            })
+        );
+        for bad in [
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/x",
+            "arn:aws:dynamodb:eu-west-1:1234:table/orders",
+            "arn:aws:s3:eu-west-1:123456789012:table/orders",
+            "arn:aws:dynamodb:eu-west-1:123456789012:index/orders",
+            "arn:aws:dynamodb::123456789012:table/orders",
+            "arn:",
+        ] {
+            assert_eq!(TableRef::parse(bad), TableRef::Malformed, "{bad}");
+        }
+        assert_eq!(split_table_id(&table_id("r", "t")), ("r", "t"));
+    }
+
+    #[test]
+    fn keys_of_items_follow_the_schema() {
+        let schema = KeySchema {
+            table_arn: Some("arn:aws:dynamodb:us-east-1:000000000000:table/t".into()),
+            hash: "pk".into(),
+            range: Some("sk".into()),
+            local_indexes: vec!["lsi".into()],
+            global_indexes: vec!["gsi".into()],
+        };
+        let item: std::collections::HashMap<&str, &RawValue> =
+            serde_json::from_str(r#"{"sk":{"N":"1.0"},"pk":{"S":"a"},"v":{"S":"x"}}"#).unwrap();
+        let (key, partition) = schema.keys_of(|n| item.get(n).copied()).unwrap();
+        let a: KeyAttr = serde_json::from_str(r#"{"S":"a"}"#).unwrap();
+        let one: KeyAttr = serde_json::from_str(r#"{"N":"1"}"#).unwrap();
+        assert_eq!(key, encode_key([("pk", &a), ("sk", &one)]).unwrap());
+        assert_eq!(partition, schema.partition_of(&a).unwrap());
+        assert!(schema.is_key(["sk", "pk"]));
+        assert!(!schema.is_key(["pk"]));
+        assert_eq!(schema.account(), Some("000000000000"));
+        assert_eq!(schema.index_shares_partitions(Some("lsi")), Some(true));
+        assert_eq!(schema.index_shares_partitions(Some("gsi")), Some(false));
+        assert_eq!(schema.index_shares_partitions(Some("nope")), None);
+        let missing: std::collections::HashMap<&str, &RawValue> =
+            serde_json::from_str(r#"{"pk":{"S":"a"}}"#).unwrap();
+        assert_eq!(schema.keys_of(|n| missing.get(n).copied()), None);
+    }
+}
