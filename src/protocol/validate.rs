@@ -18,7 +18,8 @@
 //! - **Query and Scan** entries are keyed by the whole canonical request, so an invalid request
 //!   can only meet a valid entry through what canonicalisation erases: `ReturnConsumedCapacity`
 //!   (left out of the key), numbers (normalised, so `+1` or ` 1` key like `1`), number sets
-//!   (sorted) and the table (an ARN keys like its name). Only those are checked here; expressions,
+//!   (sorted) and the table (an ARN keys like its name). Only those are checked here (and the type
+//!   of `ConsistentRead`, which decides whether the cache is used at all); expressions,
 //!   names and values are in the key verbatim, so an invalid one never meets a valid entry. A
 //!   change to what the query key erases must come with a check here.
 //!
@@ -578,6 +579,10 @@ pub fn query_or_scan(json: &[u8]) -> Proof {
         None => {}
         Some(Value::String(rcc)) => check_return_consumed_capacity_value(rcc)?,
         Some(_) => return Err(NotProven::WrongType),
+    }
+    // Read (not keyed on) to choose the cache at all: a wrong type must reach the engine.
+    if !matches!(request.get("ConsistentRead"), None | Some(Value::Bool(_))) {
+        return Err(NotProven::WrongType);
     }
     request.values().try_for_each(check_numbers_in)
 }
