@@ -23,57 +23,6 @@ const ITEM_BYPASSES: &str =
     r#"ddbcache_cache_bypasses_total{cache="item",reason="consistent_read"}"#;
 const NEGATIVE_HITS: &str = r#"ddbcache_cache_negative_hits_total{cache="item"}"#;
 
-async fn get_v(client: &Client, table: &str, pk: &str, sk: &str) -> Option<String> {
-    let out = client
-        .get_item()
-        .table_name(table)
-        .set_key(Some(key(pk, sk)))
-        .send()
-        .await
-        .expect("GetItem");
-    out.item().map(|i| {
-        i.get("v")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_default()
-    })
-}
-
-async fn put_v(client: &Client, table: &str, pk: &str, sk: &str, v: &str) {
-    let mut item = key(pk, sk);
-    item.insert("v".into(), s(v));
-    client
-        .put_item()
-        .table_name(table)
-        .set_item(Some(item))
-        .send()
-        .await
-        .expect("PutItem");
-}
-
-async fn query_vs(client: &Client, table: &str, pk: &str) -> Vec<String> {
-    let out = client
-        .query()
-        .table_name(table)
-        .key_condition_expression("pk = :p")
-        .expression_attribute_values(":p", s(pk))
-        .send()
-        .await
-        .expect("Query");
-    out.items()
-        .iter()
-        .map(|i| i["v"].as_s().unwrap().clone())
-        .collect()
-}
-
-async fn scan_vs(client: &Client, table: &str) -> BTreeSet<String> {
-    let out = client.scan().table_name(table).send().await.expect("Scan");
-    out.items()
-        .iter()
-        .filter_map(|i| i.get("v")?.as_s().ok().cloned())
-        .collect()
-}
-
 /// dynalite, ddbcache in front of it, a client through ddbcache and a table with one item.
 async fn setup() -> (Engine, TestProxy, Client, String) {
     let engine = Engine::dynalite().await;
@@ -428,7 +377,8 @@ async fn consistent_read_bypasses_and_does_not_fill() {
 #[tokio::test]
 async fn entries_expire_after_their_ttl() {
     let engine = Engine::dynalite().await;
-    let ttl = Duration::from_millis(300);
+    // Long enough that the reads below reach the entries before they expire on a loaded machine.
+    let ttl = Duration::from_millis(2000);
     let proxy = start_proxy_with(&engine.endpoint(), |c| {
         c.cache.item.ttl = ttl;
         c.cache.query.ttl = ttl;

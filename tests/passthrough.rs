@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::*;
 use aws_sdk_dynamodb::Client;
 use bytes::Bytes;
+use common::differential::Pair;
 use common::*;
 use ddbcache::upstream::amz_date;
 use http::StatusCode;
@@ -22,81 +23,6 @@ use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
 // Every operation: the same call through ddbcache and directly, on two engines in the same state.
-
-/// Two engines of the same kind, one behind ddbcache and one reached directly. The same calls go
-/// to both, so their answers must match.
-struct Pair {
-    proxied: Client,
-    direct: Client,
-    proxy: TestProxy,
-    _engines: (Engine, Engine),
-}
-
-impl Pair {
-    async fn dynalite() -> Pair {
-        Pair::with(Engine::dynalite().await, Engine::dynalite().await).await
-    }
-
-    async fn moto() -> Pair {
-        Pair::with(Engine::moto().await, Engine::moto().await).await
-    }
-
-    async fn with(behind: Engine, direct: Engine) -> Pair {
-        let proxy = start_proxy(&behind.endpoint()).await;
-        Pair {
-            proxied: sdk_client(&proxy.endpoint).await,
-            direct: sdk_client(&direct.endpoint()).await,
-            proxy,
-            _engines: (behind, direct),
-        }
-    }
-}
-
-/// An answer reduced to what must be equal: the output's view, or the error's code and message.
-fn outcome<T, E, V>(
-    call: &str,
-    result: Result<T, E>,
-    view: impl FnOnce(T) -> V,
-) -> Result<V, String>
-where
-    E: ProvideErrorMetadata + std::fmt::Debug,
-{
-    result.map(view).map_err(|e| match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
-        None => panic!("{call}: an error without a DynamoDB error code: {e:?}"),
-    })
-}
-
-/// Makes the call on both sides of a [`Pair`], asserts that the views of the answers are equal,
-/// and returns the view (or the error code both sides got).
-macro_rules! both {
-    ($pair:expr, |$c:ident| $call:expr, |$o:ident| $view:expr) => {{
-        let via_proxy = {
-            let $c = &$pair.proxied;
-            outcome(stringify!($call), $call.await, |$o| $view)
-        };
-        let direct = {
-            let $c = &$pair.direct;
-            outcome(stringify!($call), $call.await, |$o| $view)
-        };
-        assert_eq!(via_proxy, direct, "{}", stringify!($call));
-        via_proxy
-    }};
-}
-
-/// [`both!`] for a call that succeeds: returns the view.
-macro_rules! same {
-    ($($t:tt)*) => {
-        both!($($t)*).unwrap_or_else(|code| panic!("failed through the proxy and directly: {code}"))
-    };
-}
-
-/// [`both!`] for a call that fails: returns the error code.
-macro_rules! same_error {
-    ($($t:tt)*) => {
-        both!($($t)*).map(|_| ()).expect_err("succeeded through the proxy and directly")
-    };
-}
 
 fn items(
     list: &[HashMap<String, AttributeValue>],
@@ -516,7 +442,7 @@ async fn streams_calls_reach_the_streams_api() {
         serde_json::from_slice::<Value>(&body).unwrap()
     };
     let via_proxy = list_streams(p.proxy.endpoint.clone()).await;
-    let direct = list_streams(p._engines.1.endpoint()).await;
+    let direct = list_streams(p.engines.1.endpoint()).await;
     let tables = |v: &Value| {
         v["Streams"]
             .as_array()

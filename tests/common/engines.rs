@@ -101,7 +101,10 @@ impl Engine {
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if answers_list_tables(self.port).await {
+            // The port answering is not enough: another test's engine may have taken it between
+            // our probe and this engine's bind (this one then exits). The engine's own line saying
+            // it listens on the port proves that the answer came from it.
+            if self.says_it_listens() && answers_list_tables(self.port).await {
                 return Ok(());
             }
             let child = self.child.as_mut().expect("engine is running");
@@ -118,6 +121,16 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether the engine printed that it listens on its port (dynalite: `listening at:
+    /// http://127.0.0.1:PORT`; moto's werkzeug: `Running on http://127.0.0.1:PORT`).
+    fn says_it_listens(&self) -> bool {
+        let output = self.output.lock().unwrap();
+        let address = format!("127.0.0.1:{}", self.port);
+        output.lines().any(|l| {
+            (l.contains("listening at") || l.contains("Running on")) && l.contains(&address)
+        })
     }
 
     fn failure(&self, what: &str) -> String {

@@ -3,8 +3,10 @@
 //! between ddbcache and the engine to capture requests or hold a response back on cue.
 #![allow(dead_code)]
 
+pub mod differential;
 pub mod engines;
 pub mod raw;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -315,6 +317,72 @@ pub fn expected_authorization(captured: &Captured, upstream: &str, region: &str)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Items with a `v` attribute, on the pk/sk tables of `create_table`
+
+/// GetItem of (pk, sk): the item's `v`, or `None` when there is no such item.
+pub async fn get_v(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+) -> Option<String> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key(pk, sk)))
+        .send()
+        .await
+        .expect("GetItem");
+    out.item().map(|i| {
+        i.get("v")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    })
+}
+
+/// PutItem of (pk, sk) with `v`.
+pub async fn put_v(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str, sk: &str, v: &str) {
+    let mut item = key(pk, sk);
+    item.insert("v".into(), s(v));
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("PutItem");
+}
+
+/// Query of partition `pk`: the items' `v`s.
+pub async fn query_vs(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Vec<String> {
+    let out = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :p")
+        .expression_attribute_values(":p", s(pk))
+        .send()
+        .await
+        .expect("Query");
+    out.items()
+        .iter()
+        .map(|i| i["v"].as_s().unwrap().clone())
+        .collect()
+}
+
+/// Scan of the table: the items' `v`s.
+pub async fn scan_vs(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> std::collections::BTreeSet<String> {
+    let out = client.scan().table_name(table).send().await.expect("Scan");
+    out.items()
+        .iter()
+        .filter_map(|i| i.get("v")?.as_s().ok().cloned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Raw HTTP
 
 fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
@@ -386,8 +454,11 @@ type RequestMatcher = Box<dyn Fn(&str, &[u8]) -> bool + Send>;
 
 struct Hold {
     matches: RequestMatcher,
+    /// Hold the request before it reaches the engine (else: the answer after it).
+    request: bool,
     reached: oneshot::Sender<()>,
     release: oneshot::Receiver<()>,
+    landed: Option<oneshot::Sender<()>>,
 }
 
 /// An HTTP relay in front of an engine: records every request and can hold back the response to
@@ -400,6 +471,9 @@ pub struct Relay {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Rewrites a request body on its way to the engine (to imitate what the engine does not do).
+pub type Rewrite = Arc<dyn Fn(Bytes) -> Bytes + Send + Sync>;
+
 /// Handles to a held response: `reached` fires once the upstream has answered (and the answer is
 /// being held); sending on `release` lets it go on to ddbcache.
 pub struct Held {
@@ -407,8 +481,23 @@ pub struct Held {
     pub release: oneshot::Sender<()>,
 }
 
+/// Handles to a held request: `reached` fires once it arrived (it has not reached the engine);
+/// sending on `release` forwards it — even if ddbcache has given up on it and closed the
+/// connection meanwhile, as a request already on the wire to DynamoDB would still be executed —
+/// and `landed` fires once the engine has answered it.
+pub struct HeldRequest {
+    pub reached: oneshot::Receiver<()>,
+    pub release: oneshot::Sender<()>,
+    pub landed: oneshot::Receiver<()>,
+}
+
 impl Relay {
     pub async fn start(target: &str) -> Relay {
+        Relay::start_rewriting(target, Arc::new(|body| body)).await
+    }
+
+    /// A relay that rewrites every request body with `rewrite` before the engine sees it.
+    pub async fn start_rewriting(target: &str, rewrite: Rewrite) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let captured = Arc::new(Mutex::new(Vec::new()));
@@ -420,10 +509,10 @@ impl Relay {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (c, h, target) = (c.clone(), h.clone(), target.clone());
+                let (c, h, target, rw) = (c.clone(), h.clone(), target.clone(), rewrite.clone());
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (c, h, target) = (c.clone(), h.clone(), target.clone());
-                    async move { Ok::<_, std::convert::Infallible>(relay(req, &target, c, h).await) }
+                    let (c, h, target, rw) = (c.clone(), h.clone(), target.clone(), rw.clone());
+                    async move { Ok::<_, std::convert::Infallible>(relay(req, &target, c, h, rw).await) }
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -449,10 +538,35 @@ impl Relay {
         let (release, release_rx) = oneshot::channel();
         *self.hold.lock().await = Some(Hold {
             matches: Box::new(matches),
+            request: false,
             reached: reached_tx,
             release: release_rx,
+            landed: None,
         });
         Held { reached, release }
+    }
+
+    /// Holds the next request whose target and body satisfy `matches` before it reaches the
+    /// engine: the write it carries lands only when the test says so.
+    pub async fn hold_request_next(
+        &self,
+        matches: impl Fn(&str, &[u8]) -> bool + Send + 'static,
+    ) -> HeldRequest {
+        let (reached_tx, reached) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        let (landed_tx, landed) = oneshot::channel();
+        *self.hold.lock().await = Some(Hold {
+            matches: Box::new(matches),
+            request: true,
+            reached: reached_tx,
+            release: release_rx,
+            landed: Some(landed_tx),
+        });
+        HeldRequest {
+            reached,
+            release,
+            landed,
+        }
     }
 }
 
@@ -467,6 +581,7 @@ async fn relay(
     target: &str,
     captured: Arc<Mutex<Vec<Captured>>>,
     hold: Arc<Mutex<Option<Hold>>>,
+    rewrite: Rewrite,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
@@ -496,19 +611,38 @@ async fn relay(
     };
     let mut out = Request::post(format!("{target}{path}"));
     for (k, v) in parts.headers.iter() {
-        if k != "host" {
+        // The body may be rewritten: its length is the client's to set.
+        if k != "host" && k != "content-length" {
             out = out.header(k, v);
         }
     }
-    let resp = client()
-        .request(out.body(Full::new(body)).unwrap())
-        .await
-        .expect("engine answers the relay");
-    let (status, headers, body) = collect(resp).await;
-    if let Some(h) = held {
-        let _ = h.reached.send(());
-        let _ = h.release.await;
-    }
+    let request = out.body(Full::new(rewrite(body))).unwrap();
+    // The exchange with the engine runs on its own: a request that reached the relay is executed
+    // even if ddbcache hangs up meanwhile.
+    let exchange = tokio::spawn(async move {
+        let mut held = held;
+        if let Some(h) = held.as_mut().filter(|h| h.request) {
+            let _ = std::mem::replace(&mut h.reached, oneshot::channel().0).send(());
+            let _ = (&mut h.release).await;
+        }
+        let resp = client()
+            .request(request)
+            .await
+            .expect("engine answers the relay");
+        let answer = collect(resp).await;
+        if let Some(h) = held {
+            if h.request {
+                if let Some(landed) = h.landed {
+                    let _ = landed.send(());
+                }
+            } else {
+                let _ = h.reached.send(());
+                let _ = h.release.await;
+            }
+        }
+        answer
+    });
+    let (status, headers, body) = exchange.await.expect("the relay's exchange");
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     for (k, v) in headers.iter() {
