@@ -444,6 +444,36 @@ async fn per_table_ttl_zero_turns_the_cache_off_for_that_table() {
 }
 
 #[tokio::test]
+async fn a_write_to_one_partition_keeps_the_query_entries_of_the_others() {
+    let (_engine, proxy, client, table) = setup().await;
+    for pk in ["a", "b"] {
+        put_v(&client, &table, pk, "1", &format!("{pk}1")).await;
+    }
+    // The key schema is learned with the first read; read each partition twice so that both
+    // entries are filled under it.
+    for _ in 0..2 {
+        assert_eq!(query_vs(&client, &table, "a").await, ["a1"]);
+        assert_eq!(query_vs(&client, &table, "b").await, ["b1"]);
+    }
+    assert_eq!(scan_vs(&client, &table).await.len(), 2);
+    put_v(&client, &table, "a", "2", "a2").await;
+    let hits = proxy.metric(QUERY_HITS).await;
+    assert_eq!(query_vs(&client, &table, "b").await, ["b1"]);
+    assert_eq!(
+        proxy.metric(QUERY_HITS).await - hits,
+        1.0,
+        "partition b is untouched"
+    );
+    assert_eq!(query_vs(&client, &table, "a").await, ["a1", "a2"]);
+    assert_eq!(scan_vs(&client, &table).await.len(), 3);
+    assert_eq!(
+        proxy.metric(QUERY_HITS).await - hits,
+        1.0,
+        "partition a and the scan were invalidated"
+    );
+}
+
+#[tokio::test]
 async fn negative_entry_is_cached_then_invalidated_by_a_put() {
     let (_engine, proxy, client, table) = setup().await;
     assert_eq!(get_v(&client, &table, "nobody", "1").await, None);
