@@ -1,0 +1,146 @@
+"""Tests of lint_deploy.py: each check reports the mistake it exists for, and the shipped deploy/
+passes them all. Run by CI through `scripts/lint-deploy.sh --test`."""
+
+import copy
+import os
+import pathlib
+
+import pytest
+
+import lint_deploy as ld
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# What `ddbcache check-config --json` prints for deploy/kubernetes/base/ddbcache.toml, trimmed to
+# what the linter reads.
+CONFIG = {
+    "listen": {"addr": "127.0.0.1:8000", "admin_addr": "0.0.0.0:9000"},
+    "server": {"shutdown_grace": 10.0},
+    "derived": {"container_memory_bytes": 190 * 2**20,
+                "container_memory_rule": "(item capacity + query capacity) x 1.25 + 30MiB"},
+}
+
+
+def fixed_config(text, env):
+    return copy.deepcopy(CONFIG)
+
+
+def pod_objects(limit="192Mi", grace=45, app_endpoint="http://127.0.0.1:8000"):
+    """A Deployment with a ddbcache sidecar, its ConfigMap, ServiceAccount and metrics Service."""
+    probe = lambda path: {"httpGet": {"path": path, "port": "admin"}}  # noqa: E731
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {
+            "metadata": {"labels": {"app": "a"}},
+            "spec": {
+                "serviceAccountName": "app",
+                "terminationGracePeriodSeconds": grace,
+                "volumes": [{"name": "cfg", "configMap": {"name": "ddbcache-config"}}],
+                "initContainers": [{
+                    "name": "ddbcache", "image": "ddbcache", "restartPolicy": "Always",
+                    "ports": [{"name": "admin", "containerPort": 9000}],
+                    "startupProbe": probe("/readyz"), "readinessProbe": probe("/readyz"),
+                    "livenessProbe": probe("/healthz"),
+                    "resources": {"limits": {"memory": limit}},
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/etc/ddbcache"}],
+                }],
+                "containers": [{"name": "app", "image": "app", "env": [
+                    {"name": "AWS_ENDPOINT_URL_DYNAMODB", "value": app_endpoint}]}],
+            }}},
+    }
+    return [
+        deployment,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ddbcache-config"},
+         "data": {"ddbcache.toml": "[cache.item]\ncapacity = \"64MiB\"\n"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "metrics"},
+         "spec": {"selector": {"app": "a"}, "ports": [{"name": "m", "port": 9000,
+                                                       "targetPort": 9000}]}},
+    ]
+
+
+def test_a_consistent_pod_has_no_errors():
+    objects = pod_objects()
+    assert ld.reference_errors(objects) == []
+    assert ld.sidecar_errors(objects, fixed_config) == []
+
+
+def test_memory_below_what_check_config_derives_is_reported():
+    errors = ld.sidecar_errors(pod_objects(limit="128Mi"), fixed_config)
+    assert any("memory limit 128Mi is below the 190Mi" in e for e in errors), errors
+
+
+def test_grace_period_must_cover_shutdown_grace():
+    errors = ld.sidecar_errors(pod_objects(grace=10), fixed_config)
+    assert any("terminationGracePeriodSeconds 10" in e for e in errors), errors
+
+
+def test_app_must_point_at_the_sidecar():
+    errors = ld.sidecar_errors(pod_objects(app_endpoint="http://localhost:8000"), fixed_config)
+    assert any("AWS_ENDPOINT_URL_DYNAMODB=http://localhost:8000" in e for e in errors), errors
+
+
+def test_a_config_check_config_rejects_is_reported():
+    def rejects(text, env):
+        raise ValueError("invalid config: listen.admin_addr: must differ")
+    errors = ld.sidecar_errors(pod_objects(), rejects)
+    assert any("rejects its config: invalid config" in e for e in errors), errors
+
+
+def test_dangling_references_are_reported():
+    objects = pod_objects()
+    objects[3]["spec"]["selector"] = {"app": "other"}
+    objects[3]["spec"]["ports"][0]["targetPort"] = "admin"
+    del objects[2]
+    errors = ld.reference_errors(objects)
+    assert any("selects no pods" in e for e in errors), errors
+    assert any("ServiceAccount app is not defined" in e for e in errors), errors
+
+
+def test_service_monitor_needs_a_matching_service_port():
+    objects = pod_objects() + [{
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "sm"},
+        "spec": {"selector": {"matchLabels": {"nothing": "here"}},
+                 "endpoints": [{"port": "m", "path": "/metrics", "scrap": "30s"}]}}]
+    errors = ld.reference_errors(objects)
+    assert any("selects no Service" in e for e in errors), errors
+    assert any("unknown endpoint fields ['scrap']" in e for e in errors), errors
+
+
+def test_schemas_catch_unknown_fields():
+    objects = pod_objects()
+    objects[0]["spec"]["template"]["spec"]["initContainers"][0]["restartPolcy"] = "Always"
+    errors = ld.schema_errors([objects[0]])
+    assert any("restartPolcy" in e for e in errors), errors
+
+
+def test_invalid_promql_is_reported():
+    dashboard = {"panels": [{"title": "p", "targets": [{"expr": "sum(rate(x[5m])"}]}]}
+    assert len(ld.promql_errors(dashboard)) == 1
+    dashboard["panels"][0]["targets"][0]["expr"] = "sum(rate(x[$__rate_interval]))"
+    assert ld.promql_errors(dashboard) == []
+
+
+def test_unrendered_kustomization_generates_its_configmap(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [sa.yaml]\nconfigMapGenerator:\n  - name: c\n    files: [ddbcache.toml]\n")
+    (tmp_path / "sa.yaml").write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: s}\n")
+    (tmp_path / "ddbcache.toml").write_text("[log]\nlevel = \"debug\"\n")
+    objects = ld.unrendered(tmp_path)
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap"]
+    assert objects[1]["data"] == {"ddbcache.toml": "[log]\nlevel = \"debug\"\n"}
+    (tmp_path / "kustomization.yaml").write_text("resources: [gone.yaml]\n")
+    assert ld.missing_files(tmp_path) != []
+
+
+def test_quantities():
+    assert ld.parse_quantity("192Mi") == 192 * 2**20
+    assert ld.parse_quantity("1G") == 10**9
+    with pytest.raises(ValueError):
+        ld.parse_quantity("lots")
+
+
+@pytest.mark.skipif(not os.environ.get("LINT_DDBCACHE"), reason="LINT_DDBCACHE names a built ddbcache")
+def test_the_shipped_deploy_directory_is_clean():
+    assert ld.lint(ROOT, ld.CheckConfig(os.environ["LINT_DDBCACHE"]), say=lambda m: None) == []
