@@ -2,7 +2,7 @@
 //! `X-Amz-Target`, and reading a GetItem or Query body down to its cache key.
 //!
 //! `cargo bench --bench protocol`. Bodies are the shapes `ddbcache-load` sends, so these numbers
-//! add up to the per-request CPU the end-to-end runs in `benches/compare.sh` measure.
+//! add up to the per-request CPU the end-to-end runs of `ddbcache-load compare` measure.
 
 use std::hint::black_box;
 

@@ -234,13 +234,21 @@ impl DynamoClient {
     }
 }
 
-/// A plain GET, used for the admin port's `/metrics`.
-pub async fn http_get(url: &str, timeout: Duration) -> anyhow::Result<(StatusCode, Bytes)> {
+/// A plain request without a body, for ddbcache's admin port (`GET /metrics`, `POST
+/// /cache/flush`).
+pub async fn http_call(
+    method: http::Method,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<(StatusCode, Bytes)> {
     let client = http_client(1);
     let uri: Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a URL"))?;
-    let request = Request::get(uri).body(Full::new(Bytes::new()))?;
+    let request = Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .body(Full::new(Bytes::new()))?;
     let exchange = async {
         let response = client.request(request).await?;
         let status = response.status();
@@ -249,8 +257,8 @@ pub async fn http_get(url: &str, timeout: Duration) -> anyhow::Result<(StatusCod
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .with_context(|| format!("GET {url} timed out"))?
-        .with_context(|| format!("GET {url}"))
+        .with_context(|| format!("{method} {url} timed out"))?
+        .with_context(|| format!("{method} {url}"))
 }
 
 fn http_client(max_connections: usize) -> HttpClient {

@@ -1,6 +1,6 @@
 //! `ddbcache-load`: a load generator for any DynamoDB endpoint (real DynamoDB, DynamoDB Local,
-//! dynalite, or ddbcache in front of one of them), plus the bare HTTP server used as the
-//! baseline in `benches/compare.sh`.
+//! dynalite, or ddbcache in front of one of them), the bare HTTP server used as the baseline, and
+//! `compare`, which measures ddbcache against that baseline and writes `benches/RESULTS.md`.
 //!
 //! ```text
 //! ddbcache-load preload --endpoint http://127.0.0.1:4567 --table bench --keys 100000
@@ -8,30 +8,32 @@
 //!     --mix get=80,put=10,query=5,update=5 --dist zipf --concurrency 32 --duration 10s \
 //!     --admin http://127.0.0.1:9000
 //! ddbcache-load serve-fixed --addr 127.0.0.1:8100
+//! ddbcache-load compare --quick
 //! ```
 //!
 //! This file only parses arguments and builds the runtime; `workload` decides what to send,
-//! `client` sends it, `driver` paces it, `report` shows what happened, `preload` fills the table,
-//! `fixed_server` is the baseline server.
+//! `client` sends it, `driver` paces it, `run` measures one run, `report` shows what happened,
+//! `preload` fills the table, `fixed_server` is the baseline server and `compare` the
+//! side-by-side benchmark.
 
 mod client;
+mod compare;
 mod driver;
 mod fixed_server;
 mod preload;
 mod report;
+mod run;
 mod workload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{ClientOptions, DynamoClient};
-use crate::driver::DriveOptions;
-use crate::report::{CacheCounters, Report, RunInfo};
-use crate::workload::{Dist, KeySampler, Keyspace, Mix, RequestShape, Workload};
+use crate::run::RunSpec;
+use crate::workload::{Dist, Keyspace, Mix, RequestShape};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,9 @@ enum Command {
     Preload(PreloadArgs),
     /// Answer every request with the same GetItem response: the HTTP stack's own limit.
     ServeFixed(ServeFixedArgs),
+    /// Measure ddbcache against the bare server and dynalite, side by side, and write
+    /// benches/RESULTS.md. Starts every process it needs on free loopback ports.
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Args, Clone)]
@@ -174,7 +179,12 @@ struct ServeFixedArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = match cli.threads {
+    // `compare` drives its load from this process, on one thread pinned to its own core.
+    let threads = match cli.command {
+        Command::Compare(_) => 1,
+        _ => cli.threads,
+    };
+    let runtime = match threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
@@ -186,7 +196,6 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
-    let threads = cli.threads;
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, threads).await,
@@ -201,6 +210,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::ServeFixed(args) => fixed_server::serve(args.addr, args.item_bytes).await,
+            Command::Compare(args) => compare::compare(args).await,
         }
     })
 }
@@ -227,118 +237,47 @@ fn keyspace(args: &KeyspaceArgs) -> Keyspace {
 }
 
 async fn run(args: RunArgs, threads: usize) -> anyhow::Result<()> {
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("--rate must be a positive number of requests per second");
-        }
-    }
-    let duration = match (args.duration, args.requests) {
-        (None, None) => Some(Duration::from_secs(10)),
-        (d, _) => d,
-    };
-    let keyspace = keyspace(&args.keyspace);
-    let client = connect(&args.target, args.concurrency).await?;
-    if args.preload {
-        preload::preload(
-            Arc::clone(&client),
-            &args.target.table,
-            keyspace,
-            args.concurrency.min(16),
-        )
-        .await?;
-    }
-    let shape = RequestShape {
-        batch_size: args.batch_size,
-        query_limit: args.query_limit,
-        scan_limit: args.scan_limit,
-        consistent_read: args.consistent_read,
-    };
-    let sampler = KeySampler::new(keyspace.keys, args.dist, args.zipf_s)?;
-    let info = RunInfo {
+    let spec = RunSpec {
         endpoint: args.target.endpoint.clone(),
         table: args.target.table.clone(),
-        mix: args.mix.describe(),
-        dist: match args.dist {
-            Dist::Uniform => "uniform".to_owned(),
-            Dist::Zipf => format!("zipf s={}", args.zipf_s),
-            Dist::Seq => "sequential".to_owned(),
-        },
-        keys: keyspace.keys,
-        item_bytes: keyspace.item_bytes,
-        mode: if args.rate.is_some() {
-            "open"
-        } else {
-            "closed"
+        keyspace: keyspace(&args.keyspace),
+        mix: args.mix,
+        dist: args.dist,
+        zipf_s: args.zipf_s,
+        shape: RequestShape {
+            batch_size: args.batch_size,
+            query_limit: args.query_limit,
+            scan_limit: args.scan_limit,
+            consistent_read: args.consistent_read,
         },
         concurrency: args.concurrency,
         rate: args.rate,
-        threads,
-        warmup: args.warmup,
-    };
-    let workload = Arc::new(Workload::new(
-        &args.target.table,
-        keyspace,
-        shape,
-        args.mix,
-        sampler,
-    ));
-
-    // Give the runtime a moment so the first due time is not already late.
-    let start = Instant::now() + Duration::from_millis(20);
-    let measure_start = start + args.warmup;
-    let admin_before = args.admin.clone().map(|admin| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_start.into()).await;
-            scrape(&admin).await
-        })
-    });
-    let outcome = driver::drive(
-        client,
-        workload,
-        DriveOptions {
-            concurrency: args.concurrency,
-            rate: args.rate,
-            duration,
-            requests: args.requests,
-            warmup: args.warmup,
-            start,
-            seed: args.seed.unwrap_or_else(rand::random),
-            progress: !args.quiet,
+        duration: match (args.duration, args.requests) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (d, _) => d,
         },
-    )
-    .await?;
-    let admin = match (admin_before, &args.admin) {
-        (Some(before), Some(admin)) => {
-            let before = before.await??;
-            let after = scrape(admin).await?;
-            Some(CacheCounters::delta(&before, &after))
-        }
-        _ => None,
+        requests: args.requests,
+        warmup: args.warmup,
+        admin: args.admin,
+        seed: args.seed,
+        progress: !args.quiet,
+        threads,
     };
-    let report = Report {
-        info,
-        record: outcome.record,
-        elapsed: outcome.elapsed,
-        admin,
-    };
+    let client = connect(&args.target, args.concurrency.max(1)).await?;
+    if args.preload {
+        preload::preload(
+            Arc::clone(&client),
+            &spec.table,
+            spec.keyspace,
+            args.concurrency.clamp(1, 16),
+        )
+        .await?;
+    }
+    let report = run::measure(&spec, client, || ()).await?.report;
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
     }
     Ok(())
-}
-
-/// Reads the cache counters from ddbcache's admin port.
-async fn scrape(admin: &str) -> anyhow::Result<CacheCounters> {
-    let url = format!("{}/metrics", admin.trim_end_matches('/'));
-    let (status, body) = client::http_get(&url, Duration::from_secs(5)).await?;
-    if !status.is_success() {
-        bail!("GET {url}: HTTP {status}");
-    }
-    let text = std::str::from_utf8(&body).context("/metrics is not UTF-8")?;
-    Ok(CacheCounters::parse(text))
 }

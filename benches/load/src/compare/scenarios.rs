@@ -1,0 +1,931 @@
+//! The scenarios of a comparison. Each is a function that measures what it needs on a [`Bench`]
+//! and returns its section of the report with its targets checked; a new one (Query under
+//! writes over Zipf-chosen partitions, a fleet's write latency, ...) is a variant of
+//! [`Scenario`] and one function here, built from the `Bench` helpers: the servers, `preload`,
+//! `warm`, `measure` and `side_by_side`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ddbcache::config::Config;
+use serde_json::{json, Value};
+
+use super::procs::{self, Proc, Procs};
+use super::report::{mib, table, Check, Section, Spread};
+use super::Settings;
+use crate::client::{ClientOptions, DynamoClient};
+use crate::report::Report;
+use crate::run::{self, RunSpec};
+use crate::workload::{Dist, Keyspace};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Bare server, ddbcache hit, ddbcache with its cache off, dynalite: --concurrency in flight.
+    Throughput,
+    /// The same four, one request at a time: what each hop adds.
+    Latency,
+    /// Instructions per answer of the bare server and per hit, under callgrind.
+    Instructions,
+    /// Resident memory of a ddbcache whose item cache is full.
+    Memory,
+    /// Hit cost at each of --scale-keys cached items (run it last: a million items slow
+    /// dynalite down).
+    Scale,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Latency => "latency",
+            Scenario::Instructions => "instructions",
+            Scenario::Memory => "memory",
+            Scenario::Scale => "scale",
+        }
+    }
+
+    pub async fn run(self, bench: &mut Bench) -> anyhow::Result<Section> {
+        match self {
+            Scenario::Throughput => throughput(bench).await,
+            Scenario::Latency => latency(bench).await,
+            Scenario::Instructions => instructions(bench).await,
+            Scenario::Memory => memory(bench).await,
+            Scenario::Scale => scale(bench).await,
+        }
+    }
+}
+
+/// The table the throughput, latency and instruction runs read.
+const TABLE: &str = "bench";
+/// How long a server may take to start; callgrind's start-up is slow.
+const START_WITHIN: Duration = Duration::from_secs(120);
+
+/// A server runs are aimed at.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Short name, in the raw JSON.
+    pub key: &'static str,
+    /// Name in the tables.
+    pub label: &'static str,
+    pub url: String,
+    pub proc: Proc,
+    /// ddbcache's admin address.
+    pub admin: Option<String>,
+}
+
+/// One measured run.
+pub struct Sample {
+    pub report: Report,
+    pub server_cpu_s: f64,
+    pub generator_cpu_s: f64,
+}
+
+impl Sample {
+    fn per_request_us(&self, cpu_s: f64) -> f64 {
+        cpu_s / self.report.record.completed().max(1) as f64 * 1e6
+    }
+
+    fn latency_us(&self, quantile: f64) -> f64 {
+        self.report.record.latency.value_at_quantile(quantile) as f64
+    }
+}
+
+/// A figure of each sample of a target.
+fn spread(samples: &[Sample], figure: impl Fn(&Sample) -> f64) -> Spread {
+    Spread(samples.iter().map(figure).collect())
+}
+
+fn rps(s: &Sample) -> f64 {
+    s.report.throughput()
+}
+
+fn server_us(s: &Sample) -> f64 {
+    s.per_request_us(s.server_cpu_s)
+}
+
+/// The long-lived servers, started on first use.
+#[derive(Clone)]
+struct Servers {
+    fixed: Target,
+    direct: Target,
+    hit: Target,
+    miss: Target,
+}
+
+pub struct Bench {
+    settings: Settings,
+    procs: Procs,
+    work: PathBuf,
+    servers: Option<Servers>,
+    /// Tables in dynalite, with their item counts.
+    preloaded: Vec<(String, u64)>,
+    /// (ddbcache pid, table) whose every key is cached.
+    warmed: BTreeSet<(u32, String)>,
+    raw: Vec<Value>,
+}
+
+impl Bench {
+    pub fn new(settings: Settings, procs: Procs, work: PathBuf) -> Bench {
+        Bench {
+            settings,
+            procs,
+            work,
+            servers: None,
+            preloaded: Vec::new(),
+            warmed: BTreeSet::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// One JSON object per measured run, for the report's raw section.
+    pub fn raw(&self) -> &[Value] {
+        &self.raw
+    }
+
+    async fn servers(&mut self) -> anyhow::Result<Servers> {
+        if let Some(servers) = &self.servers {
+            return Ok(servers.clone());
+        }
+        let direct = self.start_dynalite().await?;
+        let fixed = self.start_fixed("fixed", None).await?;
+        let capacity = self.settings.item_capacity.to_string();
+        let (hit, _) = self
+            .start_ddbcache(
+                "ddbcache-hit",
+                ("hit", "ddbcache, cache hit"),
+                &direct.url,
+                &[("DDBCACHE_ITEM_CAPACITY", &capacity)],
+                None,
+            )
+            .await?;
+        let (miss, _) = self
+            .start_ddbcache(
+                "ddbcache-miss",
+                ("miss", "ddbcache, cache off (miss path)"),
+                &direct.url,
+                &[("DDBCACHE_CACHE_ENABLED", "false")],
+                None,
+            )
+            .await?;
+        let servers = Servers {
+            fixed,
+            direct,
+            hit,
+            miss,
+        };
+        self.servers = Some(servers.clone());
+        Ok(servers)
+    }
+
+    async fn start_dynalite(&mut self) -> anyhow::Result<Target> {
+        let port = self.procs.free_port()?;
+        let dynalite = self.settings.dynalite.clone();
+        let node = self.settings.node.clone();
+        let port_arg = port.to_string();
+        let args = [
+            dynalite.as_os_str(),
+            "--host".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--port".as_ref(),
+            port_arg.as_ref(),
+            "--createTableMs".as_ref(),
+            "0".as_ref(),
+            "--deleteTableMs".as_ref(),
+            "0".as_ref(),
+            "--updateTableMs".as_ref(),
+            "0".as_ref(),
+        ];
+        let proc = self.procs.spawn("dynalite", node, &args, &[])?;
+        self.procs.wait_port(&proc, port, START_WITHIN).await?;
+        Ok(Target {
+            key: "direct",
+            label: "dynalite direct",
+            url: format!("http://127.0.0.1:{port}"),
+            proc,
+            admin: None,
+        })
+    }
+
+    /// `serve-fixed`, this program's baseline server; under callgrind when `callgrind` names the
+    /// profile to write.
+    async fn start_fixed(
+        &mut self,
+        name: &str,
+        callgrind: Option<&Path>,
+    ) -> anyhow::Result<Target> {
+        let port = self.procs.free_port()?;
+        let this = std::env::current_exe()?;
+        let args = vec![
+            this.into_os_string(),
+            "serve-fixed".into(),
+            "--addr".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--item-bytes".into(),
+            self.settings.item_bytes.to_string().into(),
+        ];
+        let proc = self.spawn_maybe_under_callgrind(name, args, &[], callgrind)?;
+        self.procs.wait_port(&proc, port, START_WITHIN).await?;
+        Ok(Target {
+            key: "fixed",
+            label: "bare hyper (serve-fixed)",
+            url: format!("http://127.0.0.1:{port}"),
+            proc,
+            admin: None,
+        })
+    }
+
+    /// A ddbcache in front of `upstream`, configured by `DDBCACHE_*` variables only; returns the
+    /// config it runs with, as ddbcache itself resolves it.
+    async fn start_ddbcache(
+        &mut self,
+        name: &str,
+        (key, label): (&'static str, &'static str),
+        upstream: &str,
+        overrides: &[(&str, &str)],
+        callgrind: Option<&Path>,
+    ) -> anyhow::Result<(Target, Config)> {
+        let port = self.procs.free_port()?;
+        let admin_port = self.procs.free_port()?;
+        let mut env: Vec<(String, String)> = [
+            ("DDBCACHE_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            ("DDBCACHE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+            ("DDBCACHE_UPSTREAM_ENDPOINT", upstream.to_owned()),
+            ("DDBCACHE_UPSTREAM_SIGN", "false".to_owned()),
+            ("DDBCACHE_LOG_LEVEL", "warn".to_owned()),
+            ("DDBCACHE_SHUTDOWN_GRACE", "5s".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let config = Config::from_toml_and_env("", None, |var| {
+            env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        })
+        .context("the config given to ddbcache")?;
+        let args = vec![
+            self.settings.ddbcache.clone().into_os_string(),
+            "--config".into(),
+            "/dev/null".into(),
+        ];
+        let proc = self.spawn_maybe_under_callgrind(name, args, &env, callgrind)?;
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        self.procs.wait_ready(&proc, &admin, START_WITHIN).await?;
+        let target = Target {
+            key,
+            label,
+            url: format!("http://127.0.0.1:{port}"),
+            proc,
+            admin: Some(admin),
+        };
+        Ok((target, config))
+    }
+
+    fn spawn_maybe_under_callgrind(
+        &mut self,
+        name: &str,
+        mut command: Vec<std::ffi::OsString>,
+        env: &[(String, String)],
+        callgrind: Option<&Path>,
+    ) -> anyhow::Result<Proc> {
+        if let Some(out) = callgrind {
+            let mut valgrind = vec![
+                "--tool=callgrind".into(),
+                format!("--callgrind-out-file={}", out.display()).into(),
+            ];
+            valgrind.append(&mut command);
+            return self.procs.spawn(name, "valgrind", &valgrind, env);
+        }
+        let program = command.remove(0);
+        self.procs.spawn(name, program, &command, env)
+    }
+
+    async fn client(
+        &self,
+        url: &str,
+        connections: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Arc<DynamoClient>> {
+        Ok(Arc::new(
+            DynamoClient::new(ClientOptions {
+                endpoint: url.to_owned(),
+                region: "us-east-1".to_owned(),
+                sign: false,
+                timeout,
+                max_connections: connections,
+            })
+            .await?,
+        ))
+    }
+
+    /// Creates `table` in dynalite with `keys` items, unless it already has them.
+    async fn preload(&mut self, table: &str, keys: u64) -> anyhow::Result<()> {
+        if self.preloaded.iter().any(|(t, n)| t == table && *n >= keys) {
+            return Ok(());
+        }
+        let direct = self.servers().await?.direct;
+        eprintln!("compare: preloading {keys} items into dynalite (table {table})");
+        let client = self.client(&direct.url, 8, Duration::from_secs(30)).await?;
+        let keyspace = Keyspace {
+            keys,
+            rows_per_pk: 1,
+            item_bytes: self.settings.item_bytes,
+        };
+        crate::preload::preload(client, table, keyspace, 8).await?;
+        self.preloaded.retain(|(t, _)| t != table);
+        self.preloaded.push((table.to_owned(), keys));
+        Ok(())
+    }
+
+    /// Reads keys `0..keys` of `table` once each through `target`, so a ddbcache caches them
+    /// all; fails if any read failed or found nothing.
+    async fn warm(&mut self, target: &Target, table: &str, keys: u64) -> anyhow::Result<()> {
+        if !self.warmed.insert((target.proc.pid, table.to_owned())) {
+            return Ok(());
+        }
+        eprintln!(
+            "compare: warming {}: reading {keys} keys of {table} once each",
+            target.proc.name
+        );
+        let mut spec = self.spec(target, table, keys, self.settings.concurrency);
+        spec.admin = None;
+        spec.dist = Dist::Seq;
+        spec.duration = None;
+        spec.requests = Some(keys);
+        spec.warmup = Duration::ZERO;
+        let client = self
+            .client(&target.url, spec.concurrency, Duration::from_secs(60))
+            .await?;
+        let record = run::measure(&spec, client, || ()).await?.report.record;
+        if record.error_count() > 0 || record.get_not_found > 0 {
+            let errors: Vec<String> = record
+                .errors
+                .iter()
+                .map(|(kind, e)| format!("{kind} x{} (e.g. {})", e.count, e.sample))
+                .collect();
+            bail!(
+                "warming {} through {}: {} errors [{}], {} keys not found",
+                table,
+                target.proc.name,
+                record.error_count(),
+                errors.join("; "),
+                record.get_not_found
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops everything a ddbcache has cached.
+    async fn flush(&mut self, target: &Target) -> anyhow::Result<()> {
+        let admin = target.admin.as_deref().context("flush needs a ddbcache")?;
+        let url = format!("{admin}/cache/flush");
+        let (status, _) =
+            crate::client::http_call(http::Method::POST, &url, Duration::from_secs(10)).await?;
+        if !status.is_success() {
+            bail!("POST {url}: HTTP {status}");
+        }
+        self.warmed.retain(|(pid, _)| *pid != target.proc.pid);
+        Ok(())
+    }
+
+    /// The measured workload: GetItem of uniformly chosen keys of `table`, closed loop.
+    fn spec(&self, target: &Target, table: &str, keys: u64, concurrency: usize) -> RunSpec {
+        let mut spec = RunSpec::get_items(&target.url, table, keys, self.settings.item_bytes);
+        spec.concurrency = concurrency;
+        spec.duration = Some(self.settings.duration);
+        spec.warmup = self.settings.warmup;
+        spec.admin = target.admin.clone();
+        spec
+    }
+
+    /// One measured run of `spec` against `target`, with the server's and this process's CPU
+    /// time over the measured period; recorded for the raw section.
+    async fn measure(
+        &mut self,
+        scenario: Scenario,
+        target: &Target,
+        run: usize,
+        spec: &RunSpec,
+    ) -> anyhow::Result<Sample> {
+        let client = self
+            .client(&target.url, spec.concurrency, Duration::from_secs(10))
+            .await?;
+        let pid = target.proc.pid;
+        let measured = run::measure(spec, client, move || {
+            (procs::cpu_seconds(pid), procs::own_cpu_seconds())
+        })
+        .await?;
+        self.procs.check_alive(&target.proc)?;
+        let sample = Sample {
+            server_cpu_s: measured.after.0 - measured.before.0,
+            generator_cpu_s: measured.after.1 - measured.before.1,
+            report: measured.report,
+        };
+        let errors = sample.report.record.error_count();
+        eprintln!(
+            "compare: {} {} run {}: {:.0} req/s, p99 {} µs{}",
+            scenario.name(),
+            target.key,
+            run + 1,
+            sample.report.throughput(),
+            sample.latency_us(0.99),
+            if errors > 0 {
+                format!(", {errors} errors")
+            } else {
+                String::new()
+            }
+        );
+        let report = sample.report.to_json();
+        let mut raw = json!({
+            "scenario": scenario.name(),
+            "target": target.key,
+            "run": run + 1,
+            "server_cpu_s": (sample.server_cpu_s * 1000.0).round() / 1000.0,
+            "generator_cpu_s": (sample.generator_cpu_s * 1000.0).round() / 1000.0,
+        });
+        for field in [
+            "keys",
+            "concurrency",
+            "requests",
+            "throughput_rps",
+            "latency_us",
+            "errors",
+            "errors_by_type",
+            "cache_header",
+            "admin",
+        ] {
+            raw[field] = report[field].clone();
+        }
+        self.raw.push(raw);
+        Ok(sample)
+    }
+
+    /// `--runs` runs of each target, the targets' runs interleaved so that a slow spell of the
+    /// machine does not fall on one target only; the samples per target, in `targets` order.
+    async fn side_by_side(
+        &mut self,
+        scenario: Scenario,
+        targets: &[Target],
+        table: &str,
+        keys: u64,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<Vec<Sample>>> {
+        let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
+        for run in 0..self.settings.runs {
+            for (target, samples) in targets.iter().zip(&mut samples) {
+                let spec = self.spec(target, table, keys, concurrency);
+                samples.push(self.measure(scenario, target, run, &spec).await?);
+            }
+        }
+        Ok(samples)
+    }
+
+    /// The bare server, a hit, a miss and dynalite, side by side at `concurrency` in flight.
+    async fn four_targets(
+        &mut self,
+        scenario: Scenario,
+        concurrency: usize,
+    ) -> anyhow::Result<(Vec<Vec<Sample>>, String)> {
+        let servers = self.servers().await?;
+        let keys = self.settings.keys;
+        self.preload(TABLE, keys).await?;
+        self.warm(&servers.hit, TABLE, keys).await?;
+        let targets = [
+            servers.fixed.clone(),
+            servers.hit.clone(),
+            servers.miss.clone(),
+            servers.direct.clone(),
+        ];
+        let samples = self
+            .side_by_side(scenario, &targets, TABLE, keys, concurrency)
+            .await?;
+        let rows: Vec<Vec<String>> = targets
+            .iter()
+            .zip(&samples)
+            .map(|(target, s)| {
+                vec![
+                    target.label.to_owned(),
+                    spread(s, rps).show(0),
+                    spread(s, |s| s.latency_us(0.5)).show(0),
+                    spread(s, |s| s.latency_us(0.99)).show(0),
+                    spread(s, |s| s.latency_us(0.999)).show(0),
+                    s.iter()
+                        .map(|s| s.report.record.error_count())
+                        .sum::<u64>()
+                        .to_string(),
+                    spread(s, server_us).show(1),
+                    spread(s, |s| s.per_request_us(s.generator_cpu_s)).show(1),
+                ]
+            })
+            .collect();
+        let mut body = format!(
+            "GetItem over {keys} items, {concurrency} in flight.\n\n{}",
+            table(
+                &[
+                    "target",
+                    "req/s",
+                    "p50 µs",
+                    "p99 µs",
+                    "p99.9 µs",
+                    "errors",
+                    "server CPU µs/req",
+                    "generator CPU µs/req",
+                ],
+                &rows,
+            )
+        );
+        let hit_ratios: Vec<String> = samples[1]
+            .iter()
+            .filter_map(|s| s.report.admin.as_ref())
+            .map(|a| {
+                let (hits, misses) = a.totals();
+                format!("{:.2}%", 100.0 * hits / (hits + misses).max(1.0))
+            })
+            .collect();
+        body.push_str(&format!(
+            "\nHit ratio of the hit runs (ddbcache's /metrics deltas): {}.\n",
+            hit_ratios.join(", ")
+        ));
+        Ok((samples, body))
+    }
+}
+
+/// Ratio of two targets' medians of `figure`.
+fn ratio(a: &[Sample], b: &[Sample], figure: impl Fn(&Sample) -> f64 + Copy) -> f64 {
+    spread(a, figure).median() / spread(b, figure).median()
+}
+
+async fn throughput(bench: &mut Bench) -> anyhow::Result<Section> {
+    let concurrency = bench.settings.concurrency;
+    let (samples, body) = bench
+        .four_targets(Scenario::Throughput, concurrency)
+        .await?;
+    let (fixed, hit) = (&samples[0], &samples[1]);
+    let c = format!("({concurrency} in flight)");
+    Ok(Section {
+        title: format!("Throughput: {concurrency} requests in flight"),
+        body,
+        checks: vec![
+            Check::ratio(
+                format!("hit req/s ÷ bare hyper req/s {c}"),
+                ratio(hit, fixed, rps),
+                false,
+                0.9,
+            ),
+            Check::ratio(
+                format!("hit p99 ÷ bare hyper p99 {c}"),
+                ratio(hit, fixed, |s| s.latency_us(0.99)),
+                true,
+                1.5,
+            ),
+            Check::info(
+                format!("server CPU per hit ÷ per bare answer {c}"),
+                format!("{:.2}", ratio(hit, fixed, server_us)),
+            ),
+        ],
+    })
+}
+
+async fn latency(bench: &mut Bench) -> anyhow::Result<Section> {
+    let (samples, body) = bench.four_targets(Scenario::Latency, 1).await?;
+    let p50 = |s: &Sample| s.latency_us(0.5);
+    let miss_overhead = spread(&samples[2], p50).median() - spread(&samples[3], p50).median();
+    Ok(Section {
+        title: "Latency: one request at a time".to_owned(),
+        body,
+        checks: vec![
+            Check::ratio(
+                "hit p50 ÷ bare hyper p50 (1 in flight)",
+                ratio(&samples[1], &samples[0], p50),
+                true,
+                1.25,
+            ),
+            Check {
+                measure: "miss p50 − dynalite direct p50 (1 in flight)".to_owned(),
+                value: format!("{miss_overhead:.0} µs"),
+                target: "≤ 100 µs".to_owned(),
+                met: Some(miss_overhead <= 100.0),
+            },
+        ],
+    })
+}
+
+/// Instructions per answer, from two callgrind runs per target that differ only in the number
+/// of measured requests: start-up, warm-up and shutdown cancel out of the difference.
+async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    if !valgrind.is_ok_and(|o| o.status.success()) {
+        bail!("the instructions scenario needs valgrind (or leave it out of --scenarios)");
+    }
+    let servers = bench.servers().await?;
+    let keys = bench.settings.callgrind_keys;
+    let (n1, n2) = bench.settings.callgrind_requests;
+    bench.preload(TABLE, keys).await?;
+    let mut rows = Vec::new();
+    let mut per_request = Vec::new();
+    for key in ["fixed", "hit"] {
+        let mut counts = Vec::new();
+        let mut label = "";
+        for requests in [n1, n2] {
+            let out = bench.work.join(format!("callgrind.{key}.{requests}.out"));
+            let name = format!("{key}-callgrind-{requests}");
+            let target = match key {
+                "fixed" => bench.start_fixed(&name, Some(&out)).await?,
+                _ => {
+                    let (target, _) = bench
+                        .start_ddbcache(
+                            &name,
+                            ("hit", "ddbcache, cache hit"),
+                            &servers.direct.url,
+                            &[],
+                            Some(&out),
+                        )
+                        .await?;
+                    bench.warm(&target, TABLE, keys).await?;
+                    target
+                }
+            };
+            label = target.label;
+            eprintln!("compare: instructions {key}: {requests} requests under callgrind");
+            let mut spec = bench.spec(&target, TABLE, keys, bench.settings.concurrency);
+            spec.duration = None;
+            spec.requests = Some(requests);
+            spec.warmup = Duration::ZERO;
+            spec.admin = None;
+            let client = bench
+                .client(&target.url, spec.concurrency, Duration::from_secs(120))
+                .await?;
+            let record = run::measure(&spec, client, || ()).await?.report.record;
+            if record.error_count() > 0 {
+                bail!(
+                    "{} answered {} errors under callgrind",
+                    target.proc.name,
+                    record.error_count()
+                );
+            }
+            let status = bench.procs.stop(&target.proc, START_WITHIN).await?;
+            let ir = callgrind_total(&out).with_context(|| {
+                format!(
+                    "{} ({status}); its log: {}",
+                    out.display(),
+                    target.proc.log.display()
+                )
+            })?;
+            bench.raw.push(json!({
+                "scenario": "instructions", "target": key, "requests": requests, "ir": ir,
+            }));
+            counts.push(ir);
+        }
+        let ir = (counts[1] as f64 - counts[0] as f64) / (n2 - n1) as f64;
+        per_request.push(ir);
+        rows.push(vec![
+            label.to_owned(),
+            format!("{ir:.0}"),
+            counts[0].to_string(),
+            counts[1].to_string(),
+        ]);
+    }
+    let body = format!(
+        "`valgrind --tool=callgrind` of each server, started afresh for {n1} and for {n2} \
+         GetItem requests over {keys} items ({} in flight; a hit server first reads every key \
+         once): Ir per request = (Ir at {n2} − Ir at {n1}) ÷ {}. Instruction counts do not \
+         depend on the machine's noise, nor on the cores being shared.\n\n{}",
+        bench.settings.concurrency,
+        n2 - n1,
+        table(
+            &[
+                "target",
+                "instructions per request",
+                &format!("Ir, {n1} requests"),
+                &format!("Ir, {n2} requests"),
+            ],
+            &rows,
+        )
+    );
+    Ok(Section {
+        title: "Instructions per request".to_owned(),
+        body,
+        checks: vec![Check::ratio(
+            "instructions per hit ÷ per bare answer",
+            per_request[1] / per_request[0],
+            true,
+            1.2,
+        )],
+    })
+}
+
+/// The `summary:` (or `totals:`) count of a callgrind profile: instructions executed (Ir).
+fn callgrind_total(path: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path).context("reading the callgrind profile")?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("the callgrind profile has no summary line")
+}
+
+/// A ddbcache with a small item cache reads more distinct items than fit.
+async fn memory(bench: &mut Bench) -> anyhow::Result<Section> {
+    let servers = bench.servers().await?;
+    let (capacity, keys) = (bench.settings.mem_capacity, bench.settings.mem_keys);
+    let mem_table = "bench_mem";
+    bench.preload(mem_table, keys).await?;
+    let capacity_arg = capacity.to_string();
+    let (target, config) = bench
+        .start_ddbcache(
+            "ddbcache-mem",
+            ("mem", "ddbcache, small cache"),
+            &servers.direct.url,
+            &[
+                ("DDBCACHE_ITEM_CAPACITY", &capacity_arg),
+                // The query cache stays empty; a small capacity keeps it out of the sizing rule.
+                ("DDBCACHE_QUERY_CAPACITY", "1MiB"),
+            ],
+            None,
+        )
+        .await?;
+    let pid = target.proc.pid;
+    let rss_start = procs::memory_bytes(pid, "VmRSS").unwrap_or(0);
+    bench.warm(&target, mem_table, keys).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = target.admin.clone().unwrap_or_default();
+    let stats: Value = serde_json::from_str(&run::admin_text(&admin, "/cache").await?)
+        .context("/cache is not JSON")?;
+    let metrics = run::admin_text(&admin, "/metrics").await?;
+    let evictions = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ddbcache_cache_evictions_total{cache=\"item\"} "))
+        .unwrap_or("n/a")
+        .to_owned();
+    let rss = procs::memory_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+    let hwm = procs::memory_bytes(pid, "VmHWM").unwrap_or(0) as f64;
+    bench.procs.stop(&target.proc, START_WITHIN).await?;
+    let item = &stats["item"];
+    let bound = 1.1 * capacity as f64 + (30u64 << 20) as f64;
+    let rule = config.container_memory_bytes() as f64;
+    let rows = vec![vec![
+        mib(rss_start as f64),
+        mib(rss),
+        mib(hwm),
+        item["entries"].to_string(),
+        mib(item["bytes"].as_f64().unwrap_or(f64::NAN)),
+        mib(item["capacity_bytes"].as_f64().unwrap_or(f64::NAN)),
+        evictions,
+    ]];
+    let body = format!(
+        "A ddbcache with item capacity {} read {keys} distinct items once each (more than fit, \
+         so it evicted as it went).\n\n{}",
+        mib(capacity as f64),
+        table(
+            &[
+                "RSS at start",
+                "RSS full",
+                "peak RSS",
+                "entries",
+                "bytes weighed",
+                "capacity",
+                "evictions",
+            ],
+            &rows,
+        )
+    );
+    let check = |measure: String, bound: f64| Check {
+        measure,
+        value: mib(rss),
+        target: format!("≤ {}", mib(bound)),
+        met: Some(rss <= bound),
+    };
+    Ok(Section {
+        title: "Memory with a full cache".to_owned(),
+        body,
+        checks: vec![
+            check(
+                format!(
+                    "RSS with a full item cache of {}: ≤ 1.1 × capacity + 30 MiB",
+                    mib(capacity as f64)
+                ),
+                bound,
+            ),
+            check(
+                format!(
+                    "the same: ≤ the container memory check-config gives ({})",
+                    ddbcache::config::CONTAINER_MEMORY_RULE
+                ),
+                rule,
+            ),
+        ],
+    })
+}
+
+/// The hit path at several cache sizes: beyond the CPU caches each hit reads cold memory.
+async fn scale(bench: &mut Bench) -> anyhow::Result<Section> {
+    let servers = bench.servers().await?;
+    let mut rows = Vec::new();
+    let mut by_size: Vec<(u64, Vec<Sample>, f64)> = Vec::new();
+    for keys in bench.settings.scale_keys.clone() {
+        let table_name = format!("bench_{keys}");
+        bench.preload(&table_name, keys).await?;
+        bench.flush(&servers.hit).await?;
+        bench.warm(&servers.hit, &table_name, keys).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let admin = servers.hit.admin.clone().unwrap_or_default();
+        let stats: Value = serde_json::from_str(&run::admin_text(&admin, "/cache").await?)?;
+        let rss = procs::memory_bytes(servers.hit.proc.pid, "VmRSS").unwrap_or(0) as f64;
+        let mut samples = Vec::new();
+        for run in 0..bench.settings.runs {
+            let spec = bench.spec(&servers.hit, &table_name, keys, bench.settings.concurrency);
+            samples.push(
+                bench
+                    .measure(Scenario::Scale, &servers.hit, run, &spec)
+                    .await?,
+            );
+        }
+        rows.push(vec![
+            stats["item"]["entries"].to_string(),
+            spread(&samples, rps).show(0),
+            spread(&samples, |s| s.latency_us(0.5)).show(0),
+            spread(&samples, |s| s.latency_us(0.99)).show(0),
+            spread(&samples, server_us).show(1),
+            mib(rss),
+        ]);
+        by_size.push((keys, samples, rss));
+    }
+    let mut checks = Vec::new();
+    if let (Some(small), Some(large)) = (by_size.first(), by_size.last()) {
+        if by_size.len() > 1 {
+            checks.push(Check::ratio(
+                format!(
+                    "server CPU per hit at {} items ÷ at {} items",
+                    large.0, small.0
+                ),
+                ratio(&large.1, &small.1, server_us),
+                true,
+                1.15,
+            ));
+        }
+    }
+    if let Some((_, _, rss)) = by_size.iter().find(|(keys, _, _)| *keys == 1_000_000) {
+        checks.push(Check {
+            measure: format!(
+                "RSS with 1000000 cached items of {} B",
+                bench.settings.item_bytes
+            ),
+            value: mib(*rss),
+            target: "≤ 330.0 MiB".to_owned(),
+            met: Some(*rss <= (330u64 << 20) as f64),
+        });
+    }
+    let body = format!(
+        "Each table was preloaded, the cache flushed, every key read once, then measured as above \
+         ({} in flight).\n\n{}",
+        bench.settings.concurrency,
+        table(
+            &[
+                "items cached",
+                "req/s",
+                "p50 µs",
+                "p99 µs",
+                "server CPU µs/req",
+                "RSS",
+            ],
+            &rows,
+        )
+    );
+    Ok(Section {
+        title: "Hit cost by cache size".to_owned(),
+        body,
+        checks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_instruction_count_of_a_callgrind_profile() {
+        let path = std::env::temp_dir().join(format!("callgrind-test-{}.out", std::process::id()));
+        std::fs::write(
+            &path,
+            "# callgrind format\nversion: 1\ncmd: ddbcache\nevents: Ir\nsummary: 73952936\n\nfn=main\n3 12\ntotals: 73952936\n",
+        )
+        .unwrap();
+        assert_eq!(callgrind_total(&path).unwrap(), 73_952_936);
+        std::fs::write(&path, "events: Ir\n").unwrap();
+        assert!(callgrind_total(&path).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -1,0 +1,70 @@
+//! `ddbcache-load compare`, shrunk to seconds: the scenarios run end to end against the real
+//! processes they start (dynalite, serve-fixed, ddbcache in front of dynalite), and the report
+//! has every section, its targets, and hits that really were hits. The instructions scenario is
+//! left out: callgrind's start-up alone takes most of a minute on a debug build (its parsing of
+//! callgrind's output is tested beside it).
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn a_reduced_quick_comparison_writes_the_whole_report() {
+    let load = Path::new(env!("CARGO_BIN_EXE_ddbcache-load"));
+    let ddbcache = load.with_file_name("ddbcache");
+    assert!(
+        ddbcache.is_file(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        ddbcache.display()
+    );
+    let out = std::env::temp_dir().join(format!("ddbcache-compare-test-{}.md", std::process::id()));
+    let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let mut command = Command::new(load);
+    command
+        .args(["compare", "--quick", "--runs", "2", "--duration", "300ms"])
+        .args(["--warmup", "100ms", "--keys", "300", "--concurrency", "4"])
+        .args(["--mem-keys", "1500", "--mem-capacity", "128KiB"])
+        .args(["--scale-keys", "100,300"])
+        .args(["--scenarios", "throughput,latency,memory,scale"])
+        .arg("--ddbcache")
+        .arg(&ddbcache)
+        .arg("--out")
+        .arg(&out);
+    if !two_cpus {
+        command.arg("--no-pin");
+    }
+    let status = command.status().unwrap();
+    assert!(status.success(), "compare failed: {status}");
+    let report = std::fs::read_to_string(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+
+    for heading in [
+        "## Machine",
+        "## Method",
+        "## Targets",
+        "## Throughput: 4 requests in flight",
+        "## Latency: one request at a time",
+        "## Memory with a full cache",
+        "## Hit cost by cache size",
+        "## Raw",
+    ] {
+        assert!(report.contains(heading), "no {heading} in:\n{report}");
+    }
+    // Warmed, the cache-on ddbcache answered every measured read from its cache.
+    assert!(
+        report
+            .contains("Hit ratio of the hit runs (ddbcache's /metrics deltas): 100.00%, 100.00%."),
+        "{report}"
+    );
+    // Two runs per target: four targets twice (throughput, latency), two cache sizes.
+    let runs = report
+        .lines()
+        .filter(|l| l.starts_with("{\"") && l.contains("\"run\":"))
+        .count();
+    assert_eq!(runs, 2 * (4 + 4 + 2), "{report}");
+    // Median and range of two runs in every figure of the side-by-side tables.
+    let fixed = report
+        .lines()
+        .find(|l| l.starts_with("| bare hyper (serve-fixed) |"))
+        .unwrap();
+    assert!(fixed.contains('–'), "{fixed}");
+}
