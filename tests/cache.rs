@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes, PutRequest,
-    ReturnValue, ScalarAttributeType, WriteRequest,
+    KeysAndAttributes, PutRequest, ReturnValue, ScalarAttributeType, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use common::*;
@@ -214,28 +213,7 @@ async fn reads_see_transactions_and_partiql_updates() {
 
 /// A table keyed by a number, to test number spellings.
 async fn create_numeric_table(client: &Client, name: &str) {
-    client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    wait_active(client, name).await;
+    create_single_key_table(client, name, "id", ScalarAttributeType::N).await;
 }
 
 #[tokio::test]

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    ReturnConsumedCapacity, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnConsumedCapacity, ScalarAttributeType};
 use aws_sdk_dynamodb::Client;
 use bytes::Bytes;
 use common::differential::Pair;
@@ -25,28 +22,7 @@ const ITEM_HITS: &str = r#"ddbcache_cache_hits_total{cache="item"}"#;
 
 /// Creates a table keyed by the string attribute `pk` alone.
 async fn create_hash_table(client: &Client, name: &str) {
-    client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("CreateTable");
-    wait_active(client, name).await;
+    create_single_key_table(client, name, "pk", ScalarAttributeType::S).await;
 }
 
 async fn put_item(client: &Client, table: &str, item: serde_json::Value) {

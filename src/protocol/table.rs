@@ -24,6 +24,8 @@ pub enum TableRef<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableArn<'a> {
+    /// `aws`, `aws-cn`, `aws-us-gov`, ...
+    pub partition: &'a str,
     pub region: &'a str,
     pub account: &'a str,
     pub name: &'a str,
@@ -64,6 +66,7 @@ impl<'a> TableRef<'a> {
             && !name.contains('/');
         if well_formed {
             TableRef::Arn(TableArn {
+                partition,
                 region,
                 account,
                 name,
@@ -185,6 +188,7 @@ mod tests {
         assert_eq!(
             TableRef::parse("arn:aws:dynamodb:eu-west-1:123456789012:table/orders"),
             TableRef::Arn(TableArn {
+                partition: "aws",
                 region: "eu-west-1",
                 account: "123456789012",
                 name: "orders"

@@ -692,28 +692,17 @@ fn is_plain_table_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// A table ARN DynamoDB would take: its structure as [`TableRef`] reads it, and each part valid.
 fn is_table_arn(arn: &str) -> bool {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("dynamodb"), Some(region), Some(account), Some(rest)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let TableRef::Arn(a) = TableRef::parse(arn) else {
         return false;
     };
-    let partition_ok = (3..=32).contains(&partition.len())
-        && partition.starts_with("aws")
-        && partition
+    let partition_ok = (3..=32).contains(&a.partition.len())
+        && a.partition.starts_with("aws")
+        && a.partition
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b == b'-');
-    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
-    partition_ok
-        && account_ok
-        && Region::parse(region).is_some()
-        && rest.strip_prefix("table/").is_some_and(is_plain_table_name)
+    partition_ok && Region::parse(a.region).is_some() && is_plain_table_name(a.name)
 }
 
 fn check_return_consumed_capacity(rcc: Option<&Text>) -> Proof {

@@ -209,6 +209,38 @@ pub fn create_table_request(
         .attribute_definitions(string("sk"))
 }
 
+/// Creates a table keyed by one attribute of the given type (`S`, `N`, `B`), and waits until ACTIVE.
+pub async fn create_single_key_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    attribute: &str,
+    kind: aws_sdk_dynamodb::types::ScalarAttributeType,
+) {
+    use aws_sdk_dynamodb::types::*;
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(attribute)
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attribute)
+                .attribute_type(kind)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("CreateTable");
+    wait_active(client, name).await;
+}
+
 /// Polls DescribeTable until the table is ACTIVE (engines create tables asynchronously).
 pub async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) {
     for _ in 0..200 {
