@@ -44,6 +44,7 @@ MSG
 # Not exec: the EXIT trap must stop dynalite when ddbcache exits.
 DDBCACHE_LISTEN_ADDR="$listen" DDBCACHE_ADMIN_ADDR="$admin" \
     DDBCACHE_UPSTREAM_ENDPOINT="http://127.0.0.1:$dynalite_port" DDBCACHE_UPSTREAM_SIGN=false \
+    DDBCACHE_UPSTREAM_PIN_REGION=true \
     "$binary" --config config/ddbcache.toml run &
 ddbcache=$!
 trap 'kill -TERM "$ddbcache" 2>/dev/null || true' INT TERM

@@ -46,13 +46,18 @@ impl Default for ListenConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
-    /// Full endpoint URL. When absent, `https://dynamodb.<region>.amazonaws.com`.
+    /// Full endpoint URL; `{region}` in it stands for the request's region. When absent,
+    /// `https://dynamodb.{region}.amazonaws.com`.
     pub endpoint: Option<String>,
-    /// Endpoint of DynamoDB Streams calls. When absent: `endpoint` if that is set (local engines
-    /// serve both), else `https://streams.dynamodb.<region>.amazonaws.com`.
+    /// Endpoint of DynamoDB Streams calls (`{region}` as in `endpoint`). When absent: `endpoint`
+    /// if that is set (local engines serve both), else `https://streams.dynamodb.{region}.amazonaws.com`.
     pub streams_endpoint: Option<String>,
-    /// Signing region, and the region of the derived endpoint.
+    /// The region of a request whose signature names none (or an invalid one), and of every
+    /// request when `pin_region` is set or the endpoint is one fixed URL that ddbcache signs for.
     pub region: String,
+    /// Send and sign every request for `region`, whatever region its client signed for: for
+    /// engines that keep one set of tables whatever the region (dynalite, DynamoDB Local).
+    pub pin_region: bool,
     /// Re-sign requests with SigV4 using the standard AWS credential chain.
     pub sign: bool,
     pub connect_timeout_ms: u64,
@@ -68,6 +73,7 @@ impl Default for UpstreamConfig {
             endpoint: None,
             streams_endpoint: None,
             region: "us-east-1".into(),
+            pin_region: false,
             sign: true,
             connect_timeout_ms: 1000,
             timeout_ms: 3000,
@@ -77,23 +83,50 @@ impl Default for UpstreamConfig {
 }
 
 impl UpstreamConfig {
-    /// The endpoint URL that requests go to.
-    pub fn endpoint_url(&self) -> String {
+    /// Where requests go, `{region}` standing for the request's region.
+    pub fn endpoint_template(&self) -> String {
         match &self.endpoint {
             Some(e) => e.trim_end_matches('/').to_string(),
-            None => format!("https://dynamodb.{}.amazonaws.com", self.region),
+            None => format!("https://dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
         }
     }
 
-    /// The endpoint URL that DynamoDB Streams requests go to.
-    pub fn streams_endpoint_url(&self) -> String {
+    /// Where DynamoDB Streams requests go, `{region}` standing for the request's region.
+    pub fn streams_endpoint_template(&self) -> String {
         match (&self.streams_endpoint, &self.endpoint) {
             (Some(e), _) => e.trim_end_matches('/').to_string(),
-            (None, Some(_)) => self.endpoint_url(),
-            (None, None) => format!("https://streams.dynamodb.{}.amazonaws.com", self.region),
+            (None, Some(_)) => self.endpoint_template(),
+            (None, None) => format!("https://streams.dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
         }
     }
+
+    /// The endpoint URL of requests of `region` (the configured one).
+    pub fn endpoint_url(&self) -> String {
+        self.endpoint_template()
+            .replace(REGION_PLACEHOLDER, &self.region)
+    }
+
+    /// The endpoint URL of DynamoDB Streams requests of `region` (the configured one).
+    pub fn streams_endpoint_url(&self) -> String {
+        self.streams_endpoint_template()
+            .replace(REGION_PLACEHOLDER, &self.region)
+    }
+
+    /// Whether a request is sent to, and signed for, the region its client signed for (else
+    /// every request is `region`'s). Not when pinned, and not when ddbcache signs for a fixed
+    /// endpoint: one URL serves one region, and a signature for another would be refused.
+    pub fn follows_client_region(&self) -> bool {
+        let fixed = self
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| !e.contains(REGION_PLACEHOLDER));
+        let signs_for_one_url = self.sign && fixed;
+        !(self.pin_region || signs_for_one_url)
+    }
 }
+
+/// What an endpoint's URL says where the request's region goes.
+pub const REGION_PLACEHOLDER: &str = "{region}";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -266,6 +299,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_ADMIN_ADDR", "listen.admin_addr"),
     ("DDBCACHE_UPSTREAM_ENDPOINT", "upstream.endpoint"),
     ("DDBCACHE_UPSTREAM_REGION", "upstream.region"),
+    ("DDBCACHE_UPSTREAM_PIN_REGION", "upstream.pin_region"),
     ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign"),
     (
         "DDBCACHE_UPSTREAM_CONNECT_TIMEOUT_MS",
@@ -791,6 +825,46 @@ mod tests {
         c.upstream.endpoint = Some("ftp://x".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("upstream.endpoint"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_follow_the_clients_region_unless_pinned_or_fixed_and_signed() {
+        let mut u = UpstreamConfig::default();
+        assert_eq!(
+            u.endpoint_template(),
+            "https://dynamodb.{region}.amazonaws.com"
+        );
+        assert_eq!(u.endpoint_url(), "https://dynamodb.us-east-1.amazonaws.com");
+        assert_eq!(
+            u.streams_endpoint_url(),
+            "https://streams.dynamodb.us-east-1.amazonaws.com"
+        );
+        assert!(u.follows_client_region());
+        u.pin_region = true;
+        assert!(!u.follows_client_region());
+        u.pin_region = false;
+        u.endpoint = Some("https://dynamodb.eu-west-1.amazonaws.com/".into());
+        assert!(
+            !u.follows_client_region(),
+            "one URL is one region to sign for"
+        );
+        assert_eq!(
+            u.streams_endpoint_template(),
+            "https://dynamodb.eu-west-1.amazonaws.com"
+        );
+        u.sign = false;
+        assert!(
+            u.follows_client_region(),
+            "unsigned, the client's signature decides"
+        );
+        u.sign = true;
+        u.endpoint = Some("https://ddb.{region}.example.com".into());
+        assert!(u.follows_client_region());
+        assert_eq!(u.endpoint_url(), "https://ddb.us-east-1.example.com");
+        let mut c = Config::default();
+        c.upstream.region = "us-east-1.evil.com".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("upstream.region"), "{err}");
     }
 
     #[test]

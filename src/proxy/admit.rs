@@ -14,6 +14,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use crate::config::UpstreamConfig;
 use crate::protocol::front_door::{self, Admission, Verdict};
 use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
@@ -78,12 +79,36 @@ impl Turned {
     }
 }
 
-/// Reads and checks one request. `max` is `server.max_body_bytes`; `default_region` is the
-/// region of requests that do not name one (and of every request while regions are not routed).
+/// How a request's region is chosen: the one its client signed for, unless regions are pinned
+/// (`UpstreamConfig::follows_client_region`) or the signature names none.
+pub(crate) struct Regions {
+    /// `upstream.region`.
+    pub(crate) default: Region,
+    follow_client: bool,
+}
+
+impl Regions {
+    pub(crate) fn new(config: &UpstreamConfig) -> Regions {
+        Regions {
+            default: Region::parse(&config.region)
+                .expect("config validation checks that upstream.region is a region name"),
+            follow_client: config.follows_client_region(),
+        }
+    }
+
+    fn of(&self, client: Option<&Region>) -> Region {
+        match client {
+            Some(region) if self.follow_client => region.clone(),
+            _ => self.default.clone(),
+        }
+    }
+}
+
+/// Reads and checks one request; `max` is `server.max_body_bytes`.
 pub(crate) async fn admit(
     req: Request<Incoming>,
     max: u64,
-    default_region: &Region,
+    regions: &Regions,
 ) -> Result<Inbound, Turned> {
     let (parts, body) = req.into_parts();
     // Only for metrics: the front door decides what the target means.
@@ -145,7 +170,7 @@ pub(crate) async fn admit(
         headers: &parts.headers,
         body: &json,
     };
-    let admission = match front_door::examine(&inbound, default_region) {
+    let admission = match front_door::examine(&inbound, &regions.default) {
         Verdict::Admit(admission) => admission,
         Verdict::Answer(answer) => {
             let mut response = Response::new(Full::new(answer.body));
@@ -163,7 +188,7 @@ pub(crate) async fn admit(
         headers: parts.headers,
         body,
         json,
-        region: default_region.clone(),
+        region: regions.of(admission.region.as_ref()),
         admission,
     })
 }

@@ -35,7 +35,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::front_door;
 use crate::protocol::reads::require_object;
-use crate::protocol::region::Region;
 use crate::protocol::{OpClass, Operation, ProtocolError};
 use crate::upstream::{error_chain, Upstream, UpstreamResponse};
 use admit::Inbound;
@@ -59,8 +58,8 @@ pub(crate) struct Proxy {
     upstream: Arc<Upstream>,
     cache: Option<Arc<Cache>>,
     metrics: Arc<Metrics>,
-    /// `upstream.region`: the region of requests that name none.
-    default_region: Region,
+    /// How a request's region is chosen.
+    regions: admit::Regions,
     /// `ddbcache_requests_total{operation, status="200"}` per operation (indexed by the
     /// operation), resolved on first use: most requests end here, and a labelled lookup per request
     /// would take the metric family's lock and hash both labels.
@@ -93,14 +92,13 @@ impl Proxy {
                 .cache_consistent_reads
                 .with_label_values(&[kind.label()]);
         }
-        let default_region = Region::parse(&config.upstream.region)
-            .expect("config validation checks that upstream.region is a region name");
+        let regions = admit::Regions::new(&config.upstream);
         Proxy {
             config,
             upstream,
             cache,
             metrics,
-            default_region,
+            regions,
             ok_requests: Operation::ALL.iter().map(|_| OnceLock::new()).collect(),
         }
     }
@@ -116,8 +114,7 @@ impl Proxy {
         self.metrics.in_flight.inc();
         let _in_flight = scopeguard(|| self.metrics.in_flight.dec());
 
-        let admitted =
-            admit::admit(req, self.config.server.max_body_bytes, &self.default_region).await;
+        let admitted = admit::admit(req, self.config.server.max_body_bytes, &self.regions).await;
         let (op, mut response, outcome) = match admitted {
             Ok(inbound) => {
                 let (mut response, outcome) = self
@@ -200,6 +197,7 @@ impl Proxy {
             .upstream
             .send(
                 inb.op,
+                inb.region.as_str(),
                 &path,
                 &inb.headers,
                 inb.body.clone(),

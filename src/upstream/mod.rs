@@ -4,6 +4,7 @@
 pub mod amz_date;
 pub mod signing;
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, REGION_PLACEHOLDER};
 use crate::protocol::{Operation, ProtocolError};
 pub use signing::{Signer, SigningError};
 
@@ -95,15 +96,62 @@ const SIGNATURE_HEADERS: &[&str] = &[
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// One upstream endpoint (and its DynamoDB Streams endpoint).
+/// The upstream: DynamoDB's endpoint and its DynamoDB Streams endpoint, for each region.
 pub struct Upstream {
     client: HttpsClient,
-    endpoint: Endpoint,
-    streams_endpoint: Endpoint,
+    endpoint: Route,
+    streams_endpoint: Route,
     signer: Option<Signer>,
     timeout: Duration,
+    /// `upstream.region`: the readiness probe's.
+    region: String,
 }
 
+/// Where a service's requests go: one URL, or one per region (`{region}` in the URL).
+enum Route {
+    Fixed(Endpoint),
+    PerRegion { template: String },
+}
+
+impl Route {
+    /// `default_region` fills the template once, to check it makes URLs.
+    fn parse(template: &str, default_region: &str) -> anyhow::Result<Route> {
+        if template.contains(REGION_PLACEHOLDER) {
+            Endpoint::parse(&template.replace(REGION_PLACEHOLDER, default_region))?;
+            Ok(Route::PerRegion {
+                template: template.to_string(),
+            })
+        } else {
+            Ok(Route::Fixed(Endpoint::parse(template)?))
+        }
+    }
+
+    /// The endpoint of `region`. Region names are letters, digits and hyphens (`Region`), so
+    /// filling one in cannot change the URL's shape.
+    fn endpoint(&self, region: &str) -> Result<Cow<'_, Endpoint>, UpstreamError> {
+        match self {
+            Route::Fixed(e) => Ok(Cow::Borrowed(e)),
+            Route::PerRegion { template } => {
+                let url = template.replace(REGION_PLACEHOLDER, region);
+                Endpoint::parse(&url)
+                    .map(Cow::Owned)
+                    .map_err(|e| UpstreamError::Connect {
+                        endpoint: url,
+                        detail: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    fn describe(&self) -> &str {
+        match self {
+            Route::Fixed(e) => &e.url,
+            Route::PerRegion { template } => template,
+        }
+    }
+}
+
+#[derive(Clone)]
 struct Endpoint {
     url: String,
     base: Uri,
@@ -165,36 +213,41 @@ impl Upstream {
             .build(https);
         Ok(Upstream {
             client,
-            endpoint: Endpoint::parse(&config.endpoint_url())?,
-            streams_endpoint: Endpoint::parse(&config.streams_endpoint_url())?,
+            endpoint: Route::parse(&config.endpoint_template(), &config.region)?,
+            streams_endpoint: Route::parse(&config.streams_endpoint_template(), &config.region)?,
             signer,
             timeout: Duration::from_millis(config.timeout_ms),
+            region: config.region.clone(),
         })
     }
 
+    /// The endpoint as configured (a URL, or a URL with `{region}`), for logs.
     pub(crate) fn endpoint(&self) -> &str {
-        &self.endpoint.url
+        self.endpoint.describe()
     }
 
     pub(crate) fn signer(&self) -> Option<&Signer> {
         self.signer.as_ref()
     }
 
-    /// Forwards one request. `inbound` are the client's headers; `identity_encoding` asks the
-    /// upstream for an uncompressed answer (what the caches store).
+    /// Forwards one request to `region`'s endpoint, signed for `region`. `inbound` are the
+    /// client's headers; `identity_encoding` asks the upstream for an uncompressed answer (what
+    /// the caches store).
     pub(crate) async fn send(
         &self,
         op: Operation,
+        region: &str,
         path_and_query: &str,
         inbound: &HeaderMap,
         body: Bytes,
         identity_encoding: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let endpoint = if op.is_streams() {
+        let route = if op.is_streams() {
             &self.streams_endpoint
         } else {
             &self.endpoint
         };
+        let endpoint = route.endpoint(region)?;
         let mut request = Request::post(endpoint.uri(path_and_query))
             .body(body)
             .expect("a POST with a valid URI is a valid request");
@@ -211,7 +264,7 @@ impl Upstream {
         }
         headers.insert(header::HOST, endpoint.host.clone());
         if let Some(signer) = &self.signer {
-            signer.sign(&mut request).await?;
+            signer.sign_for(&mut request, region).await?;
         }
         let request = request.map(Full::new);
         let started = Instant::now();
@@ -275,9 +328,15 @@ impl Upstream {
         );
         if self.signer.is_none() {
             // Unsigned engines still want a well-formed Authorization header.
-            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(
-                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
-            ));
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/{}/dynamodb/aws4_request, \
+                 SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
+                self.region
+            );
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&auth).expect("a region name is a valid header value"),
+            );
             headers.insert(
                 HeaderName::from_static("x-amz-date"),
                 HeaderValue::from_static("20200101T000000Z"),
@@ -286,6 +345,7 @@ impl Upstream {
         let r = self
             .send(
                 Operation::ListTables,
+                &self.region,
                 "/",
                 &headers,
                 Bytes::from_static(br#"{"Limit":1}"#),
@@ -318,6 +378,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_fill_in_the_region() {
+        let per_region =
+            Route::parse("https://dynamodb.{region}.amazonaws.com", "us-east-1").unwrap();
+        let e = per_region.endpoint("eu-west-3").unwrap();
+        assert_eq!(
+            e.uri("/").to_string(),
+            "https://dynamodb.eu-west-3.amazonaws.com/"
+        );
+        assert_eq!(e.host, "dynamodb.eu-west-3.amazonaws.com");
+        let fixed = Route::parse("http://127.0.0.1:4567", "us-east-1").unwrap();
+        assert_eq!(fixed.endpoint("eu-west-3").unwrap().host, "127.0.0.1:4567");
+        assert!(Route::parse("not a url {region}", "us-east-1").is_err());
+    }
 
     #[test]
     fn endpoint_paths_join() {

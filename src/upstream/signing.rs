@@ -99,17 +99,27 @@ impl Signer {
         }
     }
 
-    /// Signs `request` (whose URI is absolute and whose `host` header is set) in place, replacing
-    /// any `authorization`, `x-amz-date` and `x-amz-security-token` it carries.
+    /// Signs `request` (whose URI is absolute and whose `host` header is set) in place for the
+    /// signer's region, replacing any `authorization`, `x-amz-date` and `x-amz-security-token` it
+    /// carries.
     pub async fn sign(
         &self,
         request: &mut http::Request<bytes::Bytes>,
+    ) -> Result<(), SigningError> {
+        self.sign_for(request, &self.region).await
+    }
+
+    /// Signs `request` as [`Signer::sign`] does, for `region`.
+    pub async fn sign_for(
+        &self,
+        request: &mut http::Request<bytes::Bytes>,
+        region: &str,
     ) -> Result<(), SigningError> {
         let credentials = self.credentials().await?;
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region(&self.region)
+            .region(region)
             .name("dynamodb")
             .time(SystemTime::now())
             .settings(SigningSettings::default())

@@ -143,10 +143,19 @@ pub async fn sdk_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 }
 
 pub async fn sdk_client_with_attempts(endpoint: &str, attempts: u32) -> aws_sdk_dynamodb::Client {
+    sdk_client_with(endpoint, attempts, "us-east-1").await
+}
+
+/// The Rust SDK pointed at `endpoint`, signing for `region`.
+pub async fn sdk_client_in(endpoint: &str, region: &str) -> aws_sdk_dynamodb::Client {
+    sdk_client_with(endpoint, 3, region).await
+}
+
+async fn sdk_client_with(endpoint: &str, attempts: u32, region: &str) -> aws_sdk_dynamodb::Client {
     let creds =
         aws_sdk_dynamodb::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_string()))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
         .retry_config(
