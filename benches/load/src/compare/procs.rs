@@ -41,16 +41,24 @@ impl Procs {
         }
     }
 
-    /// A loopback port nobody listens on (and not handed out before). The server is started on
-    /// it right after, and fails loudly in the unlikely case another process took it meanwhile.
+    /// A loopback port nobody listens on (and not handed out before), below the ephemeral
+    /// range: the kernel hands ports of that range to every outgoing connection (the generator
+    /// opens many) and to every bind to port 0, so a port found free there can be taken again
+    /// before the server, started right after, binds it.
     pub fn free_port(&mut self) -> anyhow::Result<u16> {
-        for _ in 0..100 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            if self.ports.insert(port) {
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let range = 10_000..ephemeral.max(20_000);
+        for _ in 0..1000 {
+            let port = rand::random_range(range.clone());
+            if !self.ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                self.ports.insert(port);
                 return Ok(port);
             }
         }
-        bail!("no free loopback port found")
+        bail!("no free loopback port found in {range:?}")
     }
 
     /// Starts `program args` as server `name`, pinned, with stdout and stderr in
@@ -283,6 +291,22 @@ pub fn memory_bytes(pid: u32, field: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+            .unwrap_or(32768);
+        let mut procs = Procs::new(std::env::temp_dir(), None);
+        let ports: BTreeSet<u16> = (0..20).map(|_| procs.free_port().unwrap()).collect();
+        assert_eq!(ports.len(), 20);
+        assert!(
+            ports
+                .iter()
+                .all(|p| (10_000..ephemeral.max(20_000)).contains(p)),
+            "{ports:?}"
+        );
+    }
 
     #[test]
     fn reads_its_own_cpu_and_memory() {
