@@ -6,8 +6,10 @@
 #                                  JavaScript v3, from package-lock.json (npm ci)
 #   .venv                          moto (local engine with transactions and PartiQL), boto3 and
 #                                  pytest, from scripts/requirements.txt
+#   redis-server                   the fleet bus the fleet tests start (Debian's package, with
+#                                  apt-get, when it is not on PATH)
 #
-# Usage: scripts/setup.sh [node|python]...   (no argument: both)
+# Usage: scripts/setup.sh [node|python|redis]...   (no argument: all three)
 # Needs: node >= 18 with npm, python3 >= 3.9 with the venv module.
 # Env: PYTHON (default python3) picks the interpreter for .venv.
 set -euo pipefail
@@ -58,13 +60,29 @@ python_deps() {
     printf '%s\n' "$sum" >"$stamp"
 }
 
+redis_server() {
+    if command -v redis-server >/dev/null 2>&1; then
+        say "redis-server present"
+        return
+    fi
+    need apt-get "install redis-server (or Valkey's valkey-server as redis-server) yourself"
+    local sudo=()
+    [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+    say "installing redis-server with apt-get"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    # The package starts a system-wide server; the tests start their own on free ports.
+    if command -v systemctl >/dev/null 2>&1; then "${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+}
+
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(node python)
+[[ ${#parts[@]} -gt 0 ]] || parts=(node python redis)
 for part in "${parts[@]}"; do
     case "$part" in
         node) node_deps ;;
         python) python_deps ;;
-        *) say "unknown part '$part' (expected node or python)" >&2; exit 2 ;;
+        redis) redis_server ;;
+        *) say "unknown part '$part' (expected node, python or redis)" >&2; exit 2 ;;
     esac
 done
 say "done"

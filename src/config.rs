@@ -23,6 +23,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Per-table overrides, keyed by table name.
     pub tables: BTreeMap<String, TableOverrides>,
+    /// The invalidation bus shared by a fleet of sidecars (off without `redis_url`).
+    pub fleet: FleetConfig,
+    /// DynamoDB Streams read to invalidate writes made elsewhere (off without `tables`).
+    pub streams: StreamsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +248,151 @@ impl Default for QueryCacheConfig {
     }
 }
 
+/// `[fleet]`: the Redis (or Valkey, ElastiCache, MemoryDB) the sidecars of a fleet publish their
+/// writes on. Off when `redis_url` is unset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://...` (TLS). Printed without its
+    /// password.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted_url"
+    )]
+    pub redis_url: Option<String>,
+    /// Namespace of the bus channel and of the stream leases: fleets sharing one Redis differ here.
+    pub channel: String,
+    /// How long a write waits for its invalidation to be published before it is answered anyway
+    /// (the message is then retried from a queue, and this sidecar serves no hits until it went).
+    #[serde(with = "humantime_serde_compat")]
+    pub publish_timeout: Duration,
+    /// Messages the retry queue holds; past it they collapse into one "invalidate everything".
+    pub publish_queue: usize,
+    /// How often the subscription connection is pinged to detect a dead link.
+    #[serde(with = "humantime_serde_compat")]
+    pub ping_interval: Duration,
+    /// A ping (or a connection attempt) not answered within this marks the link down.
+    #[serde(with = "humantime_serde_compat")]
+    pub ping_timeout: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            channel: "ddbcache".into(),
+            publish_timeout: Duration::from_millis(50),
+            publish_queue: 1024,
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FleetConfig {
+    pub fn enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+}
+
+/// A URL with the password of its user part replaced, for printing.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:****@{host}")
+        }
+        Some((_, host)) => format!("{scheme}://****@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    v: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(url) => s.serialize_str(&redacted_url(url)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Which tables' streams are read: a list, or `"*"` for every table ddbcache has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StreamTables {
+    #[default]
+    None,
+    All,
+    Named(Vec<String>),
+}
+
+impl Serialize for StreamTables {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StreamTables::None => Vec::<String>::new().serialize(s),
+            StreamTables::All => s.serialize_str("*"),
+            StreamTables::Named(names) => names.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamTables {
+    /// A list of names, `"*"`, or (as an environment variable gives it) a comma-separated string.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            List(Vec<String>),
+        }
+        let names = match Raw::deserialize(d)? {
+            Raw::One(s) if s.trim() == "*" => return Ok(StreamTables::All),
+            Raw::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+            Raw::List(l) if l.len() == 1 && l[0] == "*" => return Ok(StreamTables::All),
+            Raw::List(l) => l,
+        };
+        let names: Vec<String> = names.into_iter().filter(|t| !t.is_empty()).collect();
+        Ok(if names.is_empty() {
+            StreamTables::None
+        } else {
+            StreamTables::Named(names)
+        })
+    }
+}
+
+/// `[streams]`: DynamoDB Streams read to invalidate what was written around every sidecar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// `["orders", ...]`, or `"*"` for every table ddbcache has seen. Empty: no stream is read.
+    pub tables: StreamTables,
+    /// Longest wait between two GetRecords on a shard that had nothing new (the wait doubles from
+    /// 50ms up to this while a shard stays empty).
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// With `[fleet]`: how long a sidecar's lease on a table's stream lasts without renewal, and so
+    /// how long the others wait before taking over from one that died.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
+    /// How often the stream's shards are listed again (new shards, a re-enabled stream).
+    #[serde(with = "humantime_serde_compat")]
+    pub describe_interval: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            tables: StreamTables::None,
+            poll_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(10),
+            describe_interval: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Per-table TTLs; an absent key inherits the cache's. `0s` turns that cache off for the table.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -319,6 +468,11 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity"),
     ("DDBCACHE_CONSISTENCY_WINDOW", "cache.consistency_window"),
     ("DDBCACHE_IN_DOUBT_WINDOW", "cache.in_doubt_window"),
+    ("DDBCACHE_FLEET_REDIS_URL", "fleet.redis_url"),
+    ("DDBCACHE_FLEET_CHANNEL", "fleet.channel"),
+    ("DDBCACHE_FLEET_PUBLISH_TIMEOUT", "fleet.publish_timeout"),
+    ("DDBCACHE_FLEET_PUBLISH_QUEUE", "fleet.publish_queue"),
+    ("DDBCACHE_STREAMS_TABLES", "streams.tables"),
 ];
 
 /// Memory the process needs beyond what the caches' capacities count (the runtime, TLS,
@@ -434,6 +588,36 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "not a valid tracing filter (try `info`)");
         }
+        if let Some(url) = &self.fleet.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                || redis::Client::open(url.as_str()).is_err()
+            {
+                return invalid(
+                    "fleet.redis_url",
+                    "not a redis:// or rediss:// URL like redis://host:6379",
+                );
+            }
+        }
+        if self.fleet.channel.is_empty() {
+            return invalid("fleet.channel", "must not be empty");
+        }
+        for (key, d) in [
+            ("fleet.publish_timeout", self.fleet.publish_timeout),
+            ("fleet.ping_interval", self.fleet.ping_interval),
+            ("fleet.ping_timeout", self.fleet.ping_timeout),
+            ("streams.poll_interval", self.streams.poll_interval),
+            ("streams.describe_interval", self.streams.describe_interval),
+        ] {
+            if d.is_zero() {
+                return invalid(key, "must be greater than 0s");
+            }
+        }
+        if self.fleet.publish_queue == 0 {
+            return invalid("fleet.publish_queue", "must be at least 1");
+        }
+        if self.streams.lease_ttl < Duration::from_secs(1) {
+            return invalid("streams.lease_ttl", "must be at least 1s");
+        }
         Ok(())
     }
 
@@ -478,6 +662,12 @@ impl Config {
                 }
             }
         }
+        v["fleet"]["publish_timeout"] = secs(self.fleet.publish_timeout);
+        v["fleet"]["ping_interval"] = secs(self.fleet.ping_interval);
+        v["fleet"]["ping_timeout"] = secs(self.fleet.ping_timeout);
+        v["streams"]["poll_interval"] = secs(self.streams.poll_interval);
+        v["streams"]["lease_ttl"] = secs(self.streams.lease_ttl);
+        v["streams"]["describe_interval"] = secs(self.streams.describe_interval);
         v["derived"] = serde_json::json!({
             "endpoint_url": self.upstream.endpoint_url(),
             "streams_endpoint_url": self.upstream.streams_endpoint_url(),
@@ -695,6 +885,30 @@ mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_and_streams_sections() {
+        let c = Config::from_toml(
+            "[fleet]\nredis_url = \"redis://u:secret@r:6379\"\n[streams]\ntables = \"*\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.fleet.enabled());
+        assert_eq!(c.streams.tables, StreamTables::All);
+        assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
+        let c = with_env("", &[("DDBCACHE_STREAMS_TABLES", "a, b")]).unwrap();
+        assert_eq!(
+            c.streams.tables,
+            StreamTables::Named(vec!["a".into(), "b".into()])
+        );
+        let c = Config::from_toml("[streams]\ntables = [\"orders\"]\n").unwrap();
+        assert_eq!(c.streams.tables, StreamTables::Named(vec!["orders".into()]));
+        assert!(!Config::default().fleet.enabled());
+        let mut bad = Config::default();
+        bad.fleet.redis_url = Some("http://r:6379".into());
+        assert!(bad.validate().is_err());
+        assert_eq!(redacted_url("rediss://:pw@h:6380"), "rediss://:****@h:6380");
+    }
 
     fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_toml_and_env(text, None, |k| {

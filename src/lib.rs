@@ -13,6 +13,7 @@
 mod admin;
 pub mod cache;
 pub mod config;
+mod fleet;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

@@ -43,6 +43,170 @@ pub struct Metrics {
     pub(crate) ready: IntGauge,
     /// Time from a request's arrival to its response, for every request ddbcache answers.
     pub(crate) request_duration: Histogram,
+    /// The fleet bus and the stream readers (`crate::fleet`).
+    pub(crate) fleet: FleetMetrics,
+}
+
+/// The metrics of the fleet bus and of the DynamoDB Streams readers.
+pub(crate) struct FleetMetrics {
+    pub(crate) link_up: IntGauge,
+    pub(crate) link_losses: IntCounter,
+    pub(crate) publish_queue: IntGauge,
+    pub(crate) published: IntCounter,
+    pub(crate) publish_failures: IntCounterVec,
+    pub(crate) publish_duration: Histogram,
+    pub(crate) queue_overflows: IntCounter,
+    pub(crate) received: IntCounterVec,
+    pub(crate) invalidation_lag: Histogram,
+    pub(crate) stream_records: IntCounterVec,
+    pub(crate) stream_lag: Histogram,
+    pub(crate) stream_lease_held: IntGaugeVec,
+    pub(crate) stream_readable: IntGaugeVec,
+    pub(crate) stream_errors: IntCounterVec,
+}
+
+impl FleetMetrics {
+    fn new(registry: &Registry, latency_buckets: &[f64]) -> FleetMetrics {
+        fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        }
+        let counter = |name: &str, help: &str| {
+            reg(registry, IntCounter::new(name, help).expect("valid metric"))
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            reg(registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            reg(
+                registry,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("valid metric"),
+            )
+        };
+        let m = FleetMetrics {
+            link_up: gauge(
+                "ddbcache_fleet_link_up",
+                "1 while subscribed to the fleet bus; 0 while the link is down (reads bypass the cache).",
+            ),
+            link_losses: counter(
+                "ddbcache_fleet_link_losses_total",
+                "Times the fleet bus subscription was lost (each ends with the whole cache dropped on resubscription).",
+            ),
+            publish_queue: gauge(
+                "ddbcache_fleet_publish_queue",
+                "Invalidations waiting to be published again (reads bypass the cache while any wait).",
+            ),
+            published: counter(
+                "ddbcache_fleet_published_total",
+                "Invalidations published on the fleet bus.",
+            ),
+            publish_failures: counter_vec(
+                "ddbcache_fleet_publish_failures_total",
+                "Publishes that failed, by kind (timeout, error, no_connection); the message is queued for retry.",
+                &["kind"],
+            ),
+            publish_duration: histogram(
+                "ddbcache_fleet_publish_duration_seconds",
+                "Time a write waited for its invalidation to be published (what the bus adds to a write).",
+                latency_buckets.to_vec(),
+            ),
+            queue_overflows: counter(
+                "ddbcache_fleet_publish_queue_overflows_total",
+                "Times the retry queue overflowed and collapsed into one 'invalidate everything'.",
+            ),
+            received: counter_vec(
+                "ddbcache_fleet_received_total",
+                "Messages received on the fleet bus, by outcome (applied, own, invalid).",
+                &["outcome"],
+            ),
+            invalidation_lag: histogram(
+                "ddbcache_fleet_invalidation_lag_seconds",
+                "Time from a peer publishing an invalidation (its clock) to this sidecar applying it.",
+                latency_buckets.to_vec(),
+            ),
+            stream_records: counter_vec(
+                "ddbcache_stream_records_total",
+                "DynamoDB Stream records read, by table.",
+                &["table"],
+            ),
+            stream_lag: histogram(
+                "ddbcache_stream_lag_seconds",
+                "Time from a stream record's ApproximateCreationDateTime to its invalidation here.",
+                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
+            ),
+            stream_lease_held: gauge_vec(
+                "ddbcache_stream_lease_held",
+                "1 while this sidecar holds the fleet's lease on a table's stream (and so reads it).",
+                &["table"],
+            ),
+            stream_readable: gauge_vec(
+                "ddbcache_stream_readable",
+                "1 while a table's stream is found and read; 0 when it is not enabled or not readable.",
+                &["table"],
+            ),
+            stream_errors: counter_vec(
+                "ddbcache_stream_errors_total",
+                "Stream calls that failed, by kind (throttled, expired_iterator, trimmed, not_enabled, denied, upstream, redis, other).",
+                &["kind"],
+            ),
+        };
+        for outcome in ["applied", "own", "invalid"] {
+            m.received.with_label_values(&[outcome]);
+        }
+        for kind in ["timeout", "error", "no_connection"] {
+            m.publish_failures.with_label_values(&[kind]);
+        }
+        m
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 14] {
+        let FleetMetrics {
+            link_up,
+            link_losses,
+            publish_queue,
+            published,
+            publish_failures,
+            publish_duration,
+            queue_overflows,
+            received,
+            invalidation_lag,
+            stream_records,
+            stream_lag,
+            stream_lease_held,
+            stream_readable,
+            stream_errors,
+        } = self;
+        [
+            link_up,
+            link_losses,
+            publish_queue,
+            published,
+            publish_failures,
+            publish_duration,
+            queue_overflows,
+            received,
+            invalidation_lag,
+            stream_records,
+            stream_lag,
+            stream_lease_held,
+            stream_readable,
+            stream_errors,
+        ]
+    }
 }
 
 impl Default for Metrics {
@@ -186,10 +350,11 @@ impl Metrics {
                         "ddbcache_request_duration_seconds",
                         "Time from a request's arrival on the data port to its response.",
                     )
-                    .buckets(latency_buckets),
+                    .buckets(latency_buckets.clone()),
                 )
                 .expect("valid metric"),
             ),
+            fleet: FleetMetrics::new(&registry, &latency_buckets),
             registry,
         };
         for cache in CACHES {
@@ -242,6 +407,7 @@ impl Metrics {
             cache_capacity,
             ready,
             request_duration,
+            fleet,
         } = self;
         let collectors: [&dyn Collector; 19] = [
             requests,
@@ -266,6 +432,7 @@ impl Metrics {
         ];
         collectors
             .into_iter()
+            .chain(fleet.collectors())
             .flat_map(|c| c.desc().into_iter().zip(c.collect()))
             .map(|(desc, family)| Family {
                 name: desc.fq_name.clone(),

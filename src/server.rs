@@ -58,7 +58,7 @@ impl Server {
             Arc::new(config),
             upstream.clone(),
             metrics.clone(),
-        ));
+        )?);
         let admin_state = Arc::new(AdminState {
             metrics,
             readiness: readiness.clone(),
@@ -114,6 +114,8 @@ impl Server {
             tokio::spawn(credentials_refresher(upstream.clone())),
             tokio::spawn(admin::serve(admin, admin_state)),
         ];
+        // The fleet bus and stream readers, until this function returns.
+        let _fleet = proxy.start_fleet();
 
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());

@@ -60,16 +60,19 @@ pub enum InvalidationCause {
     Stream,
     /// Traffic contradicted the table's key schema.
     Schema,
+    /// The fleet link came back after being down: what was missed meanwhile is unknown.
+    FleetResync,
 }
 
 impl InvalidationCause {
-    pub const ALL: [InvalidationCause; 6] = [
+    pub const ALL: [InvalidationCause; 7] = [
         InvalidationCause::Write,
         InvalidationCause::Control,
         InvalidationCause::Flush,
         InvalidationCause::Fleet,
         InvalidationCause::Stream,
         InvalidationCause::Schema,
+        InvalidationCause::FleetResync,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +83,7 @@ impl InvalidationCause {
             InvalidationCause::Fleet => "fleet",
             InvalidationCause::Stream => "stream",
             InvalidationCause::Schema => "schema",
+            InvalidationCause::FleetResync => "fleet_resync",
         }
     }
 }
@@ -599,9 +603,20 @@ impl Cache {
         ids.len()
     }
 
+    /// Table identities this cache has looked up or invalidated.
+    pub(crate) fn table_ids(&self) -> Vec<String> {
+        self.generations.table_ids()
+    }
+
     /// Drops everything, key schemas included.
     pub(crate) fn flush(&self) {
-        self.count_invalidation(InvalidationCause::Flush);
+        self.flush_for(InvalidationCause::Flush);
+    }
+
+    /// [`Cache::flush`], counted under `cause`. Key schemas go too: a table may have been
+    /// recreated with another key while this cache was not told.
+    pub(crate) fn flush_for(&self, cause: InvalidationCause) {
+        self.count_invalidation(cause);
         self.generations.write_everything(Marks::default());
         self.schemas.forget_all();
         self.items.entries.clear();

@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use crate::cache::{Cache, Kind};
 use crate::config::Config;
+use crate::fleet::{self, Fleet};
 use crate::metrics::Metrics;
 use crate::protocol::front_door;
 use crate::protocol::reads::require_object;
@@ -60,6 +61,8 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     /// How a request's region is chosen.
     regions: admit::Regions,
+    /// The fleet bus: a gate on reads, and where writes are published.
+    fleet: Fleet,
     /// `ddbcache_requests_total{operation, status="200"}` per operation (indexed by the
     /// operation), resolved on first use: most requests end here, and a labelled lookup per request
     /// would take the metric family's lock and hash both labels.
@@ -71,11 +74,12 @@ impl Proxy {
         config: Arc<Config>,
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
-    ) -> Proxy {
+    ) -> anyhow::Result<Proxy> {
         let cache = config
             .cache
             .enabled
             .then(|| Arc::new(Cache::new(&config, metrics.clone())));
+        let fleet = Fleet::new(&config, cache.as_ref(), &metrics)?;
         // Export zeros from the start, so rate() works from the first scrape.
         for kind in [Kind::Item, Kind::Query] {
             for reason in BypassReason::ALL {
@@ -93,14 +97,26 @@ impl Proxy {
                 .with_label_values(&[kind.label()]);
         }
         let regions = admit::Regions::new(&config.upstream);
-        Proxy {
+        Ok(Proxy {
             config,
             upstream,
             cache,
             metrics,
             regions,
+            fleet,
             ok_requests: Operation::ALL.iter().map(|_| OnceLock::new()).collect(),
-        }
+        })
+    }
+
+    /// Starts the fleet's background work (bus, stream readers); it stops when dropped.
+    pub(crate) fn start_fleet(&self) -> fleet::Background {
+        fleet::start(
+            &self.config,
+            &self.fleet,
+            self.cache.as_ref(),
+            &self.metrics,
+            &self.upstream,
+        )
     }
 
     /// The cache, unless `cache.enabled` is off.
@@ -140,7 +156,18 @@ impl Proxy {
             require_object(&inb.json)?;
             return self.pass_through(inb).await;
         };
-        match inb.op.class() {
+        let class = inb.op.class();
+        if let (OpClass::ItemRead | OpClass::QueryRead, Some(reason)) =
+            (class, policy::fleet_read(&self.fleet))
+        {
+            require_object(&inb.json)?;
+            let kind = match class {
+                OpClass::ItemRead => Kind::Item,
+                _ => Kind::Query,
+            };
+            return self.bypass(kind, reason, inb).await;
+        }
+        match class {
             OpClass::ItemRead if inb.op == Operation::GetItem => self.get_item(cache, inb).await,
             OpClass::ItemRead => self.batch_get_item(cache, inb).await,
             OpClass::QueryRead => self.query(cache, inb).await,

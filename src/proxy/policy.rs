@@ -23,6 +23,7 @@ use std::time::Duration;
 use http::{header, StatusCode};
 
 use crate::config::{Config, TableTtls};
+use crate::fleet::{Blocked, Fleet};
 use crate::protocol::table::KeySchema;
 use crate::upstream::UpstreamResponse;
 
@@ -43,16 +44,23 @@ pub(crate) enum BypassReason {
     ForeignTable,
     /// The key's attributes are not the table's key attributes.
     KeyMismatch,
+    /// The fleet bus subscription is down: a peer's invalidation may have been missed.
+    FleetLinkDown,
+    /// This sidecar's own invalidations wait to be published: peers may not know of them, and
+    /// the bus is probably unhealthy.
+    FleetBacklog,
 }
 
 impl BypassReason {
-    pub(crate) const ALL: [BypassReason; 6] = [
+    pub(crate) const ALL: [BypassReason; 8] = [
         BypassReason::ConsistentRead,
         BypassReason::CacheOff,
         BypassReason::NotUnderstood,
         BypassReason::NotProvenValid,
         BypassReason::ForeignTable,
         BypassReason::KeyMismatch,
+        BypassReason::FleetLinkDown,
+        BypassReason::FleetBacklog,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -63,6 +71,8 @@ impl BypassReason {
             BypassReason::NotProvenValid => "not_proven_valid",
             BypassReason::ForeignTable => "foreign_table",
             BypassReason::KeyMismatch => "key_mismatch",
+            BypassReason::FleetLinkDown => "fleet_link_down",
+            BypassReason::FleetBacklog => "fleet_backlog",
         }
     }
 }
@@ -128,6 +138,16 @@ pub(crate) enum ItemDecision {
 pub(crate) enum QueryDecision {
     Cache { ttl: Duration },
     Bypass(BypassReason),
+}
+
+/// Whether the fleet lets this sidecar use its cache at all: not while it may have missed a
+/// peer's invalidation, nor while its own wait to be published. Asked before every cacheable read.
+#[inline]
+pub(crate) fn fleet_read(fleet: &Fleet) -> Option<BypassReason> {
+    fleet.blocked().map(|blocked| match blocked {
+        Blocked::LinkDown => BypassReason::FleetLinkDown,
+        Blocked::Backlog => BypassReason::FleetBacklog,
+    })
 }
 
 /// Rule 1 for an item read of table `name` (the plain name, for per-table settings).

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::cache::{Cache, InvalidationCause};
+use crate::fleet::Origin;
 use crate::protocol::partiql;
 use crate::protocol::table::split_table_id;
 use crate::protocol::writes::{self, WriteContext, WriteScope};
@@ -102,6 +103,13 @@ impl Proxy {
             if control {
                 forget_schemas(&cache, &scope);
             }
+            // Before the client hears of it, so that a read through a peer sees it.
+            let origin = if control {
+                Origin::Control
+            } else {
+                Origin::Write
+            };
+            this.fleet.publish(&scope, origin).await;
             if let Ok(answer) = &result {
                 if contradicts_schema(answer) {
                     for id in scope.items.iter().map(|i| &i.table).chain(&scope.tables) {

@@ -6,6 +6,7 @@
 pub mod differential;
 pub mod engines;
 pub mod raw;
+pub mod redis;
 pub mod replica;
 
 use std::collections::HashMap;
@@ -27,6 +28,8 @@ use ddbcache::server::Server;
 use ddbcache::upstream::{Signer, Upstream};
 
 pub use engines::Engine;
+#[allow(unused_imports)]
+pub use redis::RedisServer;
 
 /// Static credentials the tests sign with.
 pub const ACCESS_KEY: &str = "AKIDDDBCACHETEST";
@@ -80,6 +83,24 @@ impl TestProxy {
                 (name == series).then(|| value.parse().unwrap())
             })
             .unwrap_or(0.0)
+    }
+}
+
+impl TestProxy {
+    /// Waits (at most `limit`) until `series` satisfies `ok`; panics naming the last value.
+    pub async fn wait_metric(&self, series: &str, limit: Duration, ok: impl Fn(f64) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let value = self.metric(series).await;
+            if ok(value) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} is still {value} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

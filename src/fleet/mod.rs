@@ -1,0 +1,142 @@
+//! Fleet coherence: what keeps many sidecars, and writers that use none of them, from serving each
+//! other's old values.
+//!
+//! - [`bus`]: with `[fleet] redis_url`, every write a sidecar forwards is published on Redis
+//!   pub/sub before it is answered, and every peer applies it as its own write's invalidation.
+//!   While the link is down (or own messages wait to be published), reads bypass the cache.
+//! - [`streams`]: with `[streams] tables`, a table's DynamoDB Stream is read and the keys of its
+//!   records invalidated, which bounds the staleness of writes made around every sidecar. With a
+//!   fleet, one sidecar per table reads ([`lease`]) and publishes what it reads on the bus.
+//!
+//! The proxy holds a [`Fleet`] (nothing but `None` when the bus is off): it asks
+//! [`Fleet::blocked`] before using the cache and calls [`Fleet::publish`] once per write; the server
+//! starts the background work with [`start`].
+
+mod bus;
+mod lease;
+mod streams;
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::writes::WriteScope;
+use crate::upstream::Upstream;
+use bus::Bus;
+pub(crate) use bus::{Blocked, Origin};
+
+/// The proxy's handle on the bus; `None` inside when `[fleet]` is off (or the cache is).
+#[derive(Clone, Default)]
+pub(crate) struct Fleet {
+    bus: Option<Arc<Bus>>,
+}
+
+impl Fleet {
+    /// The bus of `config.fleet`, applying peers' messages to `cache`; off without a Redis URL or
+    /// without a cache.
+    pub(crate) fn new(
+        config: &Config,
+        cache: Option<&Arc<Cache>>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Fleet> {
+        let bus = match (cache, config.fleet.enabled()) {
+            (Some(cache), true) => Some(Arc::new(Bus::new(
+                &config.fleet,
+                &config.upstream.region,
+                cache.clone(),
+                metrics.clone(),
+            )?)),
+            _ => None,
+        };
+        Ok(Fleet { bus })
+    }
+
+    /// Why hits may not be served now (`None`: they may). Off: no cost but a branch.
+    #[inline]
+    pub(crate) fn blocked(&self) -> Option<Blocked> {
+        self.bus.as_ref()?.blocked()
+    }
+
+    /// Tells the fleet what a write (or control call) invalidated, before it is answered. Waits
+    /// at most `fleet.publish_timeout`; never fails (see [`bus`]).
+    pub(crate) async fn publish(&self, scope: &WriteScope, origin: Origin) {
+        if let Some(bus) = &self.bus {
+            bus.publish(scope, origin).await;
+        }
+    }
+}
+
+/// The fleet's background work: the bus thread and the stream readers. Dropping it stops them.
+pub(crate) struct Background {
+    stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the bus (on a thread of its own, so that peers' invalidations are applied without
+/// waiting for data-plane work) and the stream readers.
+pub(crate) fn start(
+    config: &Config,
+    fleet: &Fleet,
+    cache: Option<&Arc<Cache>>,
+    metrics: &Arc<Metrics>,
+    upstream: &Arc<Upstream>,
+) -> Background {
+    let mut background = Background {
+        stop: None,
+        tasks: Vec::new(),
+    };
+    if let Some(bus) = &fleet.bus {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let bus = bus.clone();
+        let thread = std::thread::Builder::new()
+            .name("ddbcache-fleet".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(error = %e, "fleet: cannot start the bus runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = bus.run_subscriber() => {}
+                        _ = bus.run_publisher() => {}
+                        _ = stopped => {}
+                    }
+                });
+            });
+        match thread {
+            Ok(_) => background.stop = Some(stop),
+            Err(e) => warn!(error = %e, "fleet: cannot start the bus thread; hits stay off"),
+        }
+    }
+    if let Some(cache) = cache {
+        background.tasks = streams::spawn(
+            config,
+            cache.clone(),
+            metrics.clone(),
+            upstream.clone(),
+            fleet.bus.clone(),
+        );
+    }
+    background
+}

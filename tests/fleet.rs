@@ -1,0 +1,573 @@
+//! Fleet coherence, end to end: several ddbcache servers (each its own cache) sharing one Redis
+//! bus in front of one engine. Writes go through a random sidecar and reads through any; a read
+//! that starts after a write was acknowledged must never return an older value. Also: Redis
+//! killed and restarted mid-run, and (with moto, which implements DynamoDB Streams) writes made
+//! directly to the engine invalidated through the table's stream, including across a hand-over of
+//! the stream lease.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{AttributeValue, StreamSpecification, StreamViewType};
+use aws_sdk_dynamodb::Client;
+
+use common::*;
+use ddbcache::config::{Config, StreamTables};
+
+const SIDECARS: usize = 3;
+
+/// A small deterministic generator (xorshift64*): which key and which sidecar.
+struct Picks(u64);
+
+impl Picks {
+    fn seeded(seed: u64) -> Picks {
+        Picks(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+}
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts `n` sidecars on one bus, and waits until each has subscribed.
+async fn start_fleet(
+    engine: &str,
+    redis: &RedisServer,
+    n: usize,
+    edit: impl Fn(&mut Config),
+) -> Vec<TestProxy> {
+    let mut proxies = Vec::new();
+    for _ in 0..n {
+        let proxy = start_proxy_with(engine, |c| {
+            c.fleet.redis_url = Some(redis.url());
+            c.fleet.ping_interval = Duration::from_millis(200);
+            c.fleet.ping_timeout = Duration::from_millis(500);
+            edit(c);
+        })
+        .await;
+        proxy.wait_ready().await;
+        proxy
+            .wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+            .await;
+        proxies.push(proxy);
+    }
+    proxies
+}
+
+async fn clients(proxies: &[TestProxy]) -> Arc<Vec<Client>> {
+    let mut clients = Vec::new();
+    for p in proxies {
+        clients.push(sdk_client(&p.endpoint).await);
+    }
+    Arc::new(clients)
+}
+
+fn version_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
+    item.and_then(|i| i.get("v"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writers and readers over a few keys. Each key belongs to one writer, which writes increasing
+/// versions of it one at a time; `acked[k]` is the highest version acknowledged so far. A reader
+/// notes `acked[k]` before it sends its GetItem: an answer older than that is stale.
+struct Workload {
+    table: String,
+    acked: Vec<AtomicU64>,
+    stop: AtomicBool,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    stale: AtomicU64,
+}
+
+const KEYS: usize = 24;
+
+impl Workload {
+    fn new(table: &str) -> Arc<Workload> {
+        Arc::new(Workload {
+            table: table.to_string(),
+            acked: (0..KEYS).map(|_| AtomicU64::new(0)).collect(),
+            stop: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        })
+    }
+
+    /// Writes `rounds` versions of each of its keys (or until stopped), each through a random
+    /// sidecar.
+    async fn writer(self: Arc<Self>, clients: Arc<Vec<Client>>, id: usize, of: usize, rounds: u64) {
+        let mut rng = Picks::seeded(id as u64 + 1);
+        for version in 1..=rounds {
+            for k in (id..KEYS).step_by(of) {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let client = &clients[rng.below(clients.len())];
+                let put = client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", s(&format!("k{k}")))
+                    .item("sk", s("s"))
+                    .item("v", n(&version.to_string()))
+                    .send()
+                    .await;
+                if put.is_ok() {
+                    self.acked[k].fetch_max(version, Ordering::SeqCst);
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Reads random keys through random sidecars until stopped, counting stale answers.
+    async fn reader(self: Arc<Self>, clients: Arc<Vec<Client>>, id: usize) {
+        let mut rng = Picks::seeded(1000 + id as u64);
+        while !self.stop.load(Ordering::Relaxed) {
+            let k = rng.below(KEYS);
+            let sidecar = rng.below(clients.len());
+            let floor = self.acked[k].load(Ordering::SeqCst);
+            let got = clients[sidecar]
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(&format!("k{k}")))
+                .key("sk", s("s"))
+                .send()
+                .await;
+            let Ok(got) = got else { continue };
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let version = version_of(got.item());
+            if version < floor {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                eprintln!("STALE: k{k} through sidecar {sidecar}: read v{version} after v{floor} was acknowledged");
+            }
+        }
+    }
+}
+
+/// Sum of one series over every sidecar.
+async fn total(proxies: &[TestProxy], series: &str) -> f64 {
+    let mut sum = 0.0;
+    for p in proxies {
+        sum += p.metric(series).await;
+    }
+    sum
+}
+
+/// p50 and p99 of a Prometheus histogram summed over the sidecars, as bucket upper bounds, with
+/// the count and mean.
+async fn histogram_summary(proxies: &[TestProxy], name: &str) -> String {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let (mut count, mut sum) = (0.0, 0.0);
+    for p in proxies {
+        let (_, _, body) = http_get(&format!("{}/metrics", p.admin)).await;
+        for line in String::from_utf8_lossy(&body).lines() {
+            if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+                let (le, value) = rest.split_once("\"} ").unwrap();
+                let le: f64 = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
+                let value: f64 = value.parse().unwrap();
+                match buckets.iter_mut().find(|(b, _)| *b == le) {
+                    Some(b) => b.1 += value,
+                    None => buckets.push((le, value)),
+                }
+            } else if let Some(v) = line.strip_prefix(&format!("{name}_count ")) {
+                count += v.parse::<f64>().unwrap();
+            } else if let Some(v) = line.strip_prefix(&format!("{name}_sum ")) {
+                sum += v.parse::<f64>().unwrap();
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let quantile = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= q * count)
+            .map_or(f64::NAN, |(le, _)| *le)
+    };
+    format!(
+        "{name}: {count} observations, mean {:.3} ms, p50 <= {} ms, p99 <= {} ms",
+        if count > 0.0 { sum / count * 1e3 } else { 0.0 },
+        quantile(0.5) * 1e3,
+        quantile(0.99) * 1e3,
+    )
+}
+
+async fn create_fleet_table(proxies: &[TestProxy], prefix: &str) -> String {
+    let table = unique_table(prefix);
+    let client = sdk_client(&proxies[0].endpoint).await;
+    create_table(&client, &table).await;
+    table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_one_sidecar_are_never_read_stale_through_another() {
+    let engine = Engine::dynalite().await;
+    let redis = RedisServer::start().await;
+    let proxies = start_fleet(&engine.endpoint(), &redis, SIDECARS, |_| {}).await;
+    let table = create_fleet_table(&proxies, "fleet-stress").await;
+    let clients = clients(&proxies).await;
+    let work = Workload::new(&table);
+    let started = Instant::now();
+    let writers: Vec<_> = (0..3)
+        .map(|w| tokio::spawn(work.clone().writer(clients.clone(), w, 3, 40)))
+        .collect();
+    let readers: Vec<_> = (0..6)
+        .map(|r| tokio::spawn(work.clone().reader(clients.clone(), r)))
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    work.stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let hits = total(&proxies, "ddbcache_cache_hits_total{cache=\"item\"}").await;
+    let applied = total(
+        &proxies,
+        "ddbcache_fleet_received_total{outcome=\"applied\"}",
+    )
+    .await;
+    eprintln!(
+        "fleet stress: {} sidecars, {:?}: {} writes, {} reads ({} hits), {} stale; {} peer invalidations applied",
+        SIDECARS,
+        started.elapsed(),
+        work.writes.load(Ordering::Relaxed),
+        work.reads.load(Ordering::Relaxed),
+        hits,
+        work.stale.load(Ordering::Relaxed),
+        applied,
+    );
+    eprintln!(
+        "{}",
+        histogram_summary(&proxies, "ddbcache_fleet_invalidation_lag_seconds").await
+    );
+    eprintln!(
+        "{}",
+        histogram_summary(&proxies, "ddbcache_fleet_publish_duration_seconds").await
+    );
+    assert_eq!(
+        work.writes.load(Ordering::Relaxed),
+        3 * 40 * KEYS as u64 / 3
+    );
+    assert!(
+        hits > 100.0,
+        "the reads must exercise the caches: {hits} hits"
+    );
+    assert!(applied > 0.0);
+    assert_eq!(work.stale.load(Ordering::Relaxed), 0, "stale reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_passes_through_then_hits_resume_without_stale_reads() {
+    let engine = Engine::dynalite().await;
+    let mut redis = RedisServer::start().await;
+    let proxies = start_fleet(&engine.endpoint(), &redis, SIDECARS, |_| {}).await;
+    let table = create_fleet_table(&proxies, "fleet-outage").await;
+    let clients = clients(&proxies).await;
+    let work = Workload::new(&table);
+    let writers: Vec<_> = (0..3)
+        .map(|w| tokio::spawn(work.clone().writer(clients.clone(), w, 3, u64::MAX)))
+        .collect();
+    let readers: Vec<_> = (0..6)
+        .map(|r| tokio::spawn(work.clone().reader(clients.clone(), r)))
+        .collect();
+    let hits = "ddbcache_cache_hits_total{cache=\"item\"}";
+    let link_down = "ddbcache_cache_bypasses_total{cache=\"item\",reason=\"fleet_link_down\"}";
+    for p in &proxies {
+        p.wait_metric(hits, WAIT, |v| v >= 20.0).await;
+    }
+
+    redis.stop().await;
+    let mut before_restart = Vec::new();
+    for p in &proxies {
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 0.0)
+            .await;
+        // The pass-through period is visible in the counters.
+        p.wait_metric(link_down, WAIT, |v| v >= 10.0).await;
+        before_restart.push(p.metric(hits).await);
+    }
+
+    redis.start_again().await;
+    for (p, before) in proxies.iter().zip(before_restart) {
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+            .await;
+        p.wait_metric(hits, WAIT, |v| v >= before + 20.0).await;
+        p.wait_metric("ddbcache_fleet_publish_queue", WAIT, |v| v == 0.0)
+            .await;
+    }
+    work.stop.store(true, Ordering::Relaxed);
+    for t in writers.into_iter().chain(readers) {
+        t.await.unwrap();
+    }
+    let mut counters = Vec::new();
+    for p in &proxies {
+        counters.push(format!(
+            "link losses {}, resyncs {}, bypassed (link down) {}, bypassed (backlog) {}, publish failures {}",
+            p.metric("ddbcache_fleet_link_losses_total").await,
+            p.metric("ddbcache_cache_invalidations_total{cause=\"fleet_resync\"}").await,
+            p.metric(link_down).await,
+            p.metric("ddbcache_cache_bypasses_total{cache=\"item\",reason=\"fleet_backlog\"}").await,
+            p.metric("ddbcache_fleet_publish_failures_total{kind=\"error\"}").await
+                + p.metric("ddbcache_fleet_publish_failures_total{kind=\"timeout\"}").await
+                + p.metric("ddbcache_fleet_publish_failures_total{kind=\"no_connection\"}").await,
+        ));
+    }
+    eprintln!(
+        "redis outage: {} writes, {} reads, {} stale; per sidecar: {counters:#?}",
+        work.writes.load(Ordering::Relaxed),
+        work.reads.load(Ordering::Relaxed),
+        work.stale.load(Ordering::Relaxed),
+    );
+    for p in &proxies {
+        assert_eq!(p.metric("ddbcache_fleet_link_losses_total").await, 1.0);
+        // Once at the first subscription, once after the outage.
+        assert_eq!(
+            p.metric("ddbcache_cache_invalidations_total{cause=\"fleet_resync\"}")
+                .await,
+            2.0
+        );
+    }
+    assert_eq!(work.stale.load(Ordering::Relaxed), 0, "stale reads");
+}
+
+// -------------------------------------------------------------------------------------------------
+// DynamoDB Streams (moto)
+
+/// Creates a table with a KEYS_ONLY stream, directly on the engine.
+async fn create_streamed_table(direct: &Client, prefix: &str) -> String {
+    let table = unique_table(prefix);
+    create_table_request(direct, &table)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::KeysOnly)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("CreateTable with a stream");
+    wait_active(direct, &table).await;
+    table
+}
+
+async fn put_direct(direct: &Client, table: &str, pk: &str, version: u64) {
+    direct
+        .put_item()
+        .table_name(table)
+        .item("pk", s(pk))
+        .item("sk", s("s"))
+        .item("v", n(&version.to_string()))
+        .send()
+        .await
+        .expect("PutItem directly to the engine");
+}
+
+/// GetItem through a sidecar: the item's version and whether it was a hit.
+async fn get_through(proxy: &TestProxy, table: &str, pk: &str) -> (u64, bool) {
+    let body =
+        format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"{pk}"}},"sk":{{"S":"s"}}}}}}"#);
+    let (status, headers, body) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.GetItem"),
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let version = json["Item"]["v"]["N"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (
+        version,
+        headers.get("x-ddbcache").is_some_and(|h| h == "hit"),
+    )
+}
+
+/// Caches `pk` in every given sidecar (a miss, then a hit proves it is held).
+async fn cache_everywhere(proxies: &[&TestProxy], table: &str, pk: &str, version: u64) {
+    for p in proxies {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (v, hit) = get_through(p, table, pk).await;
+            if hit && v == version {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pk} never cached at v{version} (v{v})"
+            );
+        }
+    }
+}
+
+/// Waits until every given sidecar answers `pk` at `version`; the time it took.
+async fn until_everywhere(
+    proxies: &[&TestProxy],
+    table: &str,
+    pk: &str,
+    version: u64,
+    since: Instant,
+) -> Duration {
+    for p in proxies {
+        loop {
+            let (v, _) = get_through(p, table, pk).await;
+            if v >= version {
+                break;
+            }
+            assert!(
+                since.elapsed() < WAIT,
+                "{pk} still at v{v} through {} {:?} after the write: the stream did not invalidate it",
+                p.endpoint,
+                since.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    since.elapsed()
+}
+
+/// Which sidecar holds the table's stream lease (waiting until exactly one does).
+async fn lease_holder(proxies: &[&TestProxy], table: &str) -> usize {
+    let series = format!("ddbcache_stream_lease_held{{table=\"{table}\"}}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut holders = Vec::new();
+        for (i, p) in proxies.iter().enumerate() {
+            if p.metric(&series).await == 1.0 {
+                holders.push(i);
+            }
+        }
+        if holders.len() == 1 {
+            return holders[0];
+        }
+        assert!(Instant::now() < deadline, "lease holders: {holders:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a probe key directly until the stream reader has read a record: it is then reading
+/// (and has a checkpoint).
+async fn until_stream_read(direct: &Client, proxies: &[&TestProxy], table: &str) {
+    let series = format!("ddbcache_stream_records_total{{table=\"{table}\"}}");
+    let deadline = Instant::now() + WAIT;
+    let mut version = 0;
+    loop {
+        version += 1;
+        put_direct(direct, table, "probe", version).await;
+        for _ in 0..20 {
+            let mut read = 0.0;
+            for p in proxies {
+                read += p.metric(&series).await;
+            }
+            if read > 0.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream reader never read a record"
+        );
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn streams_config(table: &str) -> impl Fn(&mut Config) + '_ {
+    move |c: &mut Config| {
+        c.streams.tables = StreamTables::Named(vec![table.to_string()]);
+        c.streams.lease_ttl = Duration::from_secs(1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_made_directly_to_the_engine_are_invalidated_through_the_stream() {
+    let engine = Engine::moto().await;
+    let redis = RedisServer::start().await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = create_streamed_table(&direct, "fleet-stream").await;
+    let proxies = start_fleet(&engine.endpoint(), &redis, SIDECARS, streams_config(&table)).await;
+    let all: Vec<&TestProxy> = proxies.iter().collect();
+    lease_holder(&all, &table).await;
+    until_stream_read(&direct, &all, &table).await;
+
+    let mut lags = Vec::new();
+    for i in 0..20 {
+        let pk = format!("k{i}");
+        // Every sidecar holds "no such item" for the key; then it is written around them all.
+        cache_everywhere(&all, &table, &pk, 0).await;
+        let written = Instant::now();
+        put_direct(&direct, &table, &pk, 1).await;
+        lags.push(until_everywhere(&all, &table, &pk, 1, written).await);
+    }
+    lags.sort();
+    eprintln!(
+        "stream invalidation (write directly to moto -> last of {SIDECARS} sidecars serving the new value), {} writes: p50 {:?}, p99 {:?}, max {:?}",
+        lags.len(),
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().unwrap(),
+    );
+    eprintln!(
+        "{}",
+        histogram_summary(&proxies, "ddbcache_stream_lag_seconds").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_lease_holder_is_replaced_and_no_record_is_skipped() {
+    let engine = Engine::moto().await;
+    let redis = RedisServer::start().await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = create_streamed_table(&direct, "fleet-lease").await;
+    let mut proxies =
+        start_fleet(&engine.endpoint(), &redis, SIDECARS, streams_config(&table)).await;
+    let holder = {
+        let all: Vec<&TestProxy> = proxies.iter().collect();
+        let holder = lease_holder(&all, &table).await;
+        until_stream_read(&direct, &all, &table).await;
+        holder
+    };
+    let dead = proxies.remove(holder);
+    let survivors: Vec<&TestProxy> = proxies.iter().collect();
+    // The survivors hold "no such item" for every key.
+    let keys: Vec<String> = (0..20).map(|i| format!("h{i}")).collect();
+    for pk in &keys {
+        cache_everywhere(&survivors, &table, pk, 0).await;
+    }
+
+    // The holder dies; every key is written while nobody holds the lease.
+    dead.shutdown().await.unwrap();
+    let died = Instant::now();
+    for pk in &keys {
+        put_direct(&direct, &table, pk, 1).await;
+    }
+    let new_holder = lease_holder(&survivors, &table).await;
+    let took_over = died.elapsed();
+    for pk in &keys {
+        until_everywhere(&survivors, &table, pk, 1, died).await;
+    }
+    eprintln!(
+        "lease hand-over: sidecar {new_holder} of the survivors took over {took_over:?} after the holder died; all {} keys written meanwhile invalidated within {:?}",
+        keys.len(),
+        died.elapsed()
+    );
+}
