@@ -343,6 +343,86 @@ async fn redis_outage_passes_through_then_hits_resume_without_stale_reads() {
     assert_eq!(work.stale.load(Ordering::Relaxed), 0, "stale reads");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_missed_while_unsubscribed_are_covered_by_dropping_the_cache() {
+    let engine = Engine::dynalite().await;
+    let redis = RedisServer::start().await;
+    let proxies = start_fleet(&engine.endpoint(), &redis, 2, |_| {}).await;
+    let table = create_fleet_table(&proxies, "fleet-missed").await;
+    let (writer, reader) = (
+        sdk_client(&proxies[0].endpoint).await,
+        sdk_client(&proxies[1].endpoint).await,
+    );
+    let put = |v: &str| {
+        writer
+            .put_item()
+            .table_name(&table)
+            .item("pk", s("k"))
+            .item("sk", s("s"))
+            .item("v", n(v))
+            .send()
+    };
+    let read = || async {
+        let got = reader
+            .get_item()
+            .table_name(&table)
+            .key("pk", s("k"))
+            .key("sk", s("s"))
+            .send()
+            .await
+            .unwrap();
+        version_of(got.item())
+    };
+    put("1").await.unwrap();
+    let hits = "ddbcache_cache_hits_total{cache=\"item\"}";
+    assert_eq!(read().await, 1);
+    assert_eq!(read().await, 1);
+    assert_eq!(
+        proxies[1].metric(hits).await,
+        1.0,
+        "the reader's sidecar holds k"
+    );
+
+    // Subscriptions break and cannot come back (new connections must now authenticate), while
+    // the publishers' connections, already open, still work: what is published now reaches no one.
+    let replies = redis
+        .commands(&[
+            &["CONFIG", "SET", "requirepass", "fleet-test"],
+            &["CLIENT", "KILL", "TYPE", "pubsub"],
+        ])
+        .await;
+    assert_eq!(replies[0], "+OK");
+    for p in &proxies {
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 0.0)
+            .await;
+    }
+    put("2").await.unwrap();
+    assert_eq!(
+        proxies[0].metric("ddbcache_fleet_publish_queue").await,
+        0.0,
+        "the message went out (to nobody)"
+    );
+    // Meanwhile reads pass through.
+    assert_eq!(read().await, 2);
+    let bypassed = "ddbcache_cache_bypasses_total{cache=\"item\",reason=\"fleet_link_down\"}";
+    assert_eq!(proxies[1].metric(bypassed).await, 1.0);
+
+    redis
+        .commands(&[
+            &["AUTH", "fleet-test"],
+            &["CONFIG", "SET", "requirepass", ""],
+        ])
+        .await;
+    for p in &proxies {
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+            .await;
+    }
+    // The entry filled before the link broke must not come back.
+    assert_eq!(read().await, 2, "stale after resubscription");
+    assert_eq!(read().await, 2);
+    assert_eq!(proxies[1].metric(hits).await, 2.0, "hits resume");
+}
+
 // -------------------------------------------------------------------------------------------------
 // DynamoDB Streams (moto)
 

@@ -69,6 +69,29 @@ impl RedisServer {
         }
     }
 
+    /// Sends commands on one fresh connection, in order; the first line of each reply.
+    pub async fn commands(&self, commands: &[&[&str]]) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("redis-server accepts a connection");
+        let mut replies = Vec::new();
+        for args in commands {
+            let mut request = format!("*{}\r\n", args.len());
+            for a in *args {
+                request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                let mut byte = [0u8; 1];
+                s.read_exact(&mut byte).await.unwrap();
+                line.push(byte[0]);
+            }
+            replies.push(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+        replies
+    }
+
     async fn answers_ping(&self) -> bool {
         let exchange = async {
             let mut s = TcpStream::connect(("127.0.0.1", self.port)).await?;
