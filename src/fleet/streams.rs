@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -28,7 +27,6 @@ use crate::cache::{Cache, InvalidationCause};
 use crate::config::{Config, StreamTables, StreamsConfig};
 use crate::metrics::Metrics;
 use crate::protocol::canonical::{encode_key, KeyAttr};
-use crate::protocol::operation::{DYNAMODB_PREFIX, STREAMS_PREFIX};
 use crate::protocol::table::{split_table_id, table_id};
 use crate::protocol::writes::{ItemWrite, WriteScope};
 use crate::protocol::Operation;
@@ -609,31 +607,7 @@ fn count_error(ctx: &Ctx, kind: &str) {
 
 /// One call of ddbcache's own to the DynamoDB or Streams endpoint.
 async fn call(ctx: &Ctx, op: Operation, body: Value) -> Result<Value, CallError> {
-    let prefix = if op.is_streams() {
-        STREAMS_PREFIX
-    } else {
-        DYNAMODB_PREFIX
-    };
-    let mut headers = HeaderMap::new();
-    let target = format!("{prefix}{}", op.name());
-    headers.insert(
-        HeaderName::from_static("x-amz-target"),
-        HeaderValue::from_str(&target).expect("operation names are header-safe"),
-    );
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::protocol::CONTENT_TYPE),
-    );
-    if ctx.upstream.signer().is_none() {
-        // Engines that ignore signatures still want a well-formed one.
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static(
-            "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
-        ));
-        headers.insert(
-            HeaderName::from_static("x-amz-date"),
-            HeaderValue::from_static("20200101T000000Z"),
-        );
-    }
+    let headers = ctx.upstream.own_headers(op);
     let answer = ctx
         .upstream
         .send(

@@ -312,22 +312,24 @@ impl Upstream {
         })
     }
 
-    /// Readiness: credentials load (when signing) and the upstream answers a cheap call with 2xx.
-    pub(crate) async fn probe(&self) -> Result<(), ProbeError> {
-        if let Some(signer) = &self.signer {
-            signer.credentials().await?;
-        }
+    /// The headers of a call ddbcache makes of its own (the readiness probe, stream reads): the
+    /// operation's target and content type, and for an engine that is not signed for, a
+    /// well-formed but unchecked signature, which such engines still want to see.
+    pub(crate) fn own_headers(&self, op: Operation) -> HeaderMap {
+        let prefix = if op.is_streams() {
+            crate::protocol::operation::STREAMS_PREFIX
+        } else {
+            crate::protocol::operation::DYNAMODB_PREFIX
+        };
         let mut headers = HeaderMap::new();
-        headers.insert(
-            HeaderName::from_static("x-amz-target"),
-            HeaderValue::from_static("DynamoDB_20120810.ListTables"),
-        );
+        if let Ok(target) = HeaderValue::from_str(&format!("{prefix}{}", op.name())) {
+            headers.insert(HeaderName::from_static("x-amz-target"), target);
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::protocol::CONTENT_TYPE),
         );
         if self.signer.is_none() {
-            // Unsigned engines still want a well-formed Authorization header.
             let auth = format!(
                 "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/{}/dynamodb/aws4_request, \
                  SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
@@ -342,6 +344,15 @@ impl Upstream {
                 HeaderValue::from_static("20200101T000000Z"),
             );
         }
+        headers
+    }
+
+    /// Readiness: credentials load (when signing) and the upstream answers a cheap call with 2xx.
+    pub(crate) async fn probe(&self) -> Result<(), ProbeError> {
+        if let Some(signer) = &self.signer {
+            signer.credentials().await?;
+        }
+        let headers = self.own_headers(Operation::ListTables);
         let r = self
             .send(
                 Operation::ListTables,
