@@ -146,7 +146,11 @@ impl Bus {
         // redis-rs builds its rustls config from the process-wide provider, and more than one is
         // compiled in (the AWS SDK brings aws-lc-rs): name the one the upstream client uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(url.as_str())?;
+        // Every message is one small write whose answer a request waits for: without TCP_NODELAY
+        // (redis-rs leaves it off) Nagle's algorithm and delayed ACKs add tens of milliseconds.
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         metrics.fleet.link_up.set(0);
         Ok(Bus {
             client,
