@@ -1,5 +1,6 @@
-//! The protocol side of a cache hit, before the cache is touched: classifying a request by its
-//! `X-Amz-Target`, and reading a GetItem or Query body down to its cache key.
+//! The protocol side of a cache hit, before the cache is touched: the front door (method, target,
+//! signature shape, JSON), classifying a request by its `X-Amz-Target`, proving the read valid,
+//! and reading a GetItem or Query body down to its cache key.
 //!
 //! `cargo bench --bench protocol`. Bodies are the shapes `ddbcache-load` sends, so these numbers
 //! add up to the per-request CPU the end-to-end runs of `ddbcache-load compare` measure.
@@ -8,8 +9,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ddbcache::cache::CacheKey;
+use ddbcache::protocol::front_door::{self, Verdict};
 use ddbcache::protocol::reads::{self, ReadParse};
-use ddbcache::protocol::Operation;
+use ddbcache::protocol::region::Region;
+use ddbcache::protocol::{validate, Operation};
+use http::{HeaderMap, HeaderValue, Method};
 
 const GET_ITEM: &[u8] =
     br#"{"TableName":"bench","Key":{"pk":{"S":"p0000012345"},"sk":{"S":"s000000"}}}"#;
@@ -58,5 +62,45 @@ fn canonical_keys(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, canonical_keys);
+/// The front door as a GetItem from an SDK meets it: signed header, JSON body.
+fn front_door(c: &mut Criterion) {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/x-amz-json-1.0"),
+        ("x-amz-target", "DynamoDB_20120810.GetItem"),
+        ("x-amz-date", "20200101T000000Z"),
+        ("authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    let region = Region::parse("us-east-1").expect("a region");
+    c.bench_function("front_door/GetItem", |b| {
+        b.iter(|| {
+            let inbound = front_door::Inbound {
+                method: &Method::POST,
+                path_and_query: "/",
+                headers: black_box(&headers),
+                body: black_box(GET_ITEM),
+            };
+            matches!(front_door::examine(&inbound, &region), Verdict::Admit(_))
+        })
+    });
+}
+
+fn validation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("validate");
+    for (name, body, op) in [
+        ("GetItem", GET_ITEM, Operation::GetItem),
+        ("GetItem_projection", GET_ITEM_PROJECTED, Operation::GetItem),
+        ("Query", QUERY, Operation::Query),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| validate::cacheable_read(op, black_box(body)).is_ok())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, front_door, classify, validation, canonical_keys);
 criterion_main!(benches);
