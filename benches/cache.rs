@@ -1,10 +1,11 @@
-//! The cache verbs a request calls: `lookup` (a hit, at 1k, 100k and 1M entries), `lookup` +
-//! `Fill::complete` (a miss being stored), and the invalidations a write or a control-plane call
-//! makes.
+//! The cache verbs a request calls: `lookup` (a hit, at 1k, 100k and 1M entries), a whole hit
+//! (the GetItem body read down to its key and proven valid, the lookup and the response built),
+//! `lookup` + `Fill::complete` (a miss being stored), and the invalidations a write or a
+//! control-plane call makes.
 //!
 //! `cargo bench --bench cache`. Lookups pick keys uniformly at random from what was filled, so at
 //! 1M entries the index no longer fits in the CPU caches, as in a real sidecar with a full cache.
-//! Each lookup builds its `CacheKey` (an allocation), as the request path does.
+//! Each lookup builds its `CacheKey`, as the request path does.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -15,9 +16,17 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Lookup};
 use ddbcache::config::Config;
 use ddbcache::metrics::Metrics;
+use ddbcache::protocol::reads::{self, ReadParse};
+use ddbcache::protocol::validate;
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
+use ddbcache::proxy::respond::{json_response, Body};
+use http::{Response, StatusCode};
 
-const TABLE: &str = "bench";
+/// A table identity (region and name), as the proxy keys entries.
+mod support;
+use support::key_part;
+
+const TABLE: &str = "us-east-1/bench";
 const TTL: Duration = Duration::from_secs(3600);
 
 /// A GetItem response of about 230 bytes; every entry shares it (the cache weighs it per entry).
@@ -34,20 +43,6 @@ fn new_cache(capacity: u64) -> Cache {
     config.cache.item.capacity = capacity;
     config.cache.query.capacity = capacity;
     Cache::new(&config, Arc::new(Metrics::new()))
-}
-
-/// The canonical key of item number `i`, shaped like the ones `ddbcache-load` sends.
-fn key_part(i: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(40);
-    for (name, value) in [("pk", format!("p{i:010}")), ("sk", "s000000".to_owned())] {
-        k.push(b'A');
-        k.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        k.extend_from_slice(name.as_bytes());
-        k.push(b'S');
-        k.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        k.extend_from_slice(value.as_bytes());
-    }
-    k
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -113,6 +108,64 @@ fn lookup_hit(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// The body `ddbcache-load` sends for item number `i`.
+fn get_item_body(i: u64) -> Vec<u8> {
+    format!(r#"{{"TableName":"bench","Key":{{"pk":{{"S":"p{i:010}"}},"sk":{{"S":"s000000"}}}}}}"#)
+        .into_bytes()
+}
+
+/// A GetItem as the proxy serves it past HTTP: the body read down to its cache key and proven
+/// valid, the lookup, and on a hit the response built from the entry; a miss stores `body`.
+async fn serve_get_item(cache: &Cache, request: &[u8], body: &Bytes) -> Option<Response<Body>> {
+    let Ok(ReadParse::Cacheable(read)) = reads::parse_get_item(request) else {
+        panic!("the bench body is a cacheable GetItem");
+    };
+    assert!(validate::get_item(request).is_ok());
+    let key = CacheKey::item(TABLE, &read.key, &read.projection);
+    match cache
+        .lookup(Kind::Item, TABLE, Dependency::Item(&read.key), key)
+        .await
+    {
+        Lookup::Hit { entry, .. } => {
+            let (body, crc32) = entry.response_parts();
+            Some(json_response(StatusCode::OK, body, crc32))
+        }
+        Lookup::Miss(fill) => {
+            let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
+            None
+        }
+    }
+}
+
+/// A whole hit past HTTP ([`serve_get_item`]), with 100k entries cached.
+fn get_item_hit(c: &mut Criterion) {
+    const ENTRIES: u64 = 100_000;
+    let rt = runtime();
+    let body = response();
+    let cache = new_cache(4 << 30);
+    let requests: Vec<Vec<u8>> = (0..ENTRIES).map(get_item_body).collect();
+    rt.block_on(async {
+        for r in &requests {
+            serve_get_item(&cache, r, &body).await;
+        }
+    });
+    c.bench_function("get_item_hit", |b| {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let request = &requests[(next_random(&mut state) % ENTRIES) as usize];
+                    let response = serve_get_item(&cache, black_box(request), &body).await;
+                    debug_assert!(response.is_some());
+                    black_box(response);
+                }
+                started.elapsed()
+            })
+        })
+    });
 }
 
 fn fill(c: &mut Criterion) {
@@ -206,5 +259,5 @@ fn invalidation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookup_hit, fill, invalidation);
+criterion_group!(benches, lookup_hit, get_item_hit, fill, invalidation);
 criterion_main!(benches);

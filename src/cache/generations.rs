@@ -95,6 +95,20 @@ pub struct Stamp {
     scope_generation: u64,
 }
 
+impl Stamp {
+    /// The stamp's generations in 8 bytes, for storing with an entry: generations only grow, so
+    /// their sum changes exactly when one of them does.
+    pub(crate) fn digest(&self) -> u64 {
+        self.global
+            .wrapping_add(self.epoch)
+            .wrapping_add(self.scope_generation)
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        self.scope
+    }
+}
+
 /// A table's cells.
 #[derive(Default)]
 pub struct TableGenerations {

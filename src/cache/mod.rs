@@ -10,17 +10,14 @@
 
 mod generations;
 pub(crate) mod schemas;
+mod store;
 
-use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderValue;
 use prometheus::IntCounter;
-use quick_cache::sync::{Cache as QuickCache, PlaceholderGuard};
-use quick_cache::{Lifecycle, Weighter};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -28,6 +25,8 @@ use crate::protocol::writes::WriteScope;
 pub use generations::Restrictions;
 use generations::{Generations, Marks, Scope, Stamp, TableGenerations};
 use schemas::KeySchemas;
+pub use store::{CacheKey, Entry};
+use store::{Entries, NewEntry, Reservation};
 
 /// Which cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,112 +87,6 @@ impl InvalidationCause {
     }
 }
 
-/// A cache key: the table name (so a table can be flushed) followed by the canonical request.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CacheKey {
-    bytes: Box<[u8]>,
-    table_len: usize,
-}
-
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state)
-    }
-}
-
-impl CacheKey {
-    /// Item cache key: table, canonical primary key, canonical projection.
-    pub fn item(table: &str, key: &[u8], projection: &[u8]) -> CacheKey {
-        Self::build(table, &[key, b"\xff", projection])
-    }
-
-    /// Query cache key: table and the canonical request.
-    pub fn query(table: &str, canonical: &[u8]) -> CacheKey {
-        Self::build(table, &[canonical])
-    }
-
-    fn build(table: &str, parts: &[&[u8]]) -> CacheKey {
-        let len = table.len() + 1 + parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut bytes = Vec::with_capacity(len);
-        bytes.extend_from_slice(table.as_bytes());
-        bytes.push(0);
-        for p in parts {
-            bytes.extend_from_slice(p);
-        }
-        CacheKey {
-            bytes: bytes.into_boxed_slice(),
-            table_len: table.len(),
-        }
-    }
-
-    pub(crate) fn table(&self) -> &[u8] {
-        &self.bytes[..self.table_len]
-    }
-
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// A stored answer: the upstream's response body, as it was, with its checksum precomputed.
-pub struct Entry {
-    pub(crate) body: Bytes,
-    pub(crate) crc32: HeaderValue,
-    /// Where the `Item` sits inside `body` (GetItem-shaped entries); `None` for "no such item".
-    pub(crate) item: Option<Range<usize>>,
-    stamp: Stamp,
-    expires: Instant,
-}
-
-impl Entry {
-    pub(crate) fn is_negative(&self) -> bool {
-        self.item.is_none()
-    }
-
-    /// The item's JSON, for answering BatchGetItem from GetItem-shaped entries.
-    pub(crate) fn item_json(&self) -> Option<&[u8]> {
-        self.item.as_ref().map(|r| &self.body[r.clone()])
-    }
-
-    #[cfg(test)]
-    pub(crate) fn for_tests(body: &[u8]) -> Entry {
-        Entry {
-            crc32: crate::protocol::crc32_header(body),
-            body: Bytes::copy_from_slice(body),
-            item: None,
-            stamp: Generations::new().stamp(&TableGenerations::default(), Scope::TableWrites),
-            expires: Instant::now(),
-        }
-    }
-}
-
-/// Per-entry bookkeeping not visible in its bytes (the `Arc`, the stamp, the index slot).
-const ENTRY_OVERHEAD: u64 = 160;
-
-#[derive(Clone)]
-struct ByteWeighter;
-
-impl Weighter<CacheKey, Arc<Entry>> for ByteWeighter {
-    fn weight(&self, key: &CacheKey, val: &Arc<Entry>) -> u64 {
-        key.len() as u64 + val.body.len() as u64 + ENTRY_OVERHEAD
-    }
-}
-
-#[derive(Clone)]
-struct CountEvictions(IntCounter);
-
-impl Lifecycle<CacheKey, Arc<Entry>> for CountEvictions {
-    type RequestState = ();
-    fn begin_request(&self) -> Self::RequestState {}
-    fn on_evict(&self, _: &mut (), _: CacheKey, _: Arc<Entry>) {
-        self.0.inc();
-    }
-}
-
-type Entries = QuickCache<CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, CountEvictions>;
-type Guard<'a> =
-    PlaceholderGuard<'a, CacheKey, Arc<Entry>, ByteWeighter, ahash::RandomState, CountEvictions>;
-
 /// One of the two caches: its entries and its counters. The counters are resolved once: a labelled
 /// lookup per hit would take the metric family's lock and hash the label on the hit path.
 struct Store {
@@ -208,16 +101,8 @@ struct Store {
 impl Store {
     fn new(capacity: u64, kind: Kind, metrics: &Metrics) -> Store {
         let label = [kind.label()];
-        // Estimated entries only sizes the index; a wrong guess costs a resize, not correctness.
-        let estimated = (capacity / 1024).clamp(1024, 4 << 20) as usize;
         Store {
-            entries: QuickCache::with(
-                estimated,
-                capacity,
-                ByteWeighter,
-                ahash::RandomState::new(),
-                CountEvictions(metrics.eviction_counter(kind.label())),
-            ),
+            entries: Entries::new(capacity, metrics.eviction_counter(kind.label())),
             hits: metrics.cache_hits.with_label_values(&label),
             misses: metrics.cache_misses.with_label_values(&label),
             negative_hits: metrics.cache_negative_hits.with_label_values(&label),
@@ -240,9 +125,12 @@ pub enum Dependency<'a> {
 }
 
 /// The outcome of a lookup.
+// A miss carries its key inline (no allocation on the hit path builds it); the value is matched
+// at once by the caller, so its size costs a move, where boxing would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup<'a> {
     /// A current entry. `coalesced`: it arrived by waiting on another request's fill.
-    Hit { entry: Arc<Entry>, coalesced: bool },
+    Hit { entry: Entry, coalesced: bool },
     /// Go upstream, then call [`Fill::complete`] (or drop the fill to give up).
     Miss(Fill<'a>),
 }
@@ -252,8 +140,8 @@ pub enum Lookup<'a> {
 pub struct Fill<'a> {
     cache: &'a Cache,
     kind: Kind,
-    guard: Option<Guard<'a>>,
-    key: Option<CacheKey>,
+    reservation: Option<Reservation<'a>>,
+    key: CacheKey,
     stamp: Stamp,
     table: Arc<TableGenerations>,
     scope: Scope,
@@ -270,12 +158,13 @@ impl Fill<'_> {
     /// Stores an upstream answer if no write began since the read started and no write whose
     /// outcome is unknown may still land on it.
     pub fn complete(
-        mut self,
+        self,
         body: Bytes,
         item: Option<Range<usize>>,
         ttl: Duration,
     ) -> Result<(), Refusal> {
-        let generations = &self.cache.generations;
+        let cache = self.cache;
+        let generations = &cache.generations;
         if generations.stamp(&self.table, self.scope) != self.stamp {
             return Err(Refusal::Raced);
         }
@@ -285,24 +174,24 @@ impl Fill<'_> {
         if ttl.is_zero() {
             return Err(Refusal::Raced);
         }
-        // An upstream body is usually a slice of the connection's read buffer: storing it as it
-        // is would keep that whole buffer alive for the entry's lifetime, several times the
-        // bytes the weighter counts. An entry owns exactly its bytes.
-        let body = Bytes::copy_from_slice(&body);
-        let entry = Arc::new(Entry {
-            crc32: crate::protocol::crc32_header(&body),
-            body,
+        // The entry is a copy: an upstream body is usually a slice of the connection's read
+        // buffer, which it would otherwise keep alive.
+        let entry = Entry::new(NewEntry {
+            key: self.key.bytes(),
+            body: &body,
             item,
+            table: self.table,
             stamp: self.stamp,
-            expires: Instant::now() + ttl,
+            expires: cache.now_ms().saturating_add(ttl.as_millis() as u64),
         });
-        match (self.guard.take(), self.key.take()) {
-            (Some(guard), _) => guard.insert(entry).map_err(|_| Refusal::Raced),
-            (None, Some(key)) => {
-                self.cache.store(self.kind).entries.insert(key, entry);
-                Ok(())
-            }
-            (None, None) => Err(Refusal::Raced),
+        if cache
+            .store(self.kind)
+            .entries
+            .insert(entry, self.reservation)
+        {
+            Ok(())
+        } else {
+            Err(Refusal::Raced)
         }
     }
 }
@@ -346,6 +235,8 @@ pub struct Cache {
     consistency_window: Duration,
     /// How long what a write whose outcome is unknown touched stays "in doubt".
     in_doubt_window: Duration,
+    /// The clock of entries' expiry.
+    clock: Instant,
     metrics: Arc<Metrics>,
 }
 
@@ -370,6 +261,7 @@ impl Cache {
             schemas: Arc::new(KeySchemas::default()),
             consistency_window: config.cache.consistency_window,
             in_doubt_window: config.in_doubt_window(),
+            clock: Instant::now(),
             metrics,
         }
     }
@@ -402,12 +294,27 @@ impl Cache {
         }
     }
 
-    fn is_current(&self, entry: &Entry, stamp: Stamp, now: Instant) -> bool {
-        entry.stamp == stamp && entry.expires > now
+    /// Milliseconds on the cache's clock (entries' expiry).
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Whether an entry may answer: not expired, and none of the cells it depends on changed
+    /// since its read started. The entry names its own cells, so a hit looks nothing else up.
+    fn is_current(&self, entry: &Entry, now_ms: u64) -> bool {
+        entry.expires() > now_ms
+            && self
+                .generations
+                .stamp(entry.table(), entry.scope())
+                .digest()
+                == entry.generations()
     }
 
     /// Looks a read up. On a miss, the returned [`Fill`] holds the key: concurrent lookups of it
     /// wait for this one's answer instead of going upstream too.
+    ///
+    /// A hit is judged by the cells its entry names (the ones its read depended on, which every
+    /// write that could change it bumps); `table` and `dependency` are only needed for a miss.
     pub async fn lookup(
         &self,
         kind: Kind,
@@ -416,32 +323,51 @@ impl Cache {
         key: CacheKey,
     ) -> Lookup<'_> {
         let store = self.store(kind);
+        // The plain get answers hits without touching placeholders; only a miss reserves.
+        if let Some(found) = store.entries.get(&key) {
+            if self.is_current(&found, self.now_ms()) {
+                self.count_hit(kind, &found, false);
+                return Lookup::Hit {
+                    entry: found,
+                    coalesced: false,
+                };
+            }
+            store.entries.remove_if_same(&key, &found);
+        }
         let state = self.generations.table(table);
         let scope = self.scope_of(table, dependency);
         // Bounded: each turn either answers or removes a dead entry; a key rewritten faster than
         // it can be read falls through to an unguarded miss.
         for _ in 0..4 {
+            // Taken before the read can go upstream: a write that starts after it ends the fill.
             let stamp = self.generations.stamp(&state, scope);
-            // The plain get answers hits without touching placeholders; only a miss reserves.
-            let (found, coalesced) = match store.entries.get(&key) {
-                Some(entry) => (entry, false),
-                None => match store.entries.get_value_or_guard_async(&key).await {
-                    // Another request's upstream call filled it while this one waited.
-                    Ok(entry) => (entry, true),
-                    Err(guard) => {
-                        store.misses.inc();
-                        return Lookup::Miss(self.fill(
-                            kind,
-                            Some(guard),
-                            None,
-                            stamp,
-                            state,
-                            scope,
-                        ));
-                    }
-                },
+            let placeholder = Entry::new(NewEntry {
+                key: key.bytes(),
+                body: b"",
+                item: None,
+                table: state.clone(),
+                stamp,
+                expires: 0,
+            });
+            let (found, coalesced) = match store.entries.get_or_reserve(placeholder).await {
+                Ok(entry) => {
+                    // Another request's upstream call filled it while this one waited, unless it
+                    // was there all along.
+                    (entry, true)
+                }
+                Err(reservation) => {
+                    store.misses.inc();
+                    return Lookup::Miss(self.fill(
+                        kind,
+                        Some(reservation),
+                        key,
+                        stamp,
+                        state,
+                        scope,
+                    ));
+                }
             };
-            if self.is_current(&found, stamp, Instant::now()) {
+            if self.is_current(&found, self.now_ms()) {
                 self.count_hit(kind, &found, coalesced);
                 return Lookup::Hit {
                     entry: found,
@@ -450,18 +376,18 @@ impl Cache {
             }
             // Filled under generations that are no longer current, or expired: drop it and look
             // again (a concurrent fill may be fresh).
-            store.entries.remove_if(&key, |e| Arc::ptr_eq(e, &found));
+            store.entries.remove_if_same(&key, &found);
         }
         store.misses.inc();
         let stamp = self.generations.stamp(&state, scope);
-        Lookup::Miss(self.fill(kind, None, Some(key), stamp, state, scope))
+        Lookup::Miss(self.fill(kind, None, key, stamp, state, scope))
     }
 
     fn fill<'a>(
         &'a self,
         kind: Kind,
-        guard: Option<Guard<'a>>,
-        key: Option<CacheKey>,
+        reservation: Option<Reservation<'a>>,
+        key: CacheKey,
         stamp: Stamp,
         table: Arc<TableGenerations>,
         scope: Scope,
@@ -470,7 +396,7 @@ impl Cache {
         Fill {
             cache: self,
             kind,
-            guard,
+            reservation,
             key,
             stamp,
             table,
@@ -493,23 +419,21 @@ impl Cache {
     /// Looks an item up without waiting or reserving (BatchGetItem's keys). On a miss, returns
     /// the [`Fill`] to complete once the upstream answered; it does not hold the key.
     pub(crate) fn peek_item(&self, table: &str, item_key: &[u8], key: CacheKey) -> Lookup<'_> {
-        let state = self.generations.table(table);
-        let scope = self.generations.item_scope(table, item_key);
-        let stamp = self.generations.stamp(&state, scope);
         if let Some(entry) = self.items.entries.get(&key) {
-            if self.is_current(&entry, stamp, Instant::now()) {
+            if self.is_current(&entry, self.now_ms()) {
                 self.count_hit(Kind::Item, &entry, false);
                 return Lookup::Hit {
                     entry,
                     coalesced: false,
                 };
             }
-            self.items
-                .entries
-                .remove_if(&key, |e| Arc::ptr_eq(e, &entry));
+            self.items.entries.remove_if_same(&key, &entry);
         }
+        let state = self.generations.table(table);
+        let scope = self.generations.item_scope(table, item_key);
+        let stamp = self.generations.stamp(&state, scope);
         self.items.misses.inc();
-        Lookup::Miss(self.fill(Kind::Item, None, Some(key), stamp, state, scope))
+        Lookup::Miss(self.fill(Kind::Item, None, key, stamp, state, scope))
     }
 
     /// Ends every entry a write (or a control-plane call) may change; called before it is
@@ -580,7 +504,7 @@ impl Cache {
         }
         // Entries are already dead; reclaim their memory too.
         for store in [&self.items, &self.queries] {
-            store.entries.retain(|k, _| k.table() != table.as_bytes());
+            store.entries.remove_table(table);
         }
         self.refresh_gauges();
     }

@@ -74,7 +74,7 @@ impl Proxy {
         let wants_capacity = read.capacity != Capacity::None;
 
         // Look every key up: per table, the entries that hit and a mask of which keys did.
-        let mut hits: Vec<Vec<Arc<Entry>>> = Vec::with_capacity(read.tables.len());
+        let mut hits: Vec<Vec<Entry>> = Vec::with_capacity(read.tables.len());
         let mut hit_mask: Vec<Vec<bool>> = Vec::with_capacity(read.tables.len());
         let mut misses = Vec::new();
         for (ti, t) in read.tables.iter().enumerate() {
@@ -295,7 +295,7 @@ fn unprocessed_keys(
 /// zero for the tables answered from the cache alone.
 fn merge(
     read: &BatchGetRead,
-    hits: &[Vec<Arc<Entry>>],
+    hits: &[Vec<Entry>],
     upstream: Option<&BatchGetItemOutput<'_>>,
 ) -> Result<Vec<u8>, ProtocolError> {
     let mut out = Vec::with_capacity(256);

@@ -72,12 +72,16 @@ pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, enabled: bool) {
 /// request asked for `ConsumedCapacity`, the hit reports it — zero units, a hit consumes none — in
 /// the shape asked for.
 pub(crate) fn hit(entry: &Entry, capacity: Option<&ZeroCapacity<'_>>) -> Response<Body> {
-    let Some(capacity) = capacity else {
-        return json_response(StatusCode::OK, entry.body.clone(), entry.crc32.clone());
+    let stored = || {
+        let (body, crc32) = entry.response_parts();
+        json_response(StatusCode::OK, body, crc32)
     };
-    let body = &entry.body[..];
+    let Some(capacity) = capacity else {
+        return stored();
+    };
+    let body = entry.body();
     let Some(open) = body.iter().rposition(|b| *b == b'}') else {
-        return json_response(StatusCode::OK, entry.body.clone(), entry.crc32.clone());
+        return stored();
     };
     let mut out = Vec::with_capacity(body.len() + 128);
     out.extend_from_slice(&body[..open]);

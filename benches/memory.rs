@@ -1,0 +1,131 @@
+//! What cached items cost in memory: the resident set of this process with a million GetItem
+//! answers of about 230 bytes cached, and with a cache of capacity C filled three times over (so
+//! it evicts as it goes), next to what the weigher counted.
+//!
+//! `cargo bench --bench memory` runs both cases, each in a process of its own (memory freed by one
+//! would otherwise be counted in the next); `-- items 200000` or `-- full 128` runs one (an item
+//! count, a capacity in MiB). The entries are filled
+//! through `Cache::lookup` and `Fill::complete`, as misses are stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
+use ddbcache::config::Config;
+use ddbcache::metrics::Metrics;
+
+mod support;
+use support::key_part;
+
+const TABLE: &str = "us-east-1/bench";
+const TTL: Duration = Duration::from_secs(3600);
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The GetItem answer for item `i` with a 200-byte item (about 230 bytes).
+fn answer(i: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"Item":{{"pk":{{"S":"p{i:010}"}},"sk":{{"S":"s000000"}},"v":{{"S":"{}"}}}}}}"#,
+        "x".repeat(177)
+    ))
+}
+
+fn rss_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0
+}
+
+fn new_cache(capacity: u64) -> Cache {
+    let mut config = Config::default();
+    config.cache.item.capacity = capacity;
+    config.cache.query.capacity = 1 << 20;
+    Cache::new(&config, Arc::new(Metrics::new()))
+}
+
+/// Stores items `0..n`; returns the answer bytes stored.
+async fn fill(cache: &Cache, n: u64) -> u64 {
+    let mut payload = 0;
+    for i in 0..n {
+        let k = key_part(i);
+        let key = CacheKey::item(TABLE, &k, b"");
+        if let Lookup::Miss(fill) = cache
+            .lookup(Kind::Item, TABLE, Dependency::Item(&k), key)
+            .await
+        {
+            let body = answer(i);
+            payload += body.len() as u64;
+            let item = Some(8..body.len() - 1);
+            let _ = fill.complete(body, item, TTL);
+        }
+    }
+    payload
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |default: u64| {
+        args.iter()
+            .skip_while(|a| !matches!(a.as_str(), "items" | "full"))
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    if args.iter().any(|a| a == "items") {
+        rt.block_on(items(number(1_000_000)));
+    } else if args.iter().any(|a| a == "full") {
+        rt.block_on(full(number(64) << 20));
+    } else {
+        let me = std::env::current_exe().expect("the bench's own path");
+        for case in ["items", "full"] {
+            let status = std::process::Command::new(&me).arg(case).status();
+            assert!(status.is_ok_and(|s| s.success()), "{case} failed");
+        }
+    }
+}
+
+/// A cache large enough for every item.
+async fn items(n: u64) {
+    let start = rss_bytes();
+    let cache = new_cache(4 << 30);
+    let payload = fill(&cache, n).await;
+    let stats = cache.stats(Kind::Item);
+    let rss = rss_bytes();
+    println!(
+        "{n} items ({:.1} MiB of answers): RSS {:.1} MiB (process at start {:.1} MiB), {:.0} B per item; weighed {:.1} MiB, {:.0} B per item; {:.0} items per GiB",
+        payload as f64 / MIB,
+        rss / MIB,
+        start / MIB,
+        (rss - start) / stats.entries as f64,
+        stats.bytes as f64 / MIB,
+        stats.bytes as f64 / stats.entries as f64,
+        stats.entries as f64 * 1024.0 * MIB / (rss - start),
+    );
+}
+
+/// A full cache: capacity C, three times as many items read as fit.
+async fn full(capacity: u64) {
+    let start = rss_bytes();
+    let cache = new_cache(capacity);
+    fill(&cache, 3 * capacity / 400).await;
+    let stats = cache.stats(Kind::Item);
+    let rss = rss_bytes();
+    let bound = 1.1 * capacity as f64 + 30.0 * MIB;
+    println!(
+        "full cache of {} MiB: {} entries, weighed {:.1} MiB, RSS {:.1} MiB (process at start {:.1} MiB); bound 1.1 x C + 30 MiB = {:.1} MiB: {}",
+        capacity >> 20,
+        stats.entries,
+        stats.bytes as f64 / MIB,
+        rss / MIB,
+        start / MIB,
+        bound / MIB,
+        if rss <= bound { "met" } else { "NOT met" }
+    );
+}
