@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, PutRequest, ReturnValue, ScalarAttributeType, WriteRequest,
+    AttributeValue, KeysAndAttributes, PutRequest, ReturnValue, ScalarAttributeType, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use common::*;
@@ -639,46 +639,63 @@ async fn control_plane_and_flush_drop_a_tables_entries() {
     assert_eq!(stats["query"]["entries"], 0);
 }
 
-/// Many tasks read, put, update and delete a few hot keys through ddbcache. Writes to one key are
-/// serialized by the test (so "the latest acknowledged write" is well defined) and each carries
-/// a higher version. A read notes the latest acknowledged version of its key before it starts;
-/// it must return that version or a newer one.
+/// Many tasks read, put, update and delete a few hot items through ddbcache: two items in each of
+/// three partitions, read by GetItem (one item) and by Query (a whole partition, whose entry
+/// depends on its partition's generation, not the table's). Writes to one item are serialized by
+/// the test (so "the latest acknowledged write" is well defined) and each carries a higher
+/// version. A read notes the latest acknowledged version of every item it returns before it
+/// starts; it must return that version or a newer one, for every item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_no_read_returns_a_version_older_than_an_acknowledged_write() {
-    const KEYS: usize = 4;
+    const PARTITIONS: usize = 3;
+    const SORT_KEYS: [&str; 2] = ["s", "t"];
     const TASKS: usize = 12;
     const OPS_PER_TASK: usize = 150;
 
     let (_engine, proxy, client, table) = setup().await;
-    struct KeyState {
+    #[derive(Default)]
+    struct ItemState {
         write_lock: tokio::sync::Mutex<u64>,
         /// (version, present) of the latest acknowledged write.
         acked: parking_lot::Mutex<(u64, bool)>,
         /// Highest version of a delete that has started.
         delete_started: AtomicU64,
     }
-    let keys: Arc<Vec<KeyState>> = Arc::new(
-        (0..KEYS)
-            .map(|_| KeyState {
-                write_lock: tokio::sync::Mutex::new(0),
-                acked: parking_lot::Mutex::new((0, false)),
-                delete_started: AtomicU64::new(0),
-            })
+    impl ItemState {
+        /// Whether `found` is older than what was acknowledged when the read started (`floor`).
+        fn is_stale(&self, found: Option<u64>, (floor, floor_present): (u64, bool)) -> bool {
+            match found {
+                Some(v) => v < floor,
+                // Absent is right if the latest acknowledged write was a delete, or a newer
+                // delete has started since.
+                None => floor_present && self.delete_started.load(Ordering::SeqCst) < floor,
+            }
+        }
+    }
+    // Item (p, k) is at index p * SORT_KEYS.len() + k.
+    let items: Arc<Vec<ItemState>> = Arc::new(
+        (0..PARTITIONS * SORT_KEYS.len())
+            .map(|_| ItemState::default())
             .collect(),
     );
     let stale = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
     let writes = Arc::new(AtomicU64::new(0));
+    let version_of = |item: &std::collections::HashMap<String, AttributeValue>| -> u64 {
+        item["version"].as_n().unwrap().parse().unwrap()
+    };
 
     let mut tasks = Vec::new();
     for t in 0..TASKS {
-        let (client, table, keys) = (client.clone(), table.clone(), keys.clone());
+        let (client, table, items) = (client.clone(), table.clone(), items.clone());
         let (stale, reads, writes) = (stale.clone(), reads.clone(), writes.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..OPS_PER_TASK {
-                let k = (t * 7 + i * 13) % KEYS;
-                let pk = format!("hot{k}");
-                let state = &keys[k];
+                let p = (t * 7 + i * 13) % PARTITIONS;
+                let k = (t + i * 5) % SORT_KEYS.len();
+                let pk = format!("hot{p}");
+                let sk = SORT_KEYS[k];
+                let state = &items[p * SORT_KEYS.len() + k];
                 match (t + i) % 10 {
                     // Writes: 30%.
                     kind @ 0..=2 => {
@@ -687,7 +704,7 @@ async fn stress_no_read_returns_a_version_older_than_an_acknowledged_write() {
                         let v = *version;
                         let present = match kind {
                             0 => {
-                                let mut item = key(&pk, "s");
+                                let mut item = key(&pk, sk);
                                 item.insert("version".into(), n(&v.to_string()));
                                 client.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap();
                                 true
@@ -696,7 +713,7 @@ async fn stress_no_read_returns_a_version_older_than_an_acknowledged_write() {
                                 client
                                     .update_item()
                                     .table_name(&table)
-                                    .set_key(Some(key(&pk, "s")))
+                                    .set_key(Some(key(&pk, sk)))
                                     .update_expression("SET version = :v")
                                     .expression_attribute_values(":v", n(&v.to_string()))
                                     .return_values(ReturnValue::UpdatedNew)
@@ -707,39 +724,45 @@ async fn stress_no_read_returns_a_version_older_than_an_acknowledged_write() {
                             }
                             _ => {
                                 state.delete_started.fetch_max(v, Ordering::SeqCst);
-                                client.delete_item().table_name(&table).set_key(Some(key(&pk, "s"))).send().await.unwrap();
+                                client.delete_item().table_name(&table).set_key(Some(key(&pk, sk))).send().await.unwrap();
                                 false
                             }
                         };
                         *state.acked.lock() = (v, present);
                         writes.fetch_add(1, Ordering::Relaxed);
                     }
-                    // Reads: 70%, split between GetItem and Query.
-                    r => {
-                        let (floor, floor_present) = *state.acked.lock();
-                        let found: Option<u64> = if r % 2 == 0 {
-                            let out = client.get_item().table_name(&table).set_key(Some(key(&pk, "s"))).send().await.unwrap();
-                            out.item().map(|i| i["version"].as_n().unwrap().parse().unwrap())
-                        } else {
-                            let out = client
-                                .query()
-                                .table_name(&table)
-                                .key_condition_expression("pk = :p")
-                                .expression_attribute_values(":p", s(&pk))
-                                .send()
-                                .await
-                                .unwrap();
-                            out.items().first().map(|i| i["version"].as_n().unwrap().parse().unwrap())
-                        };
-                        let is_stale = match found {
-                            Some(v) => v < floor,
-                            // Absent is right if the latest acknowledged write was a delete, or a
-                            // newer delete has started since.
-                            None => floor_present && state.delete_started.load(Ordering::SeqCst) < floor,
-                        };
-                        if is_stale {
+                    // Reads: 70%, split between GetItem of one item and Query of its partition.
+                    r if r % 2 == 0 => {
+                        let floor = *state.acked.lock();
+                        let out = client.get_item().table_name(&table).set_key(Some(key(&pk, sk))).send().await.unwrap();
+                        let found = out.item().map(version_of);
+                        if state.is_stale(found, floor) {
                             stale.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("stale read of {pk}: found {found:?}, acknowledged {floor} (present: {floor_present})");
+                            eprintln!("stale GetItem of {pk}/{sk}: found {found:?}, acknowledged {floor:?}");
+                        }
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        let partition = &items[p * SORT_KEYS.len()..(p + 1) * SORT_KEYS.len()];
+                        let floors: Vec<(u64, bool)> = partition.iter().map(|s| *s.acked.lock()).collect();
+                        let out = client
+                            .query()
+                            .table_name(&table)
+                            .key_condition_expression("pk = :p")
+                            .expression_attribute_values(":p", s(&pk))
+                            .send()
+                            .await
+                            .unwrap();
+                        for (k, (item, floor)) in partition.iter().zip(floors).enumerate() {
+                            let found = out
+                                .items()
+                                .iter()
+                                .find(|i| i["sk"].as_s().unwrap() == SORT_KEYS[k])
+                                .map(version_of);
+                            if item.is_stale(found, floor) {
+                                stale.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("stale Query of {pk} for {}: found {found:?}, acknowledged {floor:?}", SORT_KEYS[k]);
+                            }
                         }
                         reads.fetch_add(1, Ordering::Relaxed);
                     }
@@ -750,14 +773,17 @@ async fn stress_no_read_returns_a_version_older_than_an_acknowledged_write() {
     for t in tasks {
         t.await.unwrap();
     }
-    let hits = proxy.metric(ITEM_HITS).await + proxy.metric(QUERY_HITS).await;
+    let (item_hits, query_hits) = (
+        proxy.metric(ITEM_HITS).await,
+        proxy.metric(QUERY_HITS).await,
+    );
     let reads = reads.load(Ordering::Relaxed);
     println!(
-        "stress: {reads} reads ({hits} cache hits, hit rate {:.1}%), {} writes, {} stale reads",
-        100.0 * hits / reads as f64,
+        "stress: {reads} reads ({item_hits} item hits, {query_hits} query hits), {} writes, {} stale reads",
         writes.load(Ordering::Relaxed),
         stale.load(Ordering::Relaxed)
     );
     assert_eq!(stale.load(Ordering::Relaxed), 0);
-    assert!(hits > 0.0, "the cache served some reads");
+    assert!(item_hits > 0.0, "the item cache served some reads");
+    assert!(query_hits > 0.0, "the query cache served some reads");
 }
