@@ -17,7 +17,6 @@ use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Look
 use ddbcache::config::Config;
 use ddbcache::metrics::Metrics;
 use ddbcache::protocol::reads::{self, ReadParse};
-use ddbcache::protocol::validate;
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
 use ddbcache::proxy::respond::{json_response, Body};
 use http::{Response, StatusCode};
@@ -119,10 +118,9 @@ fn get_item_body(i: u64) -> Vec<u8> {
 /// A GetItem as the proxy serves it past HTTP: the body read down to its cache key and proven
 /// valid, the lookup, and on a hit the response built from the entry; a miss stores `body`.
 async fn serve_get_item(cache: &Cache, request: &[u8], body: &Bytes) -> Option<Response<Body>> {
-    let Ok(ReadParse::Cacheable(read)) = reads::parse_get_item(request) else {
-        panic!("the bench body is a cacheable GetItem");
+    let Ok((ReadParse::Cacheable(read), Ok(()))) = reads::read_get_item(request) else {
+        panic!("the bench body is a cacheable, valid GetItem");
     };
-    assert!(validate::get_item(request).is_ok());
     let key = CacheKey::item(TABLE, &read.key, &read.projection);
     match cache
         .lookup(Kind::Item, TABLE, Dependency::Item(&read.key), key)

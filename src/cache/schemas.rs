@@ -106,6 +106,19 @@ pub struct KeySchemas {
 }
 
 impl KeySchemas {
+    /// Whether `names` are the table's key attributes, if its schema is known; unlike
+    /// [`KeySchemas::get`], it leaves the shared schema's reference count alone (a hit asks it).
+    pub(crate) fn is_key<'n>(
+        &self,
+        table: &str,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Option<bool> {
+        match &self.tables.lock().get(table)?.state {
+            State::Known(s) => Some(s.is_key(names)),
+            _ => None,
+        }
+    }
+
     /// The table's schema, if known.
     pub(crate) fn get(&self, table: &str) -> Option<Arc<KeySchema>> {
         match &self.tables.lock().get(table)?.state {

@@ -21,7 +21,20 @@ pub struct KeyAttr<'a> {
     b: Option<Cow<'a, str>>,
 }
 
-impl KeyAttr<'_> {
+impl<'a> KeyAttr<'a> {
+    /// A key value given by its type member (`S`, `N` or `B`) and that member's string, as
+    /// read from JSON without escapes. `None` for any other type.
+    pub(crate) fn new(tag: &str, value: &'a str) -> Option<KeyAttr<'a>> {
+        let value = Some(Cow::Borrowed(value));
+        let (s, n, b) = match tag {
+            "S" => (value, None, None),
+            "N" => (None, value, None),
+            "B" => (None, None, value),
+            _ => return None,
+        };
+        Some(KeyAttr { s, n, b })
+    }
+
     /// Appends the canonical encoding of this value; `None` if it is not a valid key value.
     fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         match (&self.s, &self.n, &self.b) {

@@ -13,9 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::Value;
 
+use base64::Engine as _;
+
 use super::canonical::{encode_key, encode_projection, normalize_numbers_in, KeyAttr};
 use super::error::ProtocolError;
 use super::table::KeySchema;
+use super::validate::{self, NotProven};
 
 /// How a read request came out of parsing.
 #[derive(Debug)]
@@ -148,6 +151,173 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
         consistent_read: input.consistent_read.unwrap_or(false),
         capacity,
     }))
+}
+
+/// A GetItem read down to its cache key, and whether it is proven to be one DynamoDB accepts
+/// ([`super::validate::get_item`]): what the hit path needs, in one pass over the body when it has
+/// the usual shape ([`get_item_fast`]), else as [`parse_get_item`] and the validator say.
+pub fn read_get_item(
+    body: &[u8],
+) -> Result<(ReadParse<GetItemRead<'_>>, Result<(), NotProven>), ProtocolError> {
+    if let Some(read) = get_item_fast(body) {
+        return Ok((ReadParse::Cacheable(read), Ok(())));
+    }
+    let parsed = parse_get_item(body)?;
+    let proof = match parsed {
+        ReadParse::Cacheable(_) => validate::get_item(body),
+        ReadParse::Uncacheable => Ok(()),
+    };
+    Ok((parsed, proof))
+}
+
+/// The usual GetItem — `TableName`, `Key` (one or two attributes of type S, N or B), optionally
+/// `ConsistentRead` and `ReturnConsumedCapacity`, strings without escapes — read and proven valid
+/// in one pass, without building a document. It accepts only what [`parse_get_item`] reads to
+/// the same [`GetItemRead`] *and* the validator proves valid (a property test holds it to that);
+/// `None` for anything else, which then takes the full path.
+pub fn get_item_fast(body: &[u8]) -> Option<GetItemRead<'_>> {
+    let mut scan = Scan { bytes: body, at: 0 };
+    let (mut table, mut key, mut consistent, mut capacity) = (None, None, None, None);
+    scan.object(|name, scan| match name {
+        "TableName" => once(&mut table, scan.string()?),
+        "Key" => once(&mut key, fast_key(scan)?),
+        "ConsistentRead" => once(&mut consistent, scan.boolean()?),
+        "ReturnConsumedCapacity" => once(&mut capacity, Capacity::parse(Some(scan.string()?))?),
+        _ => None,
+    })?;
+    if !scan.at_end() {
+        return None;
+    }
+    let table = table?;
+    validate::check_table_name(table).ok()?;
+    let (key_names, key) = key?;
+    Some(GetItemRead {
+        table: Cow::Borrowed(table),
+        key_names,
+        key,
+        projection: Vec::new(),
+        consistent_read: consistent.unwrap_or(false),
+        capacity: capacity.unwrap_or_default(),
+    })
+}
+
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    match slot {
+        Some(_) => None,
+        None => {
+            *slot = Some(value);
+            Some(())
+        }
+    }
+}
+
+/// A `Key` of one or two valid S, N or B attributes: its sorted names and canonical bytes.
+fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(Vec<Cow<'a, str>>, Vec<u8>)> {
+    let mut attrs: Vec<(&'a str, KeyAttr<'a>)> = Vec::with_capacity(2);
+    scan.object(|name, scan| {
+        if name.is_empty() || attrs.len() == 2 || attrs.iter().any(|(n, _)| *n == name) {
+            return None;
+        }
+        let mut typed = None;
+        scan.object(|tag, scan| once(&mut typed, (tag, scan.string()?)))?;
+        let (tag, text) = typed?;
+        let valid = match tag {
+            "S" => !text.is_empty(),
+            "N" => validate::check_number(text).is_ok(),
+            "B" => base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .is_ok_and(|b| !b.is_empty()),
+            _ => false,
+        };
+        if !valid {
+            return None;
+        }
+        attrs.push((name, KeyAttr::new(tag, text)?));
+        Some(())
+    })?;
+    let key = encode_key(attrs.iter().map(|(n, v)| (*n, v)))?;
+    let mut names: Vec<Cow<'a, str>> = attrs.iter().map(|(n, _)| Cow::Borrowed(*n)).collect();
+    names.sort_unstable();
+    Some((names, key))
+}
+
+/// A cursor over JSON that understands only what the fast path accepts.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn skip_whitespace(&mut self) {
+        while matches!(self.bytes.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        self.bytes.get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+
+    /// A string without escapes or control characters (anything else: `None`).
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match *self.bytes.get(self.at)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        self.at += 1;
+        Some(text)
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        self.skip_whitespace();
+        let rest = &self.bytes[self.at..];
+        let (value, len) = if rest.starts_with(b"true") {
+            (true, 4)
+        } else if rest.starts_with(b"false") {
+            (false, 5)
+        } else {
+            return None;
+        };
+        self.at += len;
+        Some(value)
+    }
+
+    /// An object whose members `member` reads, each value in full.
+    fn object(&mut self, mut member: impl FnMut(&'a str, &mut Self) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            let name = self.string()?;
+            self.expect(b':')?;
+            member(name, self)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,5 +764,133 @@ mod tests {
             v,
             serde_json::json!({"RequestItems":{"a":{"Keys":[{"k":{"S":"2"}}]}}})
         );
+    }
+
+    #[test]
+    fn the_usual_get_item_takes_the_one_pass_path() {
+        for body in [
+            &br#"{"TableName":"bench","Key":{"pk":{"S":"p0000000001"},"sk":{"S":"s000000"}}}"#[..],
+            br#" { "Key" : { "id" : { "N" : "-1.50E+2" } } , "TableName" : "t.1-_" , "ConsistentRead" : true } "#,
+            br#"{"TableName":"t01","Key":{"b":{"B":"AAE="}},"ReturnConsumedCapacity":"TOTAL"}"#,
+        ] {
+            let fast = get_item_fast(body).expect("the usual shape");
+            assert_eq!(fast, cacheable(parse_get_item(body)));
+            assert!(validate::get_item(body).is_ok());
+        }
+    }
+
+    #[test]
+    fn what_the_one_pass_path_cannot_prove_takes_the_full_path() {
+        for body in [
+            // Escapes, projections, unknown members, duplicates, other types, invalid values.
+            &br#"{"TableName":"t\u0031","Key":{"pk":{"S":"a"}}}"#[..],
+            br#"{"TableName":"t01","Key":{"pk":{"S":"a"}},"ProjectionExpression":"x"}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"S":"a"}},"Other":1}"#,
+            br#"{"TableName":"t01","TableName":"t02","Key":{"pk":{"S":"a"}}}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"S":"a"},"pk":{"S":"b"}}}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"BOOL":true}}}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"S":""}}}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"N":"1e999"}}}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"B":"!"}}}"#,
+            br#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#,
+            br#"{"TableName":"t01","Key":{"a":{"S":"1"},"b":{"S":"2"},"c":{"S":"3"}}}"#,
+            br#"{"TableName":"t01","Key":{"pk":{"S":"a"}}} x"#,
+            br#"{"TableName":"t01","Key":{"pk":{"S":"a"}},"ReturnConsumedCapacity":"ALL"}"#,
+        ] {
+            assert!(
+                get_item_fast(body).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    mod one_pass {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A GetItem-like body close to the usual shape: mostly a table and a key of valid
+        /// pieces, sometimes not, with other members in any order.
+        fn body() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                4 => prop::sample::select(vec!["pk", "sk"]),
+                1 => prop::sample::select(vec!["", "p\\u006b", "Pk", "pk ", "\u{e9}"]),
+            ];
+            let tag = prop_oneof![
+                4 => prop::sample::select(vec!["S", "N", "B"]),
+                1 => prop::sample::select(vec!["BOOL", "SS", "s", "NULL"]),
+            ];
+            let text = prop::sample::select(vec![
+                "a", "", "1", "1.0", "-0", "+1", "1e999", "1E-130", "1e125", "AAE=", "AA", "!",
+                "x y", "a\\\"b", "a\\/b", "\u{e9}", "00012.50", ".5", "1.", " 1", "0x1", "NaN",
+            ]);
+            let attr = (name, tag, text).prop_map(|(n, t, v)| format!(r#""{n}":{{"{t}":"{v}"}}"#));
+            let key = prop::collection::vec(attr, 0..4)
+                .prop_map(|a| format!(r#""Key":{{{}}}"#, a.join(",")));
+            let table = prop_oneof![
+                4 => prop::sample::select(vec!["bench", "t01", "a.b-c_d"]),
+                1 => prop::sample::select(vec![
+                    "t",
+                    "t\\u0031",
+                    "bad name",
+                    "",
+                    "arn:aws:dynamodb:us-east-1:123456789012:table/t01",
+                ]),
+            ]
+            .prop_map(|t| format!(r#""TableName":"{t}""#));
+            let extra = prop_oneof![
+                prop::sample::select(vec!["true", "false", "null", "\"true\"", "1"])
+                    .prop_map(|v| format!(r#""ConsistentRead":{v}"#)),
+                prop::sample::select(vec![
+                    "\"NONE\"",
+                    "\"TOTAL\"",
+                    "\"INDEXES\"",
+                    "\"ALL\"",
+                    "null",
+                ])
+                .prop_map(|v| format!(r#""ReturnConsumedCapacity":{v}"#)),
+                Just(r#""ProjectionExpression":"pk""#.to_owned()),
+                Just(r#""AttributesToGet":["pk"]"#.to_owned()),
+                Just(r#""Bogus":{}"#.to_owned()),
+                Just(r#""TableName":"t02""#.to_owned()),
+            ];
+            let members = (
+                prop::option::weighted(0.9, table),
+                prop::option::weighted(0.9, key),
+                prop::collection::vec(extra, 0..3),
+            )
+                .prop_map(|(table, key, mut members)| {
+                    members.extend(table);
+                    members.extend(key);
+                    members
+                })
+                .prop_shuffle();
+            let space = prop::sample::select(vec!["", " ", "\n", "\t "]);
+            (members, space, prop::bool::weighted(0.1)).prop_map(|(members, space, trailing)| {
+                let joined = members.join(&format!("{space},{space}"));
+                let end = if trailing { "x" } else { "" };
+                format!("{space}{{{space}{joined}{space}}}{end}")
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// The one-pass path answers only what the full parse reads alike and the validator
+            /// proves valid.
+            #[test]
+            fn the_one_pass_path_agrees_with_the_full_parse_and_the_validator(body in body()) {
+                if let Some(fast) = get_item_fast(body.as_bytes()) {
+                    let full = parse_get_item(body.as_bytes());
+                    prop_assert!(matches!(&full, Ok(ReadParse::Cacheable(f)) if *f == fast), "{full:?}");
+                    prop_assert!(validate::get_item(body.as_bytes()).is_ok());
+                }
+            }
+
+            #[test]
+            fn random_bytes_never_panic_the_one_pass_path(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = get_item_fast(&body);
+            }
+        }
     }
 }

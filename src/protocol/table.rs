@@ -127,9 +127,18 @@ impl KeySchema {
 
     /// Whether `names` (in any order) are exactly the key attributes.
     pub fn is_key<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> bool {
-        let mut given: Vec<&str> = names.into_iter().collect();
-        given.sort_unstable();
-        given == self.key_names()
+        // Without collecting: every read that may be a hit asks this.
+        let (mut hash, mut range) = (false, self.range.is_none());
+        for name in names {
+            if !hash && name == self.hash {
+                hash = true;
+            } else if !range && Some(name) == self.range.as_deref() {
+                range = true;
+            } else {
+                return false;
+            }
+        }
+        hash && range
     }
 
     /// The account that owns the table, from its ARN.
@@ -225,6 +234,9 @@ mod tests {
         assert_eq!(partition, schema.partition_of(&a).unwrap());
         assert!(schema.is_key(["sk", "pk"]));
         assert!(!schema.is_key(["pk"]));
+        assert!(!schema.is_key(["pk", "pk"]));
+        assert!(!schema.is_key(["pk", "sk", "x"]));
+        assert!(!schema.is_key(std::iter::empty()));
         assert_eq!(schema.account(), Some("000000000000"));
         assert_eq!(schema.index_shares_partitions(Some("lsi")), Some(true));
         assert_eq!(schema.index_shares_partitions(Some("gsi")), Some(false));

@@ -19,19 +19,19 @@ use super::{Answered, Encoding, Proxy};
 
 impl Proxy {
     pub(super) async fn get_item(self: &Arc<Self>, cache: &Arc<Cache>, inb: &Inbound) -> Answered {
-        let read = match reads::parse_get_item(&inb.json)? {
-            ReadParse::Cacheable(r) => r,
-            ReadParse::Uncacheable => {
+        let read = match reads::read_get_item(&inb.json)? {
+            (ReadParse::Cacheable(r), Ok(())) => r,
+            (ReadParse::Cacheable(_), Err(_)) => {
+                return self
+                    .bypass(Kind::Item, BypassReason::NotProvenValid, inb)
+                    .await
+            }
+            (ReadParse::Uncacheable, _) => {
                 return self
                     .bypass(Kind::Item, BypassReason::NotUnderstood, inb)
                     .await
             }
         };
-        if validate::get_item(&inb.json).is_err() {
-            return self
-                .bypass(Kind::Item, BypassReason::NotProvenValid, inb)
-                .await;
-        }
         let table = match self.read_table(cache, inb.region.as_str(), &read.table) {
             Ok(t) => t,
             Err(reason) => return self.bypass(Kind::Item, reason, inb).await,
@@ -42,8 +42,7 @@ impl Proxy {
                 ItemDecision::Bypass(reason) => return self.bypass(Kind::Item, reason, inb).await,
             };
         let key_names = || read.key_names.iter().map(|n| n.as_ref());
-        let known = cache.schemas().get(&table.id);
-        if known.as_ref().is_some_and(|s| !s.is_key(key_names())) {
+        if cache.schemas().is_key(&table.id, key_names()) == Some(false) {
             cache.schema_contradicted(&table.id);
             return self
                 .bypass(Kind::Item, BypassReason::KeyMismatch, inb)
@@ -60,6 +59,7 @@ impl Proxy {
             }
             Lookup::Miss(fill) => fill,
         };
+        let known = cache.schemas().get(&table.id);
         let how = policy::miss_read(fill.restrictions(), true, read.capacity != Capacity::None);
         let request = self.miss_request(Kind::Item, inb, how);
         // The schema is needed to store the answer: fetch it alongside the read when unknown.

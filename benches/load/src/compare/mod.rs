@@ -35,7 +35,7 @@ pub struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "throughput,latency,instructions,memory"
+        default_value = "throughput,latency,instructions,memory,writes"
     )]
     pub scenarios: Vec<Scenario>,
     /// Measured runs of each target; the report shows their median and min–max [5; --quick 2].
@@ -75,6 +75,16 @@ pub struct CompareArgs {
     /// Items the callgrind runs read (each is read once first, to fill the cache) [1000; --quick 200].
     #[arg(long)]
     pub callgrind_keys: Option<u64>,
+    /// Partitions (one item each) the `writes` scenario reads and writes [10000; --quick 1000].
+    #[arg(long)]
+    pub write_partitions: Option<u64>,
+    /// Requests of each `writes` run, WARM,MEASURED: unmeasured from an empty cache, then
+    /// measured [20000,30000; --quick 1000,3000].
+    #[arg(long, value_delimiter = ',')]
+    pub write_requests: Vec<u64>,
+    /// An earlier ddbcache binary the `writes` scenario also runs, for a before/after figure.
+    #[arg(long)]
+    pub before: Option<PathBuf>,
     /// CPUs of the servers (taskset -c list).
     #[arg(long, default_value = "1")]
     pub server_cpus: String,
@@ -118,6 +128,9 @@ pub struct Settings {
     pub mem_keys: u64,
     pub callgrind_requests: (u64, u64),
     pub callgrind_keys: u64,
+    pub write_partitions: u64,
+    pub write_requests: (u64, u64),
+    pub before: Option<PathBuf>,
     /// (servers, load generator) CPU lists, when pinning.
     pub pin: Option<(String, String)>,
     pub ddbcache: PathBuf,
@@ -153,6 +166,17 @@ impl Settings {
         };
         if !args.no_pin && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
             bail!("pinning the servers and the load generator apart needs two CPUs (or --no-pin)");
+        }
+        let write_requests = match args.write_requests.as_slice() {
+            [] if quick => (1_000, 3_000),
+            [] => (20_000, 30_000),
+            [warm, measured] if *measured > 0 => (*warm, *measured),
+            _ => bail!("--write-requests takes two counts WARM,MEASURED with MEASURED > 0"),
+        };
+        if let Some(before) = &args.before {
+            if !before.is_file() {
+                bail!("no ddbcache binary at {} (--before)", before.display());
+            }
         }
         let runs = args.runs.unwrap_or(if quick { 2 } else { 5 });
         if runs == 0 || args.concurrency == 0 {
@@ -216,6 +240,9 @@ impl Settings {
             mem_keys: pick(args.mem_keys, 300_000, 40_000),
             callgrind_requests: (n1, n2),
             callgrind_keys,
+            write_partitions: pick(args.write_partitions, 10_000, 1_000),
+            write_requests,
+            before: args.before,
             pin: (!args.no_pin).then_some((args.server_cpus, args.load_cpus)),
             ddbcache,
             dynalite,

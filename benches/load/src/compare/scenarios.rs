@@ -35,6 +35,9 @@ pub enum Scenario {
     /// Hit cost at each of --scale-keys cached items (run it last: a million items slow
     /// dynalite down).
     Scale,
+    /// Query hit ratio under writes: Zipf over partitions, 90% Query / 10% UpdateItem, this
+    /// build and (with --before) an earlier one.
+    Writes,
 }
 
 impl Scenario {
@@ -45,6 +48,7 @@ impl Scenario {
             Scenario::Instructions => "instructions",
             Scenario::Memory => "memory",
             Scenario::Scale => "scale",
+            Scenario::Writes => "writes",
         }
     }
 
@@ -55,6 +59,7 @@ impl Scenario {
             Scenario::Instructions => instructions(bench).await,
             Scenario::Memory => memory(bench).await,
             Scenario::Scale => scale(bench).await,
+            Scenario::Writes => writes(bench).await,
         }
     }
 }
@@ -247,6 +252,21 @@ impl Bench {
     async fn start_ddbcache(
         &mut self,
         name: &str,
+        target: (&'static str, &'static str),
+        upstream: &str,
+        overrides: &[(&str, &str)],
+        callgrind: Option<&Path>,
+    ) -> anyhow::Result<(Target, Config)> {
+        let binary = self.settings.ddbcache.clone();
+        self.start_ddbcache_binary(&binary, name, target, upstream, overrides, callgrind)
+            .await
+    }
+
+    /// [`Bench::start_ddbcache`] with another ddbcache binary.
+    async fn start_ddbcache_binary(
+        &mut self,
+        binary: &Path,
+        name: &str,
         (key, label): (&'static str, &'static str),
         upstream: &str,
         overrides: &[(&str, &str)],
@@ -275,7 +295,7 @@ impl Bench {
         })
         .context("the config given to ddbcache")?;
         let args = vec![
-            self.settings.ddbcache.clone().into_os_string(),
+            binary.as_os_str().to_owned(),
             "--config".into(),
             "/dev/null".into(),
         ];
@@ -909,6 +929,134 @@ async fn scale(bench: &mut Bench) -> anyhow::Result<Section> {
         body,
         checks,
     })
+}
+
+/// The table the `writes` scenario queries and updates, one item per partition.
+const WRITES_TABLE: &str = "bench_writes";
+
+/// The query cache under writes: Zipf-distributed partitions, 90% Query (one partition each) and
+/// 10% UpdateItem. A write to a partition should end only that partition's Query entries, so the
+/// hot partitions' entries survive writes to the others. Every run starts from an empty cache, is
+/// warmed by a fixed number of requests and measured over a fixed number more, so a faster build
+/// does not get a warmer cache from doing more requests in the same time.
+async fn writes(bench: &mut Bench) -> anyhow::Result<Section> {
+    let servers = bench.servers().await?;
+    let partitions = bench.settings.write_partitions;
+    let (warm_requests, measured_requests) = bench.settings.write_requests;
+    bench.preload(WRITES_TABLE, partitions).await?;
+    let (this, _) = bench
+        .start_ddbcache(
+            "ddbcache-writes",
+            ("writes", "ddbcache, this build"),
+            &servers.direct.url,
+            &[],
+            None,
+        )
+        .await?;
+    let mut targets = vec![this];
+    if let Some(before) = bench.settings.before.clone() {
+        let (earlier, _) = bench
+            .start_ddbcache_binary(
+                &before,
+                "ddbcache-before",
+                ("before", "ddbcache, earlier build (--before)"),
+                &servers.direct.url,
+                &[],
+                None,
+            )
+            .await?;
+        targets.push(earlier);
+    }
+    let concurrency = bench.settings.concurrency;
+    let spec = |target: &Target, requests: u64| {
+        let mut spec = bench.spec(target, WRITES_TABLE, partitions, concurrency);
+        spec.mix = "query=90,update=10".parse().expect("a valid mix");
+        spec.dist = Dist::Zipf;
+        spec.duration = None;
+        spec.requests = Some(requests);
+        spec.warmup = Duration::ZERO;
+        spec
+    };
+    let specs: Vec<(RunSpec, RunSpec)> = targets
+        .iter()
+        .map(|target| {
+            let mut warm = spec(target, warm_requests);
+            warm.admin = None;
+            (warm, spec(target, measured_requests))
+        })
+        .collect();
+    let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
+    for run in 0..bench.settings.runs {
+        for ((target, (warm, measured)), samples) in targets.iter().zip(&specs).zip(&mut samples) {
+            bench.flush(target).await?;
+            let client = bench
+                .client(&target.url, concurrency, Duration::from_secs(30))
+                .await?;
+            run::measure(warm, client, || ()).await?;
+            samples.push(bench.measure(Scenario::Writes, target, run, measured).await?);
+        }
+    }
+    for target in &targets[1..] {
+        bench.procs.stop(&target.proc, START_WITHIN).await?;
+    }
+    bench.procs.stop(&targets[0].proc, START_WITHIN).await?;
+    let rows: Vec<Vec<String>> = targets
+        .iter()
+        .zip(&samples)
+        .map(|(target, s)| {
+            vec![
+                target.label.to_owned(),
+                spread(s, query_hit_percent).show(1),
+                spread(s, rps).show(0),
+                spread(s, |s| s.latency_us(0.99)).show(0),
+                s.iter()
+                    .map(|s| s.report.record.error_count())
+                    .sum::<u64>()
+                    .to_string(),
+            ]
+        })
+        .collect();
+    let body = format!(
+        "Zipf (s = 0.99) over {partitions} partitions of one item, 90% Query of one partition, \
+         10% UpdateItem, {concurrency} in flight. Each run: cache flushed, {warm_requests} \
+         requests unmeasured, then {measured_requests} measured.\n\n{}",
+        table(
+            &["target", "query hit ratio %", "req/s", "p99 µs", "errors"],
+            &rows,
+        )
+    );
+    let mut checks = vec![Check {
+        measure: "query hit ratio under writes (90% Query / 10% UpdateItem, Zipf)".to_owned(),
+        value: format!("{:.1}%", spread(&samples[0], query_hit_percent).median()),
+        target: "reference".to_owned(),
+        met: None,
+    }];
+    if let Some(before) = samples.get(1) {
+        checks.push(Check {
+            measure: "the same with the earlier build (--before)".to_owned(),
+            value: format!("{:.1}%", spread(before, query_hit_percent).median()),
+            target: "reference".to_owned(),
+            met: None,
+        });
+    }
+    Ok(Section {
+        title: "Query cache under writes".to_owned(),
+        body,
+        checks,
+    })
+}
+
+/// The query cache's hit ratio over a run, from ddbcache's `/metrics` deltas.
+fn query_hit_percent(s: &Sample) -> f64 {
+    let Some((hits, misses)) = s
+        .report
+        .admin
+        .as_ref()
+        .and_then(|a| a.by_cache.get("query").copied())
+    else {
+        return f64::NAN;
+    };
+    100.0 * hits / (hits + misses).max(1.0)
 }
 
 #[cfg(test)]
