@@ -993,7 +993,11 @@ async fn writes(bench: &mut Bench) -> anyhow::Result<Section> {
                 .client(&target.url, concurrency, Duration::from_secs(30))
                 .await?;
             run::measure(warm, client, || ()).await?;
-            samples.push(bench.measure(Scenario::Writes, target, run, measured).await?);
+            samples.push(
+                bench
+                    .measure(Scenario::Writes, target, run, measured)
+                    .await?,
+            );
         }
     }
     for target in &targets[1..] {
