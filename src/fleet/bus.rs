@@ -235,26 +235,15 @@ impl Bus {
             return;
         };
         let started = Instant::now();
-        let sent = tokio::time::timeout(
-            self.config.publish_timeout,
-            redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(&payload)
-                .query_async::<i64>(&mut conn),
-        )
-        .await;
+        let sent = self
+            .send(&mut conn, &payload, self.config.publish_timeout)
+            .await;
         self.fleet_metrics()
             .publish_duration
             .observe(started.elapsed().as_secs_f64());
         match sent {
-            Ok(Ok(_)) => self.fleet_metrics().published.inc(),
-            Ok(Err(e)) => {
-                self.count_failure("error");
-                warn!(error = %e, "fleet: publish failed; queued for retry, hits paused");
-                self.forget_connection();
-                self.enqueue(payload);
-            }
-            Err(_) => {
+            Ok(()) => self.fleet_metrics().published.inc(),
+            Err(LinkError::Timeout(_)) => {
                 self.count_failure("timeout");
                 warn!(
                     timeout = ?self.config.publish_timeout,
@@ -262,7 +251,31 @@ impl Bus {
                 );
                 self.enqueue(payload);
             }
+            Err(e) => {
+                self.count_failure("error");
+                warn!(error = %e, "fleet: publish failed; queued for retry, hits paused");
+                self.forget_connection();
+                self.enqueue(payload);
+            }
         }
+    }
+
+    /// One PUBLISH, answered within `limit`.
+    async fn send(
+        &self,
+        conn: &mut MultiplexedConnection,
+        payload: &[u8],
+        limit: Duration,
+    ) -> Result<(), LinkError> {
+        within(
+            limit,
+            redis::cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(payload)
+                .query_async::<i64>(conn),
+        )
+        .await??;
+        Ok(())
     }
 
     fn count_failure(&self, kind: &str) {
@@ -346,16 +359,11 @@ impl Bus {
             let Some((id, payload)) = front else {
                 continue;
             };
-            let sent = tokio::time::timeout(
-                self.config.ping_timeout,
-                redis::cmd("PUBLISH")
-                    .arg(&self.channel)
-                    .arg(&payload)
-                    .query_async::<i64>(&mut conn),
-            )
-            .await;
-            match sent {
-                Ok(Ok(_)) => {
+            match self
+                .send(&mut conn, &payload, self.config.ping_timeout)
+                .await
+            {
+                Ok(()) => {
                     backoff.reset();
                     self.fleet_metrics().published.inc();
                     let mut queue = self.queue.lock();
@@ -370,12 +378,8 @@ impl Bus {
                         info!("fleet: publish queue empty; hits resume");
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     warn!(error = %e, "fleet: retried publish failed");
-                    *self.publisher.lock() = None;
-                    backoff.wait().await;
-                }
-                Err(_) => {
                     *self.publisher.lock() = None;
                     backoff.wait().await;
                 }
