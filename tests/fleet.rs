@@ -334,6 +334,12 @@ async fn redis_outage_passes_through_then_hits_resume_without_stale_reads() {
             .await;
         // The pass-through period is visible in the counters.
         p.wait_metric(link_down, WAIT, |v| v >= 10.0).await;
+        // The application must not be restarted for it.
+        assert_eq!(
+            http_get(&format!("{}/readyz", p.admin)).await.0,
+            200,
+            "ready while the fleet link is down"
+        );
         before_restart.push(p.metric(hits).await);
     }
 
@@ -688,4 +694,48 @@ async fn a_dead_lease_holder_is_replaced_and_no_record_is_skipped() {
         keys.len(),
         died.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_fleet_one_sidecar_reads_the_stream_and_a_table_without_one_is_reported() {
+    let engine = Engine::moto().await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let streamed = create_streamed_table(&direct, "solo-stream").await;
+    let plain = unique_table("solo-plain");
+    create_table(&direct, &plain).await;
+    let proxy = start_proxy_with(&engine.endpoint(), |c| {
+        c.streams.tables = StreamTables::Named(vec![streamed.clone(), plain.clone()]);
+    })
+    .await;
+    proxy.wait_ready().await;
+    let only = [&proxy];
+
+    // No stream on `plain`: a metric (and a warning), not a failure; its entries live by the TTL.
+    proxy
+        .wait_metric(
+            "ddbcache_stream_errors_total{kind=\"not_enabled\"}",
+            WAIT,
+            |v| v >= 1.0,
+        )
+        .await;
+    let readable = |t: &str| format!("ddbcache_stream_readable{{table=\"{t}\"}}");
+    assert_eq!(proxy.metric(&readable(&plain)).await, 0.0);
+    cache_everywhere(&only, &plain, "k", 0).await;
+
+    // `streamed` is read by this sidecar alone, without a lease.
+    until_stream_read(&direct, &only, &streamed).await;
+    assert_eq!(proxy.metric(&readable(&streamed)).await, 1.0);
+    assert_eq!(
+        proxy
+            .metric(&format!(
+                "ddbcache_stream_lease_held{{table=\"{streamed}\"}}"
+            ))
+            .await,
+        0.0
+    );
+    cache_everywhere(&only, &streamed, "k", 0).await;
+    let written = Instant::now();
+    put_direct(&direct, &streamed, "k", 1).await;
+    let took = until_everywhere(&only, &streamed, "k", 1, written).await;
+    eprintln!("stream invalidation without a fleet: {took:?}");
 }
