@@ -1,8 +1,8 @@
 //! `ddbcache-load compare`, shrunk to seconds: the scenarios run end to end against the real
-//! processes they start (dynalite, serve-fixed, ddbcache in front of dynalite), and the report
-//! has every section, its targets, and hits that really were hits. The instructions scenario is
-//! left out: callgrind's start-up alone takes most of a minute on a debug build (its parsing of
-//! callgrind's output is tested beside it).
+//! processes they start (dynalite, serve-fixed, ddbcache in front of dynalite; a Redis and two
+//! ddbcache on it for the fleet), and the report has every section, its targets, and hits that
+//! really were hits. The instructions scenario is left out: callgrind's start-up alone takes most
+//! of a minute on a debug build (its parsing of callgrind's output is tested beside it).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,8 +23,8 @@ fn a_reduced_quick_comparison_writes_the_whole_report() {
         .args(["compare", "--quick", "--runs", "2", "--duration", "300ms"])
         .args(["--warmup", "100ms", "--keys", "300", "--concurrency", "4"])
         .args(["--mem-keys", "1500", "--mem-capacity", "128KiB"])
-        .args(["--scale-keys", "100,300"])
-        .args(["--scenarios", "throughput,latency,memory,scale"])
+        .args(["--scale-keys", "100,300", "--fleet-probes", "20"])
+        .args(["--scenarios", "throughput,latency,memory,scale,fleet"])
         .arg("--ddbcache")
         .arg(&ddbcache)
         .arg("--out")
@@ -45,6 +45,7 @@ fn a_reduced_quick_comparison_writes_the_whole_report() {
         "## Latency: one request at a time",
         "## Memory with a full cache",
         "## Hit cost by cache size",
+        "## Fleet bus: cost and lag",
         "## Raw",
     ] {
         assert!(report.contains(heading), "no {heading} in:\n{report}");
@@ -55,12 +56,18 @@ fn a_reduced_quick_comparison_writes_the_whole_report() {
             .contains("Hit ratio of the hit runs (ddbcache's /metrics deltas): 100.00%, 100.00%."),
         "{report}"
     );
-    // Two runs per target: four targets twice (throughput, latency), two cache sizes.
+    // Two runs per target: four targets twice (throughput, latency), two cache sizes, hits and
+    // writes with and without the fleet bus.
     let runs = report
         .lines()
         .filter(|l| l.starts_with("{\"") && l.contains("\"run\":"))
         .count();
-    assert_eq!(runs, 2 * (4 + 4 + 2), "{report}");
+    assert_eq!(runs, 2 * (4 + 4 + 2 + 2 + 2), "{report}");
+    // No read through the fleet's peer got an old item once the bus lag had passed.
+    assert!(
+        report.contains("| probes stale after the bus lag | 0 | 0 | met |"),
+        "{report}"
+    );
     // Median and range of two runs in every figure of the side-by-side tables.
     let fixed = report
         .lines()

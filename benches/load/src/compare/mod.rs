@@ -103,6 +103,13 @@ pub struct CompareArgs {
     /// The Node.js that runs dynalite.
     #[arg(long, default_value = "node")]
     pub node: PathBuf,
+    /// The Redis server of the `fleet` scenario's bus (Debian's, from scripts/setup.sh redis).
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: PathBuf,
+    /// Writes through one sidecar of the `fleet` scenario, each followed at once by reads
+    /// through its peer [300; --quick 50].
+    #[arg(long)]
+    pub fleet_probes: Option<u64>,
     /// Where the report goes [benches/RESULTS.md].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -136,6 +143,8 @@ pub struct Settings {
     pub ddbcache: PathBuf,
     pub dynalite: PathBuf,
     pub node: PathBuf,
+    pub redis_server: PathBuf,
+    pub fleet_probes: u64,
     pub out: PathBuf,
     pub notes: Option<PathBuf>,
     /// The command line, for the report.
@@ -247,6 +256,8 @@ impl Settings {
             ddbcache,
             dynalite,
             node: args.node,
+            redis_server: args.redis_server,
+            fleet_probes: pick(args.fleet_probes, 300, 50),
             out: args
                 .out
                 .unwrap_or_else(|| repository().join("benches/RESULTS.md")),

@@ -158,7 +158,7 @@ impl Procs {
     }
 
     /// Polls `done` until it holds, failing if the server exits or `within` passes first.
-    async fn wait_until(
+    pub(super) async fn wait_until(
         &mut self,
         proc: &Proc,
         within: Duration,

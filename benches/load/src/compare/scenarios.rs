@@ -1,8 +1,10 @@
 //! The scenarios of a comparison. Each is a function that measures what it needs on a [`Bench`]
-//! and returns its section of the report with its targets checked; a new one (Query under
-//! writes over Zipf-chosen partitions, a fleet's write latency, ...) is a variant of
+//! and returns its section of the report with its targets checked; a new one is a variant of
 //! [`Scenario`] and one function here, built from the `Bench` helpers: the servers, `preload`,
-//! `warm`, `measure` and `side_by_side`.
+//! `warm`, `measure` and `side_by_side`. The fleet scenario, which brings its own servers (Redis,
+//! two sidecars on one bus), has a file of its own.
+
+mod fleet;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,9 @@ pub enum Scenario {
     /// Query hit ratio under writes: Zipf over partitions, 90% Query / 10% UpdateItem, this
     /// build and (with --before) an earlier one.
     Writes,
+    /// The fleet bus: hit throughput and write latency with and without it, the invalidation
+    /// lag at a peer, and reads through the peer right after writes (needs redis-server).
+    Fleet,
 }
 
 impl Scenario {
@@ -49,6 +54,7 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::Scale => "scale",
             Scenario::Writes => "writes",
+            Scenario::Fleet => "fleet",
         }
     }
 
@@ -60,6 +66,7 @@ impl Scenario {
             Scenario::Memory => memory(bench).await,
             Scenario::Scale => scale(bench).await,
             Scenario::Writes => writes(bench).await,
+            Scenario::Fleet => fleet::fleet(bench).await,
         }
     }
 }
