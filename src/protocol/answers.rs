@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::canonical::{encode_key, KeyAttr};
 use super::table::KeySchema;
+use super::Operation;
 
 #[derive(Deserialize)]
 struct GetItemOutput<'a> {
@@ -90,6 +91,169 @@ pub struct BatchGetItemOutput<'a> {
 
 pub fn parse_batch_get_output(body: &[u8]) -> Option<BatchGetItemOutput<'_>> {
     serde_json::from_slice(body).ok()
+}
+
+/// Whether an answer to a cacheable read has the shape DynamoDB's answers to `op` have: known
+/// fields only, every item (and `LastEvaluatedKey`) an attribute-value map checked all the way
+/// down, `Count` and `ScannedCount` on a Query or Scan. Anything else — an error body under a
+/// 200, a proxy's page, valid JSON of another shape — is not an answer to store.
+pub fn has_answer_shape(op: Operation, body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    type Object = serde_json::Map<String, serde_json::Value>;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct GetItem {
+        #[serde(rename = "Item")]
+        _item: Option<AttributeMap>,
+        #[serde(rename = "ConsumedCapacity")]
+        _consumed_capacity: Option<Object>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Query {
+        #[serde(rename = "Items")]
+        _items: Option<Vec<AttributeMap>>,
+        #[serde(rename = "Count")]
+        _count: u64,
+        #[serde(rename = "ScannedCount")]
+        _scanned_count: u64,
+        #[serde(rename = "LastEvaluatedKey")]
+        _last_evaluated_key: Option<AttributeMap>,
+        #[serde(rename = "ConsumedCapacity")]
+        _consumed_capacity: Option<Object>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BatchGetItem {
+        #[serde(rename = "Responses")]
+        _responses: Option<HashMap<String, Vec<AttributeMap>>>,
+        #[serde(rename = "UnprocessedKeys")]
+        _unprocessed_keys: Option<HashMap<String, IgnoredAny>>,
+        #[serde(rename = "ConsumedCapacity")]
+        _consumed_capacity: Option<Vec<Object>>,
+    }
+    match op {
+        Operation::GetItem => serde_json::from_slice::<GetItem>(body).is_ok(),
+        Operation::Query | Operation::Scan => serde_json::from_slice::<Query>(body).is_ok(),
+        Operation::BatchGetItem => serde_json::from_slice::<BatchGetItem>(body).is_ok(),
+        _ => false,
+    }
+}
+
+/// An attribute-value map, checked and thrown away: `{"name": <attribute value>, ...}`.
+struct AttributeMap;
+
+/// One attribute value: an object with exactly one of DynamoDB's type tags, its value of the
+/// type that tag takes.
+struct AttributeValue;
+
+#[derive(Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
+enum TypeTag {
+    S,
+    N,
+    B,
+    SS,
+    NS,
+    BS,
+    M,
+    L,
+    NULL,
+    BOOL,
+}
+
+/// A JSON string, not kept.
+struct Str;
+/// A JSON boolean, not kept.
+struct Bool;
+
+impl<'de> Deserialize<'de> for AttributeMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AttributeMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an attribute-value map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AttributeMap, A::Error> {
+                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    map.next_value::<AttributeValue>()?;
+                }
+                Ok(AttributeMap)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for AttributeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AttributeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an attribute value such as {\"S\": \"x\"}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AttributeValue, A::Error> {
+                use serde::de::Error;
+                let Some(tag) = map.next_key::<TypeTag>()? else {
+                    return Err(A::Error::custom("an attribute value needs a type"));
+                };
+                match tag {
+                    TypeTag::S | TypeTag::N | TypeTag::B => map.next_value::<Str>().map(drop)?,
+                    TypeTag::SS | TypeTag::NS | TypeTag::BS => {
+                        map.next_value::<Vec<Str>>().map(drop)?
+                    }
+                    TypeTag::M => map.next_value::<AttributeMap>().map(drop)?,
+                    TypeTag::L => map.next_value::<Vec<AttributeValue>>().map(drop)?,
+                    TypeTag::NULL | TypeTag::BOOL => map.next_value::<Bool>().map(drop)?,
+                }
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("an attribute value has one type"));
+                }
+                Ok(AttributeValue)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Str, E> {
+                Ok(Str)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Bool;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a boolean")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Bool, E> {
+                Ok(Bool)
+            }
+        }
+        d.deserialize_bool(V)
+    }
 }
 
 /// The canonical key of a returned item, given the table's key attribute names; `None` if the
@@ -175,6 +339,43 @@ pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_of_another_shape_are_not_answers() {
+        let get = |b: &[u8]| has_answer_shape(Operation::GetItem, b);
+        for garbage in [
+            &br#"{"message":"Service Unavailable"}"#[..],
+            br#"{"Item":"garbage"}"#,
+            br#"{"Item":{"pk":"a"}}"#,
+            br#"{"Item":{"pk":{"S":1}}}"#,
+            br#"{"Item":{"pk":{"S":"a","N":"1"}}}"#,
+            br#"{"Item":{"pk":{"X":"a"}}}"#,
+            br#"{"Item":{"l":{"L":[{"SS":["a",2]}]}}}"#,
+            br#"{"Item":{"pk":{}}}"#,
+            b"[]",
+        ] {
+            assert!(!get(garbage), "{}", String::from_utf8_lossy(garbage));
+        }
+        assert!(get(b"{}"));
+        assert!(get(br#"{"Item":{"m":{"M":{"l":{"L":[{"N":"1"},{"NULL":true},{"BS":["AA=="]}]}}},"b":{"BOOL":false}},"ConsumedCapacity":{"TableName":"t","CapacityUnits":0.5}}"#));
+        let query = |b: &[u8]| has_answer_shape(Operation::Query, b);
+        assert!(query(br#"{"Items":[{"pk":{"S":"a"}}],"Count":1,"ScannedCount":1,"LastEvaluatedKey":{"pk":{"S":"a"}}}"#));
+        assert!(query(br#"{"Count":3,"ScannedCount":3}"#));
+        for garbage in [
+            &br#"{"foo":1}"#[..],
+            br#"{"Items":[{"pk":"a"}],"Count":1,"ScannedCount":1}"#,
+            br#"{"Items":[],"Count":-1,"ScannedCount":0}"#,
+            br#"{"Items":[]}"#,
+        ] {
+            assert!(!query(garbage), "{}", String::from_utf8_lossy(garbage));
+        }
+        let batch = |b: &[u8]| has_answer_shape(Operation::BatchGetItem, b);
+        assert!(batch(br#"{"Responses":{"t":[{"pk":{"S":"a"}}]},"UnprocessedKeys":{},"ConsumedCapacity":[{"TableName":"t"}]}"#));
+        assert!(!batch(
+            br#"{"Responses":{"t":[{"pk":"a"}]},"UnprocessedKeys":{}}"#
+        ));
+        assert!(!batch(br#"{"message":"x"}"#));
+    }
 
     #[test]
     fn get_item_output_locates_item() {

@@ -156,15 +156,17 @@ impl Proxy {
                 cache.schema_contradicted(&t.id);
             }
         }
-        let Some(output) = policy::storable(&upstream)
-            .then(|| answers::parse_batch_get_output(&upstream.body))
-            .flatten()
-        else {
-            // An error (or an answer ddbcache cannot read): the client gets it as it came.
-            for _ in &misses {
-                self.count_unstored(Kind::Item, Unstored::Answer);
+        let output = policy::storable(&upstream, inb.op)
+            .and_then(|()| answers::parse_batch_get_output(&upstream.body).ok_or(Unstored::Shape));
+        let output = match output {
+            Ok(output) => output,
+            Err(reason) => {
+                // An error (or an answer ddbcache cannot read): the client gets it as it came.
+                for _ in &misses {
+                    self.count_unstored(Kind::Item, reason);
+                }
+                return Ok((respond::relayed(upstream), Outcome::Miss));
             }
-            return Ok((respond::relayed(upstream), Outcome::Miss));
         };
         self.fill_batch(&read, &decisions, &schemas, &output, misses);
         if !any_hit {

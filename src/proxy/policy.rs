@@ -25,6 +25,7 @@ use http::{header, StatusCode};
 use crate::config::{Config, TableTtls};
 use crate::fleet::{Blocked, Fleet};
 use crate::protocol::table::KeySchema;
+use crate::protocol::{answers, Operation, HEADER_CRC32};
 use crate::upstream::UpstreamResponse;
 
 /// Why a cacheable operation went straight upstream without looking in the cache or filling it.
@@ -88,17 +89,26 @@ pub(crate) enum Unstored {
     RecentWrite,
     /// The table's key schema could not be had, or does not match the read.
     Schema,
-    /// Not a 200 with a plain body of DynamoDB's shape.
+    /// Not a 200 with a plain body.
     Answer,
+    /// The body does not match the upstream's `x-amz-crc32`: damaged on the way. It is passed on
+    /// as it came, so the client's own check catches it, but never stored (a hit would re-serve
+    /// it with a fresh, valid checksum).
+    Checksum,
+    /// Not shaped as DynamoDB's answer to the operation (unknown fields, items that are not
+    /// attribute-value maps): whatever produced it, it is not an answer to keep.
+    Shape,
 }
 
 impl Unstored {
-    pub(crate) const ALL: [Unstored; 5] = [
+    pub(crate) const ALL: [Unstored; 7] = [
         Unstored::Raced,
         Unstored::InDoubt,
         Unstored::RecentWrite,
         Unstored::Schema,
         Unstored::Answer,
+        Unstored::Checksum,
+        Unstored::Shape,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -108,6 +118,8 @@ impl Unstored {
             Unstored::RecentWrite => "recent_write",
             Unstored::Schema => "schema",
             Unstored::Answer => "answer",
+            Unstored::Checksum => "checksum",
+            Unstored::Shape => "shape",
         }
     }
 }
@@ -215,20 +227,72 @@ pub(crate) fn consistent_allowed(schema: Option<&KeySchema>, index: Option<&str>
     schema.and_then(|s| s.index_shares_partitions(index)) == Some(true)
 }
 
-/// Rule 4, first part: whether an upstream answer may be stored at all — a 200 with a plain
-/// body (a hit answers with the stored bytes as they are, so they must be the plain JSON).
-pub(crate) fn storable(answer: &UpstreamResponse) -> bool {
+/// Rule 4, first part: whether an upstream answer to `op` may be stored at all — a 200 with a
+/// plain body (a hit answers with the stored bytes as they are, so they must be the plain JSON),
+/// matching the upstream's `x-amz-crc32` when it sent one, of the shape DynamoDB's answers to
+/// `op` have.
+pub(crate) fn storable(answer: &UpstreamResponse, op: Operation) -> Result<(), Unstored> {
     let identity = answer
         .headers
         .get(header::CONTENT_ENCODING)
         .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    answer.status == StatusCode::OK && identity
+    if answer.status != StatusCode::OK || !identity {
+        return Err(Unstored::Answer);
+    }
+    if let Some(sent) = answer.headers.get(HEADER_CRC32) {
+        let intact = std::str::from_utf8(sent.as_bytes())
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .is_some_and(|crc| crc == crc32fast::hash(&answer.body));
+        if !intact {
+            return Err(Unstored::Checksum);
+        }
+    }
+    if !answers::has_answer_shape(op, &answer.body) {
+        return Err(Unstored::Shape);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::Restrictions;
+
+    fn answer(status: u16, body: &'static [u8], crc: Option<&str>) -> UpstreamResponse {
+        let mut headers = http::HeaderMap::new();
+        if let Some(crc) = crc {
+            headers.insert(HEADER_CRC32, crc.parse().unwrap());
+        }
+        UpstreamResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: bytes::Bytes::from_static(body),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn only_intact_answers_of_dynamodb_shape_are_stored() {
+        let item = br#"{"Item":{"pk":{"S":"a"}}}"#;
+        let crc = crc32fast::hash(item).to_string();
+        let get = |a: &UpstreamResponse| storable(a, Operation::GetItem);
+        assert_eq!(get(&answer(200, item, Some(&crc))), Ok(()));
+        assert_eq!(get(&answer(200, item, None)), Ok(()));
+        assert_eq!(
+            get(&answer(200, item, Some("12345"))),
+            Err(Unstored::Checksum)
+        );
+        assert_eq!(get(&answer(500, item, None)), Err(Unstored::Answer));
+        assert_eq!(
+            get(&answer(200, br#"{"message":"x"}"#, None)),
+            Err(Unstored::Shape)
+        );
+        assert_eq!(
+            storable(&answer(200, br#"{"Count":0}"#, None), Operation::Query),
+            Err(Unstored::Shape)
+        );
+    }
 
     #[test]
     fn consistent_read_and_zero_ttl_bypass_with_their_reason() {

@@ -76,9 +76,10 @@ impl Proxy {
         if contradicts_schema(&upstream) {
             cache.schema_contradicted(&table.id);
         }
+        let answer = policy::storable(&upstream, inb.op);
         let stored = match how {
             MissRead::Unstored(reason) => Err(reason),
-            _ if !policy::storable(&upstream) => Err(Unstored::Answer),
+            _ if answer.is_err() => answer,
             _ => match &schema {
                 Some(s) if s.is_key(key_names()) => stored_body(&upstream).and_then(|body| {
                     let item = answers::get_item_output(&body).ok_or(Unstored::Answer)?;
@@ -174,9 +175,10 @@ impl Proxy {
         if contradicts_schema(&upstream) {
             cache.schema_contradicted(&table.id);
         }
+        let answer = policy::storable(&upstream, inb.op);
         let stored = match how {
             MissRead::Unstored(reason) => Err(reason),
-            _ if !policy::storable(&upstream) => Err(Unstored::Answer),
+            _ if answer.is_err() => answer,
             _ => stored_body(&upstream).and_then(|body| Ok(fill.complete(body, None, ttl)?)),
         };
         if let Err(reason) = stored {
