@@ -102,8 +102,10 @@ pub fn normalize_number(s: &str) -> Option<String> {
         return Some("0".into());
     }
     let trimmed = significant.trim_end_matches('0');
-    let trailing = (significant.len() - trimmed.len()) as i64;
-    let exp = exponent - frac.len() as i64 + trailing;
+    // In i128: an exponent near i64's ends plus the digit counts must not wrap, or two different
+    // numbers would share a key. Every i64 exponent and body length fits.
+    let trailing = (significant.len() - trimmed.len()) as i128;
+    let exp = exponent as i128 - frac.len() as i128 + trailing;
     let sign = if negative { "-" } else { "" };
     Some(format!("{sign}{trimmed}e{exp}"))
 }
@@ -210,6 +212,19 @@ mod tests {
         assert_eq!(normalize_number("0.000").unwrap(), "0");
         assert_eq!(normalize_number("-0").unwrap(), "0");
         assert_eq!(normalize_number("1e400").unwrap(), "1e400");
+    }
+
+    #[test]
+    fn exponents_at_the_ends_of_the_range_do_not_wrap() {
+        let max = i64::MAX;
+        let huge = normalize_number(&format!("10e{max}")).unwrap();
+        let tiny = normalize_number(&format!("1e{}", i64::MIN)).unwrap();
+        assert_ne!(huge, tiny);
+        assert_eq!(huge, format!("1e{}", max as i128 + 1));
+        assert_ne!(
+            normalize_number(&format!("0.1e{}", i64::MIN)),
+            normalize_number(&format!("1e{max}"))
+        );
     }
 
     #[test]

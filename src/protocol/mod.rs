@@ -8,6 +8,8 @@ pub(crate) mod answers;
 pub(crate) mod canonical;
 pub mod error;
 pub mod front_door;
+#[cfg(test)]
+mod fuzz;
 pub mod operation;
 pub(crate) mod partiql;
 pub mod reads;
