@@ -39,6 +39,7 @@ run-local: dynalite on http://127.0.0.1:$dynalite_port; ddbcache on http://$list
 run-local: point any AWS SDK or the AWS CLI at it:
     export AWS_ENDPOINT_URL_DYNAMODB=http://$listen
     export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+    export AWS_DEFAULT_REGION=us-east-1   # AWS CLI v1 reads this one, not AWS_REGION
 run-local: metrics at http://$admin/metrics, cache stats at http://$admin/cache; Ctrl-C stops.
 MSG
 # Not exec: the EXIT trap must stop dynalite when ddbcache exits.

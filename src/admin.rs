@@ -2,45 +2,156 @@
 //! Separate from the data port so probes and scrapes never queue behind application traffic. It
 //! reads a small state of its own ([`AdminState`]): the metrics, the readiness and the cache
 //! handle, never the proxy or the server.
+//!
+//! Probes and metrics are open to whoever reaches the port (the kubelet, Prometheus). Mutating
+//! endpoints are not: with `admin.token` or `admin.token_file` set they need
+//! `Authorization: Bearer <token>`; without a token only loopback clients (the pod's own
+//! containers) may use them, so an admin port opened to the cluster for probes does not let
+//! anything in the cluster flush every sidecar.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use tracing::warn;
 
 use crate::cache::{Cache, Kind};
+use crate::config::AdminConfig;
+use crate::connection::{self, Peer, Port};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
 /// What the admin endpoints read and act on.
 pub(crate) struct AdminState {
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     /// `None` when the cache is disabled.
-    pub(crate) cache: Option<Arc<Cache>>,
+    cache: Option<Arc<Cache>>,
+    token: TokenSource,
+}
+
+/// Where the token mutating requests must present comes from.
+enum TokenSource {
+    /// No token: loopback clients only.
+    LoopbackOnly,
+    Fixed(String),
+    /// Read on every mutating request, so a rotated Secret applies without a restart.
+    File(PathBuf),
+}
+
+impl AdminState {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        cache: Option<Arc<Cache>>,
+        config: AdminConfig,
+    ) -> AdminState {
+        let token = match (config.token, config.token_file) {
+            (Some(token), _) => TokenSource::Fixed(token),
+            (None, Some(path)) => TokenSource::File(path),
+            (None, None) => TokenSource::LoopbackOnly,
+        };
+        AdminState {
+            metrics,
+            readiness,
+            cache,
+            token,
+        }
+    }
+
+    /// Whether a mutating request may proceed.
+    fn authorize(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Refusal> {
+        let expected = match &self.token {
+            TokenSource::LoopbackOnly => {
+                return match peer {
+                    Some(p) if p.ip().is_loopback() => Ok(()),
+                    _ => Err(Refusal::NotLoopback),
+                };
+            }
+            TokenSource::Fixed(token) => token.clone(),
+            TokenSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+                Ok(_) => {
+                    warn!(path = %path.display(), "admin.token_file is empty; refusing");
+                    return Err(Refusal::NoToken);
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot read admin.token_file; refusing");
+                    return Err(Refusal::NoToken);
+                }
+            },
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Ok(()),
+            _ => Err(Refusal::BadToken),
+        }
+    }
+}
+
+/// Why a mutating admin request was refused.
+enum Refusal {
+    /// No token is configured and the client is not on loopback.
+    NotLoopback,
+    /// A token file is configured but cannot be read: refuse rather than open up.
+    NoToken,
+    /// Missing or wrong `Authorization: Bearer`.
+    BadToken,
+}
+
+impl Refusal {
+    fn reply(self) -> Response<Full<Bytes>> {
+        match self {
+            Refusal::NotLoopback => reply(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "forbidden: set admin.token or admin.token_file to use this endpoint from another host\n".into(),
+            ),
+            Refusal::NoToken => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the admin token cannot be read\n".into(),
+            ),
+            Refusal::BadToken => {
+                let mut r = reply(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain",
+                    "unauthorized: send Authorization: Bearer <admin token>\n".into(),
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                r
+            }
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves the admin port until the task is aborted.
-pub(crate) async fn serve(listener: Listener, state: Arc<AdminState>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+pub(crate) async fn serve(listener: Listener, state: Arc<AdminState>, port: Port) {
     loop {
-        let stream = listener.accept().await;
+        let (stream, peer, slot) = listener.accept_counted().await.into_parts();
         let state = state.clone();
-        let service = service_fn(move |req| {
+        let handler = move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(&state, req)) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(conn);
+            async move { route(&state, req) }
+        };
+        tokio::spawn(connection::serve(stream, peer, slot, port.clone(), handler));
     }
 }
 
@@ -81,6 +192,10 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             reply(StatusCode::OK, "application/json", body.to_string())
         }
         (&Method::POST, "/cache/flush") => {
+            let peer = req.extensions().get::<Peer>().map(|p| p.0);
+            if let Err(refused) = state.authorize(req.headers(), peer) {
+                return refused.reply();
+            }
             let Some(cache) = &state.cache else {
                 return reply(
                     StatusCode::CONFLICT,
@@ -173,5 +288,28 @@ mod tests {
         assert_eq!(query_param(Some("table="), "table"), None);
         assert_eq!(query_param(None, "table"), None);
         assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_clients_may_flush() {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
+        let state = AdminState::new(metrics, readiness, None, AdminConfig::default());
+        let headers = HeaderMap::new();
+        let from = |addr: &str| Some(addr.parse().unwrap());
+        assert!(state.authorize(&headers, from("127.0.0.1:5000")).is_ok());
+        assert!(state.authorize(&headers, from("[::1]:5000")).is_ok());
+        assert!(matches!(
+            state.authorize(&headers, from("10.1.2.3:5000")),
+            Err(Refusal::NotLoopback)
+        ));
+        assert!(state.authorize(&headers, None).is_err());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

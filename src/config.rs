@@ -21,6 +21,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub cache: CacheConfig,
+    pub admin: AdminConfig,
+    pub tls: TlsConfig,
     /// Per-table overrides, keyed by table name.
     pub tables: BTreeMap<String, TableOverrides>,
     /// The invalidation bus shared by a fleet of sidecars (off without `redis_url`).
@@ -141,6 +143,25 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
+    /// Runtime worker threads; 0: as many as the CPUs the process may use (cgroup quotas count).
+    pub worker_threads: usize,
+    /// Open connections per port; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, from its first byte.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body, once its headers arrived.
+    #[serde(with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// Request body bytes buffered at once across all requests.
+    #[serde(with = "size")]
+    pub max_buffered_bytes: u64,
+    /// How long a request waits for room within `max_buffered_bytes` before a retryable 503.
+    #[serde(with = "humantime_serde_compat")]
+    pub buffer_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -148,7 +169,80 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            worker_threads: 0,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_buffered_bytes: 64 * 1024 * 1024,
+            buffer_wait: Duration::from_secs(1),
         }
+    }
+}
+
+impl ServerConfig {
+    /// The runtime's worker threads: `worker_threads`, or the CPUs this process may use.
+    pub fn effective_worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Who may use the admin port's mutating endpoints (`POST /cache/flush`). Probes and metrics
+/// stay open to anyone who can reach the port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token that mutating requests must present. Never printed by `check-config`.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the token (a mounted Kubernetes Secret); read on every mutating request, so
+    /// a rotated Secret takes effect without a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("(set, not shown)"),
+        None => s.serialize_none(),
+    }
+}
+
+/// TLS on the data port (off unless `cert_file` and `key_file` are set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate they signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// How often the files are checked for changes (a renewed certificate is picked up).
+    #[serde(with = "humantime_serde_compat")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
     }
 }
 
@@ -457,6 +551,17 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_UPSTREAM_TIMEOUT_MS", "upstream.timeout_ms"),
     ("DDBCACHE_MAX_BODY_BYTES", "server.max_body_bytes"),
     ("DDBCACHE_SHUTDOWN_GRACE", "server.shutdown_grace"),
+    ("DDBCACHE_WORKER_THREADS", "server.worker_threads"),
+    ("DDBCACHE_MAX_CONNECTIONS", "server.max_connections"),
+    ("DDBCACHE_HEADER_TIMEOUT", "server.header_timeout"),
+    ("DDBCACHE_BODY_TIMEOUT", "server.body_timeout"),
+    ("DDBCACHE_IDLE_TIMEOUT", "server.idle_timeout"),
+    ("DDBCACHE_MAX_BUFFERED_BYTES", "server.max_buffered_bytes"),
+    ("DDBCACHE_ADMIN_TOKEN", "admin.token"),
+    ("DDBCACHE_ADMIN_TOKEN_FILE", "admin.token_file"),
+    ("DDBCACHE_TLS_CERT_FILE", "tls.cert_file"),
+    ("DDBCACHE_TLS_KEY_FILE", "tls.key_file"),
+    ("DDBCACHE_TLS_CLIENT_CA_FILE", "tls.client_ca_file"),
     ("DDBCACHE_LOG_FORMAT", "log.format"),
     ("DDBCACHE_LOG_LEVEL", "log.level"),
     ("DDBCACHE_CACHE_ENABLED", "cache.enabled"),
@@ -475,12 +580,17 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_STREAMS_TABLES", "streams.tables"),
 ];
 
-/// Memory the process needs beyond what the caches' capacities count (the runtime, TLS,
-/// connection buffers, bodies in flight), in [`Config::container_memory_bytes`].
+/// Memory the process needs beyond what the caches' capacities, buffered bodies and connections
+/// count (the runtime, TLS, answers in flight), in [`Config::container_memory_bytes`].
 const BASE_MEMORY_BYTES: u64 = 30 << 20;
 
+/// Memory one open connection may hold (its task and hyper's read and write buffers; about 25KiB
+/// measured with a request's worth of buffers).
+const CONNECTION_MEMORY_BYTES: u64 = 32 << 10;
+
 /// [`Config::container_memory_bytes`] in words, for what `check-config` prints.
-pub const CONTAINER_MEMORY_RULE: &str = "(item capacity + query capacity) x 1.25 + 30MiB";
+pub const CONTAINER_MEMORY_RULE: &str = "(item capacity + query capacity) x 1.25 + \
+     server.max_buffered_bytes + 2 ports x server.max_connections x 32KiB + 30MiB";
 
 impl Config {
     /// Reads a TOML config file (without environment overrides).
@@ -579,6 +689,31 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
         }
+        for (key, d) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("tls.reload_interval", self.tls.reload_interval),
+        ] {
+            if d.is_zero() {
+                return invalid(key, "must be greater than 0s");
+            }
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be greater than 0");
+        }
+        if self.server.max_buffered_bytes < self.server.max_body_bytes {
+            return invalid(
+                "server.max_buffered_bytes",
+                "must be at least server.max_body_bytes (one largest body must fit)",
+            );
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("tls.key_file", "tls.cert_file and tls.key_file go together");
+        }
+        if self.tls.client_ca_file.is_some() && !self.tls.enabled() {
+            return invalid("tls.client_ca_file", "needs tls.cert_file and tls.key_file");
+        }
         if self.listen.addr == self.listen.admin_addr && self.listen.addr.port() != 0 {
             return invalid(
                 "listen.admin_addr",
@@ -644,6 +779,12 @@ impl Config {
         let secs = |d: Duration| serde_json::json!(d.as_secs_f64());
         v["server"]["max_body_bytes"] = self.server.max_body_bytes.into();
         v["server"]["shutdown_grace"] = secs(self.server.shutdown_grace);
+        v["server"]["header_timeout"] = secs(self.server.header_timeout);
+        v["server"]["body_timeout"] = secs(self.server.body_timeout);
+        v["server"]["idle_timeout"] = secs(self.server.idle_timeout);
+        v["server"]["buffer_wait"] = secs(self.server.buffer_wait);
+        v["server"]["max_buffered_bytes"] = self.server.max_buffered_bytes.into();
+        v["tls"]["reload_interval"] = secs(self.tls.reload_interval);
         v["cache"]["item"]["ttl"] = secs(self.cache.item.ttl);
         v["cache"]["item"]["negative_ttl"] = secs(self.cache.item.negative_ttl);
         v["cache"]["item"]["capacity"] = self.cache.item.capacity.into();
@@ -679,7 +820,9 @@ impl Config {
 
     /// The memory a container running this config needs ([`CONTAINER_MEMORY_RULE`]). A capacity bounds the bytes the cache weighs (each entry's key, response
     /// body and a fixed per-entry estimate); the quarter on top covers what that leaves out (the
-    /// caches' own tables, allocator slack), and the 30MiB the process itself. This is the one
+    /// caches' own tables, allocator slack). Request bodies being read are bounded by
+    /// `server.max_buffered_bytes`, connections by `server.max_connections` per port, and the
+    /// 30MiB is the process itself. This is the one
     /// home of the sizing rule: `check-config` prints it and the deployment lint checks limits
     /// against it.
     pub fn container_memory_bytes(&self) -> u64 {
@@ -688,7 +831,12 @@ impl Config {
             .item
             .capacity
             .saturating_add(self.cache.query.capacity);
-        capacity.saturating_add(capacity / 4) + BASE_MEMORY_BYTES
+        let connections = 2 * self.server.max_connections as u64 * CONNECTION_MEMORY_BYTES;
+        capacity
+            .saturating_add(capacity / 4)
+            .saturating_add(self.server.max_buffered_bytes)
+            .saturating_add(connections)
+            .saturating_add(BASE_MEMORY_BYTES)
     }
 
     /// How long what a write with an unknown outcome touched stays in doubt.
@@ -1107,10 +1255,13 @@ mod tests {
             &[
                 ("DDBCACHE_ITEM_CAPACITY", "64MiB"),
                 ("DDBCACHE_QUERY_CAPACITY", "64MiB"),
+                ("DDBCACHE_MAX_BUFFERED_BYTES", "16MiB"),
+                ("DDBCACHE_MAX_CONNECTIONS", "128"),
             ],
         )
         .unwrap();
-        assert_eq!(c.container_memory_bytes(), 190 << 20);
+        // 128MiB × 1.25 + 16MiB of bodies + 2 ports × 128 connections × 32KiB + 30MiB.
+        assert_eq!(c.container_memory_bytes(), 214 << 20);
     }
 
     #[test]

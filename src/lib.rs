@@ -13,6 +13,7 @@
 mod admin;
 pub mod cache;
 pub mod config;
+mod connection;
 mod fleet;
 pub mod listener;
 pub mod metrics;
@@ -20,4 +21,5 @@ pub mod protocol;
 pub mod proxy;
 pub mod readiness;
 pub mod server;
+mod tls;
 pub mod upstream;

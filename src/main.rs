@@ -83,6 +83,7 @@ fn print(text: &str) -> ExitCode {
 fn run(config: Config) -> ExitCode {
     init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.effective_worker_threads())
         .enable_all()
         .build()
     {
@@ -108,8 +109,10 @@ fn run(config: Config) -> ExitCode {
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colour codes only for a person at a terminal, not for a log pipeline or a file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub(crate) cache_bytes: IntGaugeVec,
     pub(crate) cache_capacity: IntGaugeVec,
     pub(crate) ready: IntGauge,
+    pub(crate) connections_open: IntGaugeVec,
+    pub(crate) connections_closed: IntCounterVec,
+    pub(crate) buffered_bytes: IntGauge,
+    pub(crate) buffer_refusals: IntCounter,
     /// Time from a request's arrival to its response, for every request ddbcache answers.
     pub(crate) request_duration: Histogram,
     /// The fleet bus and the stream readers (`crate::fleet`).
@@ -287,7 +291,7 @@ impl Metrics {
             ),
             cache_unstored: counter(
                 "ddbcache_cache_unstored_total",
-                "Misses answered but not stored, by reason (raced, in_doubt, recent_write, schema, answer).",
+                "Misses answered but not stored, by reason (raced, in_doubt, recent_write, schema, answer, checksum, shape).",
                 &["cache", "reason"],
             ),
             cache_consistent_reads: counter(
@@ -340,6 +344,32 @@ impl Metrics {
                 IntGauge::new(
                     "ddbcache_ready",
                     "1 once credentials loaded and the upstream answered, until draining starts.",
+                )
+                .expect("valid metric"),
+            ),
+            connections_open: gauge_vec(
+                "ddbcache_connections_open",
+                "Client connections open, by port (data, admin).",
+                &["port"],
+            ),
+            connections_closed: counter(
+                "ddbcache_connections_closed_total",
+                "Client connections ddbcache closed itself, by port and reason (header_timeout, idle_timeout, tls_handshake).",
+                &["port", "reason"],
+            ),
+            buffered_bytes: reg(
+                &registry,
+                IntGauge::new(
+                    "ddbcache_request_buffer_bytes",
+                    "Request body bytes reserved for buffering right now (bounded by server.max_buffered_bytes).",
+                )
+                .expect("valid metric"),
+            ),
+            buffer_refusals: reg(
+                &registry,
+                IntCounter::new(
+                    "ddbcache_request_buffer_refusals_total",
+                    "Requests answered 503 because server.max_buffered_bytes stayed full for server.buffer_wait.",
                 )
                 .expect("valid metric"),
             ),
@@ -408,8 +438,12 @@ impl Metrics {
             ready,
             request_duration,
             fleet,
+            connections_open,
+            connections_closed,
+            buffered_bytes,
+            buffer_refusals,
         } = self;
-        let collectors: [&dyn Collector; 19] = [
+        let collectors: [&dyn Collector; 23] = [
             requests,
             in_flight,
             upstream_duration,
@@ -429,6 +463,10 @@ impl Metrics {
             cache_capacity,
             ready,
             request_duration,
+            connections_open,
+            connections_closed,
+            buffered_bytes,
+            buffer_refusals,
         ];
         collectors
             .into_iter()

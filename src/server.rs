@@ -1,5 +1,7 @@
-//! Listeners and lifecycle: the data port (HTTP/1.1 and h2c, keep-alive), the admin port, the
-//! background tasks (readiness probe, credential refresher), and graceful shutdown.
+//! Listeners and lifecycle: the data port (HTTP/1.1 and h2c, keep-alive, optionally TLS), the
+//! admin port, the background tasks (readiness probe, credential refresher, certificate reload),
+//! and graceful shutdown. Connections on both ports are served by [`crate::connection`] with the
+//! same limits: at most `server.max_connections` open, header and idle timeouts.
 //!
 //! `Server::bind` then `Server::run(shutdown)` is what both `main` and the tests call; shutdown is
 //! a future, so a test can end a server as a signal would.
@@ -10,19 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::connection::{self, CloseReason, Limits, Port};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::readiness::{self, Readiness};
+use crate::tls::TlsAcceptor;
 use crate::upstream::{error_chain, Upstream};
 
 /// A bound, not yet running, ddbcache.
@@ -33,6 +34,9 @@ pub struct Server {
     admin_state: Arc<AdminState>,
     readiness: Arc<Readiness>,
     upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
     grace: Duration,
 }
 
@@ -49,28 +53,54 @@ impl Server {
 
     /// Binds with a ready-made upstream client (tests inject credentials this way).
     pub async fn bind_with(config: Config, upstream: Arc<Upstream>) -> anyhow::Result<Server> {
+        let tls = match config.tls.enabled() {
+            true => Some(TlsAcceptor::load(&config.tls).context("cannot set up TLS")?),
+            false => None,
+        };
         let data = bind(config.listen.addr, "listen.addr").await?;
         let admin = bind(config.listen.admin_addr, "listen.admin_addr").await?;
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
         let grace = config.server.shutdown_grace;
+        let limits = Limits {
+            header_timeout: config.server.header_timeout,
+            idle_timeout: config.server.idle_timeout,
+        };
+        let max_connections = config.server.max_connections;
+        for port in ["data", "admin"] {
+            for reason in CloseReason::ALL {
+                metrics
+                    .connections_closed
+                    .with_label_values(&[port, reason.label()]);
+            }
+        }
+        let listener = |l, port| {
+            let open = metrics.connections_open.with_label_values(&[port]);
+            Listener::with_cap(l, port, max_connections, open)
+        };
+        let (data, admin) = (listener(data, "data"), listener(admin, "admin"));
+        let admin_config = config.admin.clone();
         let proxy = Arc::new(Proxy::new(
             Arc::new(config),
             upstream.clone(),
             metrics.clone(),
         )?);
-        let admin_state = Arc::new(AdminState {
-            metrics,
-            readiness: readiness.clone(),
-            cache: proxy.cache().cloned(),
-        });
+        let admin_state = Arc::new(AdminState::new(
+            metrics.clone(),
+            readiness.clone(),
+            proxy.cache().cloned(),
+            admin_config,
+        ));
         Ok(Server {
-            data: Listener::new(data, "data"),
-            admin: Listener::new(admin, "admin"),
+            data,
+            admin,
             proxy,
             admin_state,
             readiness,
             upstream,
+            metrics,
+            tls,
+            limits,
             grace,
         })
     }
@@ -98,41 +128,72 @@ impl Server {
             admin_state,
             readiness,
             upstream,
+            metrics,
+            tls,
+            limits,
             grace,
         } = self;
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
         info!(
             listen = %data.local_addr(),
             admin = %admin.local_addr(),
             upstream = upstream.endpoint(),
+            tls = tls.is_some(),
+            worker_threads = workers,
             "ddbcache serving"
         );
-        let background = [
+        let (stop, stopping) = watch::channel(false);
+        // The admin port keeps serving while the data port drains (probes must see /readyz turn
+        // 503, /healthz stay 200); its task is ended with the other background tasks.
+        let (_admin_stop, admin_stopping) = watch::channel(false);
+        let port = |name, shutdown: &watch::Receiver<bool>| Port {
+            name,
+            limits,
+            shutdown: shutdown.clone(),
+            closed: metrics.connections_closed.clone(),
+        };
+        let mut background = vec![
             tokio::spawn(readiness::probe_upstream(
                 readiness.clone(),
                 upstream.clone(),
             )),
             tokio::spawn(credentials_refresher(upstream.clone())),
-            tokio::spawn(admin::serve(admin, admin_state)),
+            tokio::spawn(admin::serve(
+                admin,
+                admin_state,
+                port("admin", &admin_stopping),
+            )),
         ];
         // The fleet bus and stream readers, until this function returns.
         let _fleet = proxy.start_fleet();
+        if let Some(tls) = &tls {
+            background.push(tokio::spawn(tls.clone().reload_forever()));
+        }
 
-        let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let data_port = port("data", &stopping);
+        let handler = move |req| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(req).await }
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                stream = data.accept() => {
-                    let proxy = proxy.clone();
-                    let service = service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
+                accepted = data.accept_counted() => {
+                    let (stream, peer, slot) = accepted.into_parts();
+                    let (port, handler) = (data_port.clone(), handler.clone());
+                    let Some(tls) = tls.clone() else {
+                        tokio::spawn(connection::serve(stream, peer, slot, port, handler));
+                        continue;
+                    };
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                        let handshake = tokio::time::timeout(port.limits.header_timeout, tls.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => connection::serve(stream, peer, slot, port, handler).await,
+                            Ok(Err(e)) => {
+                                port.count_close(CloseReason::TlsHandshake);
+                                debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => port.count_close(CloseReason::TlsHandshake),
                         }
                     });
                 }
@@ -142,11 +203,10 @@ impl Server {
 
         info!(grace = ?grace, "shutting down: draining in-flight requests");
         readiness.start_draining();
+        let drained = data.drained();
         drop(data);
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let _ = stop.send(true);
+        if tokio::time::timeout(grace, drained).await.is_err() {
             warn!("grace period over with requests still in flight; exiting anyway");
         }
         for task in background {

@@ -996,8 +996,9 @@ fn check_config_json_has_bytes_seconds_and_the_container_memory() {
     let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(effective["cache"]["item"]["capacity"], 64 << 20);
     assert_eq!(effective["server"]["shutdown_grace"], 10.0);
-    assert_eq!(effective["derived"]["container_memory_bytes"], 190 << 20);
+    // 128MiB × 1.25 + 64MiB of bodies + 2 × 1024 connections × 32KiB + 30MiB.
+    assert_eq!(effective["derived"]["container_memory_bytes"], 318 << 20);
 
     let text = ddbcache_ok(&["--config", "/dev/null", "check-config"], &capacities);
-    assert!(text.contains("199229440 bytes (190Mi)"), "{text}");
+    assert!(text.contains("333447168 bytes (318Mi)"), "{text}");
 }

@@ -16,6 +16,13 @@ pub enum ProtocolError {
     /// Upstream could not be reached, or did not answer in time: retryable.
     #[error("{0}")]
     UpstreamUnavailable(String),
+    /// ddbcache is receiving as many request bodies as `server.max_buffered_bytes` allows:
+    /// retryable.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The client did not send its whole body within `server.body_timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Something inside ddbcache failed (e.g. signing credentials unavailable): retryable.
     #[error("{0}")]
     Internal(String),
@@ -29,7 +36,10 @@ impl ProtocolError {
                 StatusCode::BAD_REQUEST
             }
             ProtocolError::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProtocolError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProtocolError::UpstreamUnavailable(_) | ProtocolError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProtocolError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProtocolError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -40,7 +50,10 @@ impl ProtocolError {
             ProtocolError::Serialization(_) => "SerializationException",
             ProtocolError::UnknownOperation(_) => "UnknownOperationException",
             ProtocolError::RequestTooLarge(_) => "ValidationException",
-            ProtocolError::UpstreamUnavailable(_) => "ServiceUnavailable",
+            ProtocolError::UpstreamUnavailable(_) | ProtocolError::Overloaded(_) => {
+                "ServiceUnavailable"
+            }
+            ProtocolError::RequestTimeout(_) => "RequestTimeoutException",
             ProtocolError::Internal(_) => "InternalServerError",
         }
     }

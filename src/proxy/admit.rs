@@ -6,7 +6,8 @@
 //! are not JSON objects, unknown targets, malformed signatures. What passes is an [`Inbound`].
 
 use std::io::Read;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,6 +20,7 @@ use crate::protocol::front_door::{self, Admission, Verdict};
 use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
 
+use super::budget::{BodyBudget, Reservation};
 use super::respond::{self, Body};
 
 /// How much of a too-large body is read and thrown away before the 413 is sent anyway (and the
@@ -43,6 +45,10 @@ pub(crate) struct Inbound {
     /// What the front door learned about the request (CORS, content type, where the signature
     /// was).
     pub(crate) admission: Admission,
+    /// When the request was admitted: its upstream time (`upstream.timeout_ms`) counts from here.
+    pub(crate) admitted: Instant,
+    /// The body's share of `server.max_buffered_bytes`, held until the request ends.
+    _buffered: Option<Arc<Reservation>>,
 }
 
 impl Inbound {
@@ -59,6 +65,8 @@ impl Inbound {
             json: body,
             region: self.region.clone(),
             admission: self.admission.clone(),
+            admitted: self.admitted,
+            _buffered: None,
         }
     }
 }
@@ -104,20 +112,22 @@ impl Regions {
     }
 }
 
-/// Reads and checks one request; `max` is `server.max_body_bytes`.
+/// Reads and checks one request, its body within the `budget` (which holds
+/// `server.max_body_bytes`).
 pub(crate) async fn admit(
     req: Request<Incoming>,
-    max: u64,
+    budget: &BodyBudget,
     regions: &Regions,
 ) -> Result<Inbound, Turned> {
+    let max = budget.max_body();
     let (parts, body) = req.into_parts();
     // Only for metrics: the front door decides what the target means.
     let named = parts
         .headers
         .get(crate::protocol::HEADER_TARGET)
         .and_then(|t| Operation::from_target(t.to_str().ok()?));
-    let body = match read_body(&parts.headers, body, max).await {
-        Ok(body) => body,
+    let (body, buffered) = match read_body(&parts.headers, body, budget).await {
+        Ok(read) => read,
         Err(BodyError::TooLarge { drained }) => {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
@@ -130,6 +140,15 @@ pub(crate) async fn admit(
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            return Err(turned);
+        }
+        Err(BodyError::Refused(e)) => {
+            // The body may still be coming: this connection cannot carry another request.
+            let mut turned = Turned::error(named, &e);
+            turned
+                .response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Err(turned);
         }
         Err(BodyError::Read(e)) => {
@@ -190,6 +209,8 @@ pub(crate) async fn admit(
         json,
         region: regions.of(admission.region.as_ref()),
         admission,
+        admitted: Instant::now(),
+        _buffered: Some(Arc::new(buffered)),
     })
 }
 
@@ -199,13 +220,20 @@ enum BodyError {
         drained: bool,
     },
     Read(hyper::Error),
+    /// No room within `server.max_buffered_bytes` in time, or not sent within the body timeout.
+    Refused(ProtocolError),
 }
 
 /// The whole body, up to `max` bytes. A longer one (declared or sent) is read on and thrown away
 /// within [`DRAIN_LIMIT`] and [`DRAIN_TIME`]: a client still sending it would otherwise have its
 /// connection reset under it and never see the 413. A client waiting for `100 Continue` has sent
 /// nothing yet, and is answered at once.
-async fn read_body(headers: &HeaderMap, mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Incoming,
+    budget: &BodyBudget,
+) -> Result<(Bytes, Reservation), BodyError> {
+    let max = budget.max_body();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -216,10 +244,15 @@ async fn read_body(headers: &HeaderMap, mut body: Incoming, max: u64) -> Result<
         let drained = !expects_continue && drain(&mut body).await;
         return Err(BodyError::TooLarge { drained });
     }
+    let mut buffered = budget.start(declared).await.map_err(BodyError::Refused)?;
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     let mut len = 0u64;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = budget
+        .frame(&buffered, &mut body)
+        .await
+        .map_err(BodyError::Refused)?
+    {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue;
         };
@@ -228,6 +261,10 @@ async fn read_body(headers: &HeaderMap, mut body: Incoming, max: u64) -> Result<
             let drained = drain(&mut body).await;
             return Err(BodyError::TooLarge { drained });
         }
+        budget
+            .cover(&mut buffered, len)
+            .await
+            .map_err(BodyError::Refused)?;
         // One chunk (the usual small request) is kept as it came, without a copy.
         match &first {
             None => first = Some(data),
@@ -239,11 +276,12 @@ async fn read_body(headers: &HeaderMap, mut body: Incoming, max: u64) -> Result<
             }
         }
     }
-    Ok(if rest.is_empty() {
+    let body = if rest.is_empty() {
         first.unwrap_or_default()
     } else {
         rest.freeze()
-    })
+    };
+    Ok((body, buffered))
 }
 
 /// Reads the rest of a body and throws it away; `false` when it did not end within the bounds.

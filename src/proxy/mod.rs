@@ -15,6 +15,7 @@
 
 mod admit;
 mod batch_get;
+mod budget;
 mod policy;
 mod reads;
 pub mod respond;
@@ -23,7 +24,7 @@ mod writes;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -37,8 +38,9 @@ use crate::metrics::Metrics;
 use crate::protocol::front_door;
 use crate::protocol::reads::require_object;
 use crate::protocol::{OpClass, Operation, ProtocolError};
-use crate::upstream::{error_chain, Upstream, UpstreamResponse};
+use crate::upstream::{error_chain, Upstream, UpstreamError, UpstreamResponse};
 use admit::Inbound;
+use budget::BodyBudget;
 use policy::{BypassReason, Unstored};
 use respond::Outcome;
 pub use respond::{Body, HEADER_OUTCOME};
@@ -63,6 +65,8 @@ pub(crate) struct Proxy {
     regions: admit::Regions,
     /// The fleet bus: a gate on reads, and where writes are published.
     fleet: Fleet,
+    /// The bound on request body bytes buffered at once.
+    budget: BodyBudget,
     /// `ddbcache_requests_total{operation, status="200"}` per operation (indexed by the
     /// operation), resolved on first use: most requests end here, and a labelled lookup per request
     /// would take the metric family's lock and hash both labels.
@@ -98,6 +102,7 @@ impl Proxy {
         }
         let regions = admit::Regions::new(&config.upstream);
         Ok(Proxy {
+            budget: BodyBudget::new(&config.server, &metrics),
             config,
             upstream,
             cache,
@@ -130,7 +135,7 @@ impl Proxy {
         self.metrics.in_flight.inc();
         let _in_flight = scopeguard(|| self.metrics.in_flight.dec());
 
-        let admitted = admit::admit(req, self.config.server.max_body_bytes, &self.regions).await;
+        let admitted = admit::admit(req, &self.budget, &self.regions).await;
         let (op, mut response, outcome) = match admitted {
             Ok(inbound) => {
                 let (mut response, outcome) = self
@@ -206,6 +211,12 @@ impl Proxy {
             .inc();
     }
 
+    /// How long a request may take upstream: one `upstream.timeout_ms` from its admission,
+    /// whether it spends it waiting for another request's fill or on its own upstream call.
+    fn upstream_deadline(&self, inb: &Inbound) -> Instant {
+        inb.admitted + Duration::from_millis(self.config.upstream.timeout_ms)
+    }
+
     /// Sends a request upstream and returns the whole answer; no answer at all (unreachable,
     /// timed out, connection lost) is a retryable error for the client.
     async fn forward(
@@ -220,17 +231,27 @@ impl Proxy {
         } else {
             Cow::Borrowed(inb.path.as_str())
         };
-        let result = self
-            .upstream
-            .send(
-                inb.op,
-                inb.region.as_str(),
-                &path,
-                &inb.headers,
-                inb.body.clone(),
-                encoding == Encoding::Identity,
-            )
-            .await;
+        let deadline = self.upstream_deadline(inb);
+        let timed_out = || UpstreamError::Timeout {
+            endpoint: self.upstream.endpoint().to_string(),
+            timeout: Duration::from_millis(self.config.upstream.timeout_ms),
+        };
+        let send = self.upstream.send(
+            inb.op,
+            inb.region.as_str(),
+            &path,
+            &inb.headers,
+            inb.body.clone(),
+            encoding == Encoding::Identity,
+        );
+        // A request that spent its time waiting for another's fill is not sent at all.
+        let result = if Instant::now() >= deadline {
+            Err(timed_out())
+        } else {
+            tokio::time::timeout_at(deadline.into(), send)
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))
+        };
         match result {
             Ok(r) => {
                 self.metrics

@@ -523,13 +523,32 @@ struct Hold {
     landed: Option<oneshot::Sender<()>>,
 }
 
-/// An HTTP relay in front of an engine: records every request and can hold back the response to
-/// one chosen request until the test releases it. With it a test can make an upstream answer
-/// "arrive late" at exactly the moment it wants.
+/// What the relay does to the requests a fault matches, until the faults are cleared.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Never answer, keeping the connection open (a blackholed upstream).
+    Blackhole,
+    /// Answer 200 with this body and its correct checksum, without asking the engine (an
+    /// upstream, or something posing as one, answering garbage).
+    Answer(&'static str),
+    /// The engine's answer with one byte of its body changed and its checksum kept (damage in
+    /// transit).
+    CorruptBody,
+    /// Close the connection without answering.
+    Reset,
+}
+
+type Faults = Arc<Mutex<Vec<(RequestMatcher, Fault)>>>;
+
+/// An HTTP relay in front of an engine: records every request, can hold back the response to
+/// one chosen request until the test releases it, and can answer matching requests with a
+/// [`Fault`]. With it a test can make an upstream answer "arrive late" at exactly the moment it
+/// wants, or arrive broken.
 pub struct Relay {
     pub endpoint: String,
     captured: Arc<Mutex<Vec<Captured>>>,
     hold: Arc<Mutex<Option<Hold>>>,
+    faults: Faults,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -564,17 +583,20 @@ impl Relay {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let captured = Arc::new(Mutex::new(Vec::new()));
         let hold: Arc<Mutex<Option<Hold>>> = Arc::new(Mutex::new(None));
+        let faults: Faults = Arc::new(Mutex::new(Vec::new()));
         let target = target.to_string();
-        let (c, h) = (captured.clone(), hold.clone());
+        let (c, h, f) = (captured.clone(), hold.clone(), faults.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (c, h, target, rw) = (c.clone(), h.clone(), target.clone(), rewrite.clone());
+                let (c, h, f) = (c.clone(), h.clone(), f.clone());
+                let (target, rw) = (target.clone(), rewrite.clone());
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (c, h, target, rw) = (c.clone(), h.clone(), target.clone(), rw.clone());
-                    async move { Ok::<_, std::convert::Infallible>(relay(req, &target, c, h, rw).await) }
+                    let (c, h, f) = (c.clone(), h.clone(), f.clone());
+                    let (target, rw) = (target.clone(), rw.clone());
+                    async move { relay(req, &target, c, h, f, rw).await }
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -586,8 +608,23 @@ impl Relay {
             endpoint,
             captured,
             hold,
+            faults,
             task,
         }
+    }
+
+    /// Answers every request whose target and body satisfy `matches` with `fault`, until
+    /// [`Relay::clear_faults`].
+    pub async fn fault(
+        &self,
+        matches: impl Fn(&str, &[u8]) -> bool + Send + 'static,
+        fault: Fault,
+    ) {
+        self.faults.lock().await.push((Box::new(matches), fault));
+    }
+
+    pub async fn clear_faults(&self) {
+        self.faults.lock().await.clear();
     }
 
     pub async fn captured(&self) -> Vec<Captured> {
@@ -643,8 +680,9 @@ async fn relay(
     target: &str,
     captured: Arc<Mutex<Vec<Captured>>>,
     hold: Arc<Mutex<Option<Hold>>>,
+    faults: Faults,
     rewrite: Rewrite,
-) -> Response<Full<Bytes>> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let path = parts
@@ -663,6 +701,37 @@ async fn relay(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let fault = faults
+        .lock()
+        .await
+        .iter()
+        .find(|(matches, _)| matches(&op, &body))
+        .map(|(_, fault)| fault.clone());
+    match fault {
+        Some(Fault::Blackhole) => std::future::pending::<()>().await,
+        Some(Fault::Reset) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "fault: reset",
+            ))
+        }
+        Some(Fault::Answer(body)) => {
+            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            response.headers_mut().insert(
+                "x-amz-crc32",
+                crc32fast::hash(body.as_bytes())
+                    .to_string()
+                    .parse()
+                    .unwrap(),
+            );
+            response.headers_mut().insert(
+                "content-type",
+                "application/x-amz-json-1.0".parse().unwrap(),
+            );
+            return Ok(response);
+        }
+        Some(Fault::CorruptBody) | None => {}
+    }
     let held = {
         let mut slot = hold.lock().await;
         if slot.as_ref().is_some_and(|h| (h.matches)(&op, &body)) {
@@ -704,7 +773,13 @@ async fn relay(
         }
         answer
     });
-    let (status, headers, body) = exchange.await.expect("the relay's exchange");
+    let (status, headers, mut body) = exchange.await.expect("the relay's exchange");
+    if matches!(fault, Some(Fault::CorruptBody)) {
+        let mut damaged = body.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] = if damaged[middle] == b'x' { b'y' } else { b'x' };
+        body = Bytes::from(damaged);
+    }
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     for (k, v) in headers.iter() {
@@ -712,5 +787,5 @@ async fn relay(
             response.headers_mut().insert(k, v.clone());
         }
     }
-    response
+    Ok(response)
 }

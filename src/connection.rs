@@ -1,0 +1,320 @@
+//! One client connection on either port, served (HTTP/1.1 or h2c, or either over TLS) with time
+//! limits a slow or silent client cannot stretch:
+//!
+//! - **header timeout**: once a client starts sending a request (its first byte after the
+//!   connection went quiet), the request must reach the handler within `server.header_timeout`,
+//!   or the connection is closed. This stops clients that trickle headers a byte at a time.
+//! - **idle timeout**: a connection with no request in flight and no byte moving either way for
+//!   `server.idle_timeout` is shut down gracefully (silent connections, keep-alive connections
+//!   left open, clients that stop reading their answer).
+//! - the **body timeout** is the admission phase's (`proxy::budget`): it knows when a body ends.
+//!
+//! hyper's own `header_read_timeout` is not used: for HTTP/1.1 its clock starts when the
+//! connection becomes ready for the next request, so it would also close every keep-alive
+//! connection idle for longer than the header timeout, and HTTP/2 has no such timeout at all. A
+//! small watchdog per connection covers both protocols: the connection's I/O and its handler
+//! record progress in [`Activity`], and the watchdog sleeps until the next deadline.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus::IntCounterVec;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::listener::Slot;
+
+/// The time limits of one port's connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The client's address, as a request extension (the admin port trusts loopback peers).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// Why the server closed a connection: the `reason` label of `ddbcache_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    HeaderTimeout,
+    IdleTimeout,
+    TlsHandshake,
+}
+
+impl CloseReason {
+    pub(crate) const ALL: [CloseReason; 3] = [
+        CloseReason::HeaderTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::TlsHandshake,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::TlsHandshake => "tls_handshake",
+        }
+    }
+}
+
+/// What every connection of a port shares: its limits, the shutdown signal, and where closes are
+/// counted.
+#[derive(Clone)]
+pub(crate) struct Port {
+    pub(crate) name: &'static str,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) closed: IntCounterVec,
+}
+
+impl Port {
+    pub(crate) fn count_close(&self, reason: CloseReason) {
+        self.closed
+            .with_label_values(&[self.name, reason.label()])
+            .inc();
+    }
+}
+
+const NONE: u64 = u64::MAX;
+
+/// A connection's progress, written by its I/O and its handler and read by its watchdog.
+/// Times are milliseconds since the connection was accepted.
+struct Activity {
+    start: Instant,
+    /// Requests inside the handler.
+    in_flight: AtomicUsize,
+    /// Last byte in or out, or the last request finishing.
+    last_progress: AtomicU64,
+    /// First byte read while no request was in flight: a request has begun arriving.
+    request_begun: AtomicU64,
+    /// Wakes the watchdog when a request begins: its deadline moves earlier then.
+    begun: Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_progress: AtomicU64::new(0),
+            request_begun: AtomicU64::new(NONE),
+            begun: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn on_read(&self) {
+        let now = self.now();
+        self.last_progress.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let begun =
+                self.request_begun
+                    .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Relaxed);
+            if begun.is_ok() {
+                self.begun.notify_one();
+            }
+        }
+    }
+
+    fn on_write(&self) {
+        self.last_progress.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.request_begun.store(NONE, Ordering::Release);
+    }
+
+    fn request_finished(&self) {
+        self.last_progress.store(self.now(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The next deadline and what passing it means; `None` while a request is in flight (the
+    /// body and upstream timeouts bound those).
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, CloseReason)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, after: Duration| self.start + Duration::from_millis(ms) + after;
+        match self.request_begun.load(Ordering::Acquire) {
+            NONE => Some((
+                at(
+                    self.last_progress.load(Ordering::Relaxed),
+                    limits.idle_timeout,
+                ),
+                CloseReason::IdleTimeout,
+            )),
+            begun => Some((at(begun, limits.header_timeout), CloseReason::HeaderTimeout)),
+        }
+    }
+}
+
+/// The connection's I/O, reporting progress to its [`Activity`].
+struct Watched<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.on_write();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.on_write();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Decrements the in-flight count however the handler's future ends (finished or dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// Serves one connection until it closes, a limit closes it, or shutdown drains it. `slot` is the
+/// port's connection slot, given back when this returns.
+pub(crate) async fn serve<IO, H, Fut>(io: IO, peer: SocketAddr, slot: Slot, port: Port, handler: H)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let _slot = slot;
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            activity.request_started();
+            let in_flight = InFlight(activity.clone());
+            req.extensions_mut().insert(Peer(peer));
+            let answer = handler(req);
+            async move {
+                let response = answer.await;
+                drop(in_flight);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let io = Watched {
+        io,
+        activity: activity.clone(),
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut shutdown = port.shutdown.clone();
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    // After a graceful shutdown was asked for, how long the client has to finish.
+    let mut hard_deadline: Option<Instant> = None;
+    loop {
+        let next = hard_deadline.or_else(|| activity.deadline(&port.limits).map(|(at, _)| at));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(port = port.name, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = activity.begun.notified() => {}
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = sleep_until(next) => {
+                if hard_deadline.is_some() {
+                    // The client had its chance to finish after a graceful shutdown.
+                    return;
+                }
+                // Progress since the deadline was computed may have moved it: look again.
+                let Some((at, reason)) = activity.deadline(&port.limits) else { continue };
+                if at > Instant::now() {
+                    continue;
+                }
+                port.count_close(reason);
+                debug!(port = port.name, peer = %peer, reason = reason.label(), "closing connection");
+                if reason != CloseReason::IdleTimeout {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                hard_deadline = Some(Instant::now() + port.limits.header_timeout);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
