@@ -615,8 +615,9 @@ async fn concurrent_misses_during_an_outage_are_all_answered_within_one_upstream
         slowest = slowest.max(took);
     }
     eprintln!("{WAITERS} concurrent misses in an outage, upstream timeout {timeout:?}: all answered after {slowest:?}");
-    // Each waiter taking its turn as the one to go upstream would take WAITERS × the timeout.
-    assert!(slowest < 2 * timeout, "the slowest waiter took {slowest:?}");
+    // Each waiter taking its turn as the one to go upstream would take WAITERS × the timeout;
+    // sharing the deadline, about one timeout (the bound leaves room for a slow machine).
+    assert!(slowest < 3 * timeout, "the slowest waiter took {slowest:?}");
     assert_eq!(
         proxy
             .metric("ddbcache_cache_coalesced_total{cache=\"item\"}")

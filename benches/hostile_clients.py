@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Memory of a ddbcache process under two loads, for choosing limits and the allocator.
+"""Memory and connections of a ddbcache process under hostile clients, for choosing limits and
+the allocator.
 
   spike:  24 slow clients each send a body just under server.max_body_bytes and stall before
           the last bytes; RSS is sampled while they hold their bodies, and again after they gave
           up and the process has been idle for a while (is the memory returned?).
+  trickle: N clients each send a request's headers a byte at a time and never finish them; after
+          --hold seconds (more than server.header_timeout), how many connections does ddbcache
+          still hold, and its RSS.
   steady: N distinct GetItems fill the item cache from `ddbcache-load serve-fixed` (every answer
           an item of --item-bytes); RSS is read once the cache holds them all.
 
-  benches/memory.py spike  --ddbcache target/release/ddbcache [--preload /usr/lib/.../libjemalloc.so.2]
-  benches/memory.py steady --ddbcache target/release/ddbcache --load target/release/ddbcache-load
+  benches/hostile_clients.py spike  --ddbcache target/release/ddbcache [--preload /usr/lib/.../libjemalloc.so.2]
+  benches/hostile_clients.py trickle --ddbcache target/release/ddbcache [--clients 50 --hold 15]
+  benches/hostile_clients.py steady --ddbcache target/release/ddbcache --load target/release/ddbcache-load
 
 Extra DDBCACHE_* settings come from the environment (e.g. DDBCACHE_MAX_BUFFERED_BYTES=4GiB to
 see the process without the buffered-body bound). Only loopback addresses are used.
@@ -119,6 +124,45 @@ def spike(args):
         proc.wait()
 
 
+def trickle(args):
+    proc, port = start_ddbcache(args, "http://127.0.0.1:9")
+    try:
+        head = (b"POST / HTTP/1.1\r\nhost: x\r\n"
+                b"x-amz-target: DynamoDB_20120810.ListTables\r\nx-padding: ")
+        socks = []
+        for _ in range(args.clients):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(head)
+            s.setblocking(False)
+            socks.append(s)
+        open_socks = set(range(len(socks)))
+        started = time.monotonic()
+        while time.monotonic() - started < args.hold:
+            for i in list(open_socks):
+                try:
+                    if socks[i].recv(1024) == b"":
+                        open_socks.discard(i)  # closed by ddbcache
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    open_socks.discard(i)
+                    continue
+                try:
+                    socks[i].send(b"a")  # one more header byte: never the end of the headers
+                except OSError:
+                    open_socks.discard(i)
+            time.sleep(0.1)
+        print(json.dumps({"mode": "trickle", "clients": args.clients, "hold_s": args.hold,
+                          "still_held": len(open_socks), "rss_mib": round(rss_mib(proc.pid), 1),
+                          "env": {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}}))
+        for s in socks:
+            s.close()
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def steady(args):
     upstream_port = free_port()
     fixed = subprocess.Popen([args.load, "serve-fixed", "--addr", f"127.0.0.1:{upstream_port}",
@@ -154,17 +198,18 @@ def steady(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["spike", "steady"])
+    p.add_argument("mode", choices=["spike", "trickle", "steady"])
     p.add_argument("--ddbcache", default="target/release/ddbcache")
     p.add_argument("--load", default="target/release/ddbcache-load")
     p.add_argument("--preload", help="an allocator to LD_PRELOAD (jemalloc, mimalloc)")
     p.add_argument("--clients", type=int, default=24)
     p.add_argument("--body-bytes", type=int, default=16 * 2**20 - 4096)
     p.add_argument("--settle", type=float, default=10.0, help="idle seconds before 'after'")
+    p.add_argument("--hold", type=float, default=15.0, help="seconds of trickling (trickle)")
     p.add_argument("--entries", type=int, default=50_000)
     p.add_argument("--item-bytes", type=int, default=400)
     args = p.parse_args()
-    spike(args) if args.mode == "spike" else steady(args)
+    {"spike": spike, "trickle": trickle, "steady": steady}[args.mode](args)
 
 
 if __name__ == "__main__":
