@@ -8,47 +8,17 @@
 //! Each lookup builds its `CacheKey`, as the request path does.
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Lookup};
-use ddbcache::config::Config;
-use ddbcache::metrics::Metrics;
-use ddbcache::protocol::reads::{self, ReadParse};
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
-use ddbcache::proxy::respond::{json_response, Body};
-use http::{Response, StatusCode};
 
-/// A table identity (region and name), as the proxy keys entries.
 mod support;
-use support::key_part;
-
-const TABLE: &str = "us-east-1/bench";
-const TTL: Duration = Duration::from_secs(3600);
-
-/// A GetItem response of about 230 bytes; every entry shares it (the cache weighs it per entry).
-fn response() -> Bytes {
-    let body = format!(
-        r#"{{"Item":{{"pk":{{"S":"p0000000000"}},"sk":{{"S":"s000000"}},"v":{{"S":"{}"}}}}}}"#,
-        "x".repeat(177)
-    );
-    Bytes::from(body)
-}
-
-fn new_cache(capacity: u64) -> Cache {
-    let mut config = Config::default();
-    config.cache.item.capacity = capacity;
-    config.cache.query.capacity = capacity;
-    Cache::new(&config, Arc::new(Metrics::new()))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime")
-}
+use support::{
+    get_item_body, key_part, new_cache, next_random, response, runtime, serve_get_item, TABLE, TTL,
+};
 
 /// Looks `key` up and, on a miss, stores `body`. Returns whether it was a hit.
 async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
@@ -70,13 +40,6 @@ async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
 }
 
 /// xorshift64*: cheap, and not the thing being measured.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
-
 fn lookup_hit(c: &mut Criterion) {
     let rt = runtime();
     let body = response();
@@ -109,35 +72,7 @@ fn lookup_hit(c: &mut Criterion) {
     g.finish();
 }
 
-/// The body `ddbcache-load` sends for item number `i`.
-fn get_item_body(i: u64) -> Vec<u8> {
-    format!(r#"{{"TableName":"bench","Key":{{"pk":{{"S":"p{i:010}"}},"sk":{{"S":"s000000"}}}}}}"#)
-        .into_bytes()
-}
-
-/// A GetItem as the proxy serves it past HTTP: the body read down to its cache key and proven
-/// valid, the lookup, and on a hit the response built from the entry; a miss stores `body`.
-async fn serve_get_item(cache: &Cache, request: &[u8], body: &Bytes) -> Option<Response<Body>> {
-    let Ok((ReadParse::Cacheable(read), Ok(()))) = reads::read_get_item(request) else {
-        panic!("the bench body is a cacheable, valid GetItem");
-    };
-    let key = CacheKey::item(TABLE, &read.key, &read.projection);
-    match cache
-        .lookup(Kind::Item, TABLE, Dependency::Item(&read.key), key)
-        .await
-    {
-        Lookup::Hit { entry, .. } => {
-            let (body, crc32) = entry.response_parts();
-            Some(json_response(StatusCode::OK, body, crc32))
-        }
-        Lookup::Miss(fill) => {
-            let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
-            None
-        }
-    }
-}
-
-/// A whole hit past HTTP ([`serve_get_item`]), with 100k entries cached.
+/// A whole hit past HTTP (`serve_get_item`), with 100k entries cached.
 fn get_item_hit(c: &mut Criterion) {
     const ENTRIES: u64 = 100_000;
     let rt = runtime();

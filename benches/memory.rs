@@ -8,7 +8,6 @@
 //! through `Cache::lookup` and `Fill::complete`, as misses are stored.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
@@ -16,10 +15,8 @@ use ddbcache::config::Config;
 use ddbcache::metrics::Metrics;
 
 mod support;
-use support::key_part;
+use support::{key_part, TABLE, TTL};
 
-const TABLE: &str = "us-east-1/bench";
-const TTL: Duration = Duration::from_secs(3600);
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// The GetItem answer for item `i` with a 200-byte item (about 230 bytes).

@@ -1,5 +1,37 @@
-//! What the cache benches share: the keys `ddbcache-load` makes, in the cache's canonical form,
-//! so the benches' entries are the size of the ones a load run fills.
+//! What the cache benches share: a cache as the proxy configures it, the keys and GetItem bodies
+//! `ddbcache-load` sends, an answer of the size a load run stores, and a GetItem served past HTTP
+//! the way the proxy serves it. Each bench uses part of it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
+use ddbcache::config::Config;
+use ddbcache::metrics::Metrics;
+use ddbcache::protocol::reads::{self, ReadParse};
+use ddbcache::proxy::respond::{json_response, Body};
+use http::{Response, StatusCode};
+
+/// A table identity (region and name), as the proxy keys entries.
+pub const TABLE: &str = "us-east-1/bench";
+pub const TTL: Duration = Duration::from_secs(3600);
+
+/// A cache whose two parts each hold `capacity` bytes.
+pub fn new_cache(capacity: u64) -> Cache {
+    let mut config = Config::default();
+    config.cache.item.capacity = capacity;
+    config.cache.query.capacity = capacity;
+    Cache::new(&config, Arc::new(Metrics::new()))
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+}
 
 /// The canonical key of item number `i`, shaped like the ones `ddbcache-load` sends.
 pub fn key_part(i: u64) -> Vec<u8> {
@@ -13,4 +45,49 @@ pub fn key_part(i: u64) -> Vec<u8> {
         k.extend_from_slice(value.as_bytes());
     }
     k
+}
+
+/// The GetItem body `ddbcache-load` sends for item number `i`.
+pub fn get_item_body(i: u64) -> Vec<u8> {
+    format!(r#"{{"TableName":"bench","Key":{{"pk":{{"S":"p{i:010}"}},"sk":{{"S":"s000000"}}}}}}"#)
+        .into_bytes()
+}
+
+/// A GetItem answer of about 230 bytes (a 200-byte item, as DynamoDB counts it).
+pub fn response() -> Bytes {
+    let body = format!(
+        r#"{{"Item":{{"pk":{{"S":"p0000000000"}},"sk":{{"S":"s000000"}},"v":{{"S":"{}"}}}}}}"#,
+        "x".repeat(177)
+    );
+    Bytes::from(body)
+}
+
+/// A GetItem as the proxy serves it past HTTP: the body read down to its cache key and proven
+/// valid, the lookup, and on a hit the response built from the entry; a miss stores `body`.
+pub async fn serve_get_item(cache: &Cache, request: &[u8], body: &Bytes) -> Option<Response<Body>> {
+    let Ok((ReadParse::Cacheable(read), Ok(()))) = reads::read_get_item(request) else {
+        panic!("the bench body is a cacheable, valid GetItem");
+    };
+    let key = CacheKey::item(TABLE, &read.key, &read.projection);
+    match cache
+        .lookup(Kind::Item, TABLE, Dependency::Item(&read.key), key)
+        .await
+    {
+        Lookup::Hit { entry, .. } => {
+            let (body, crc32) = entry.response_parts();
+            Some(json_response(StatusCode::OK, body, crc32))
+        }
+        Lookup::Miss(fill) => {
+            let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
+            None
+        }
+    }
+}
+
+/// xorshift64*: uniform enough to spread lookups over the whole cache, and cheap.
+pub fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }

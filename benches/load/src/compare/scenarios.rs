@@ -1007,10 +1007,9 @@ async fn writes(bench: &mut Bench) -> anyhow::Result<Section> {
             );
         }
     }
-    for target in &targets[1..] {
+    for target in &targets {
         bench.procs.stop(&target.proc, START_WITHIN).await?;
     }
-    bench.procs.stop(&targets[0].proc, START_WITHIN).await?;
     let rows: Vec<Vec<String>> = targets
         .iter()
         .zip(&samples)
