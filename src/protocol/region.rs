@@ -4,12 +4,19 @@
 //! or the `{region}` of a configured endpoint) and in cache keys, so only names shaped like AWS's
 //! own are accepted: lower-case letters, digits and single hyphens, starting with a letter. Such a
 //! name cannot add a path, a port, a user or another host to a URL.
+//!
+//! Every request names its region, so the name is held inline (no allocation; a clone copies 33 bytes):
+//! the front door reads one per request, hits included.
 
 use std::fmt;
 
-/// A region name known to be safe to put in a host name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Region(Box<str>);
+/// A region name known to be safe to put in a host name: its bytes, zero-padded (zero never
+/// occurs in a name, so equality and order are those of the names).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region {
+    bytes: [u8; Region::MAX_LEN],
+    len: u8,
+}
 
 impl Region {
     /// Longer than any AWS region name (the longest today, e.g. `ap-southeast-5` or
@@ -26,17 +33,31 @@ impl Region {
             && b.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
             && !name.contains("--");
-        shaped.then(|| Region(name.into()))
+        shaped.then(|| {
+            let mut bytes = [0; Self::MAX_LEN];
+            bytes[..b.len()].copy_from_slice(b);
+            Region {
+                bytes,
+                len: b.len() as u8,
+            }
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (see `parse`).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 }
 
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
