@@ -17,7 +17,9 @@ CONFIG = {
     "listen": {"addr": "127.0.0.1:8000", "admin_addr": "0.0.0.0:9000"},
     "server": {"shutdown_grace": 10.0},
     "derived": {"container_memory_bytes": 190 * 2**20,
-                "container_memory_rule": "(item capacity + query capacity) x 1.25 + 30MiB"},
+                "container_memory_rule": "(item capacity + query capacity) x 1.25 + "
+                                         "server.max_buffered_bytes + 2 ports x "
+                                         "server.max_connections x 32KiB + 30MiB"},
 }
 
 
