@@ -287,6 +287,20 @@ pub struct CacheConfig {
     /// not stored for this long: it may still land. Default: 4 × `upstream.timeout_ms`.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub in_doubt_window: Option<Duration>,
+    /// How stored bodies are kept: `none`, or `lz4` (more entries per byte, a decompression per
+    /// hit).
+    pub compression: Compression,
+}
+
+/// How the caches keep stored response bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// As the upstream sent them: a hit answers with the stored bytes, copying nothing.
+    #[default]
+    None,
+    /// LZ4-compressed, where that makes a body smaller: a hit decompresses into a new buffer.
+    Lz4,
 }
 
 impl Default for CacheConfig {
@@ -298,6 +312,7 @@ impl Default for CacheConfig {
             query: QueryCacheConfig::default(),
             consistency_window: Duration::from_secs(1),
             in_doubt_window: None,
+            compression: Compression::None,
         }
     }
 }
@@ -573,6 +588,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_QUERY_CAPACITY", "cache.query.capacity"),
     ("DDBCACHE_CONSISTENCY_WINDOW", "cache.consistency_window"),
     ("DDBCACHE_IN_DOUBT_WINDOW", "cache.in_doubt_window"),
+    ("DDBCACHE_CACHE_COMPRESSION", "cache.compression"),
     ("DDBCACHE_FLEET_REDIS_URL", "fleet.redis_url"),
     ("DDBCACHE_FLEET_CHANNEL", "fleet.channel"),
     ("DDBCACHE_FLEET_PUBLISH_TIMEOUT", "fleet.publish_timeout"),

@@ -787,3 +787,73 @@ async fn stress_no_read_returns_a_version_older_than_an_acknowledged_write() {
     assert!(item_hits > 0.0, "the item cache served some reads");
     assert!(query_hits > 0.0, "the query cache served some reads");
 }
+
+/// With `cache.compression = "lz4"` entries take less memory, and every hit still answers the
+/// engine's own bytes and checksum: GetItem and Query, and BatchGetItem built from them.
+#[tokio::test]
+async fn compressed_entries_answer_the_engines_bytes_in_less_memory() {
+    let engine = Engine::dynalite().await;
+    let plain = start_proxy(&engine.endpoint()).await;
+    let packed = start_proxy_with(&engine.endpoint(), |c| {
+        c.cache.compression = ddbcache::config::Compression::Lz4
+    })
+    .await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = unique_table("lz4");
+    create_table(&direct, &table).await;
+    let v = "a value that repeats itself, ".repeat(12);
+    put_v(&direct, &table, "a", "1", &v).await;
+    put_v(&direct, &table, "a", "2", "short").await;
+
+    let get = format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"a"}},"sk":{{"S":"1"}}}}}}"#);
+    let query = format!(
+        r#"{{"TableName":"{table}","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{{":p":{{"S":"a"}}}}}}"#
+    );
+    for (target, body) in [
+        ("DynamoDB_20120810.GetItem", get),
+        ("DynamoDB_20120810.Query", query),
+    ] {
+        let (status, headers, expected) =
+            dynamodb_post(&engine.endpoint(), Some(target), &[], body.clone()).await;
+        assert_eq!(status, 200, "{target}");
+        for proxy in [&plain, &packed] {
+            for outcome in ["miss", "hit"] {
+                let (s, h, answer) =
+                    dynamodb_post(&proxy.endpoint, Some(target), &[], body.clone()).await;
+                assert_eq!((s, &h["x-ddbcache"]), (status, &outcome.parse().unwrap()));
+                assert_eq!(answer, expected, "{target} {outcome}");
+                assert_eq!(
+                    h["x-amz-crc32"], headers["x-amz-crc32"],
+                    "{target} {outcome}"
+                );
+            }
+        }
+    }
+    let bytes = r#"ddbcache_cache_bytes{cache="item"}"#;
+    let queried = r#"ddbcache_cache_bytes{cache="query"}"#;
+    assert!(packed.metric(bytes).await < plain.metric(bytes).await);
+    assert!(packed.metric(queried).await < plain.metric(queried).await);
+
+    // A BatchGetItem answered from a compressed entry (a/1) and a miss (a/2).
+    let client = sdk_client(&packed.endpoint).await;
+    let hits = packed.metric(ITEM_HITS).await;
+    let out = client
+        .batch_get_item()
+        .request_items(
+            &table,
+            KeysAndAttributes::builder()
+                .keys(key("a", "1"))
+                .keys(key("a", "2"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("BatchGetItem");
+    assert_eq!(packed.metric(ITEM_HITS).await - hits, 1.0);
+    let vs: BTreeSet<String> = out.responses().unwrap()[&table]
+        .iter()
+        .map(|i| i["v"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!(vs, BTreeSet::from([v, "short".to_string()]));
+}

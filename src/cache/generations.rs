@@ -117,6 +117,10 @@ pub struct TableGenerations {
     epoch: Cell,
     /// Entries any write may change: bumped by every write to the table.
     writes: Cell,
+    /// The dictionary its compressed entries were compressed with (`store.rs`): set once, from
+    /// the first body compressed for the table, so every entry an entry's table points to can be
+    /// decompressed.
+    pub(crate) dictionary: std::sync::OnceLock<Box<[u8]>>,
 }
 
 pub struct Generations {

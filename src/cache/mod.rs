@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prometheus::IntCounter;
 
-use crate::config::Config;
+use crate::config::{Compression, Config};
 use crate::metrics::Metrics;
 use crate::protocol::writes::WriteScope;
 pub use generations::Restrictions;
@@ -183,6 +183,7 @@ impl Fill<'_> {
             table: self.table,
             stamp: self.stamp,
             expires: cache.now_ms().saturating_add(ttl.as_millis() as u64),
+            compress: cache.compress,
         });
         if cache
             .store(self.kind)
@@ -237,6 +238,8 @@ pub struct Cache {
     in_doubt_window: Duration,
     /// The clock of entries' expiry.
     clock: Instant,
+    /// Store bodies LZ4-compressed (`cache.compression`).
+    compress: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -262,6 +265,7 @@ impl Cache {
             consistency_window: config.cache.consistency_window,
             in_doubt_window: config.in_doubt_window(),
             clock: Instant::now(),
+            compress: config.cache.compression == Compression::Lz4,
             metrics,
         }
     }
@@ -348,6 +352,7 @@ impl Cache {
                 table: state.clone(),
                 stamp,
                 expires: 0,
+                compress: false,
             });
             let (found, coalesced) = match store.entries.get_or_reserve(placeholder).await {
                 Ok(entry) => {

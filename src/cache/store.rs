@@ -13,6 +13,7 @@
 //! The weigher counts what an entry really costs: its allocation as the allocator rounds it, and
 //! its share of the index. So the configured capacity is close to the memory the entries hold.
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,6 +107,8 @@ struct Header {
     expires: u64,
     /// Set on a reservation's key once its filled entry replaces it as the index's key.
     rekeyed: AtomicBool,
+    /// The body is stored LZ4-compressed, its length prepended ([`lz4_flex::compress_prepend_size`]).
+    compressed: bool,
 }
 
 fn pack_scope(scope: Scope) -> u32 {
@@ -123,7 +126,8 @@ fn unpack_scope(packed: u32) -> Scope {
 }
 
 /// A stored answer, or (while its read is upstream) the key a miss reserved. One allocation:
-/// header, key bytes, body, the checksum's decimal digits. Cloning it is a reference count.
+/// header, key bytes, body (as sent, or compressed), the checksum's decimal digits. Cloning it is
+/// a reference count.
 #[derive(Clone)]
 pub struct Entry(ThinArc<Header, u8>);
 
@@ -135,6 +139,29 @@ pub(crate) struct NewEntry<'a> {
     pub(crate) table: Arc<TableGenerations>,
     pub(crate) stamp: Stamp,
     pub(crate) expires: u64,
+    /// Store the body LZ4-compressed if that makes it smaller.
+    pub(crate) compress: bool,
+}
+
+/// Bodies shorter than this are stored as they are: there is little to gain, and a hit on them
+/// would pay a decompression and an allocation for it.
+const COMPRESS_FROM: usize = 64;
+
+/// A body of a few hundred bytes has little to compress on its own; what it shares with the
+/// table's other answers (attribute names, DynamoDB's type tags, the shape of values) is most of
+/// it. So each table compresses against a dictionary: DynamoDB's JSON tokens, then the start of
+/// the first body compressed for the table.
+const DICTIONARY_TOKENS: &[u8] = br#"{"Responses":{"UnprocessedKeys":{},"LastEvaluatedKey":{"Count":0,"ScannedCount":0,"Items":[{"BOOL":true},{"BOOL":false},{"NULL":true},{"SS":["NS":["BS":["L":[{"M":{"B":"N":"0"},"S":""},"Item":{"#;
+
+/// How much of the first body the dictionary keeps: compressing hashes the whole dictionary, so
+/// a larger one makes every fill dearer.
+const DICTIONARY_SAMPLE: usize = 2048;
+
+fn dictionary<'t>(table: &'t TableGenerations, first: &[u8]) -> &'t [u8] {
+    table.dictionary.get_or_init(|| {
+        let sample = &first[..first.len().min(DICTIONARY_SAMPLE)];
+        [DICTIONARY_TOKENS, sample].concat().into_boxed_slice()
+    })
 }
 
 impl Entry {
@@ -147,18 +174,46 @@ impl Entry {
             Some(r) if r.end <= e.body.len() && r.start < r.end => (r.start as u32, r.end as u32),
             _ => (0, 0),
         };
+        // Compressed on the stack where it fits: a buffer of the worst case's size, allocated and
+        // then shrunk, would leave a hole in the heap beside every entry.
+        let mut scratch = [0u8; 4096];
+        let mut large = Vec::new();
+        let size = (e.body.len() as u32).to_le_bytes();
+        let compressed = if e.compress && e.body.len() >= COMPRESS_FROM {
+            let bound = lz4_flex::block::get_maximum_output_size(e.body.len());
+            let out = if bound <= scratch.len() {
+                &mut scratch[..bound]
+            } else {
+                large.resize(bound, 0);
+                &mut large[..]
+            };
+            let dictionary = dictionary(&e.table, e.body);
+            match lz4_flex::block::compress_into_with_dict(e.body, out, dictionary) {
+                Ok(n) if size.len() + n < e.body.len() => Some(&out[..n]),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        // A compressed body is stored as `decompress_size_prepended_with_dict` reads it: the
+        // length as it came (u32, little-endian), then the LZ4 block.
+        let (prefix, stored): (&[u8], &[u8]) = match compressed {
+            Some(c) => (&size, c),
+            None => (&[], e.body),
+        };
         let header = Header {
             table: e.table,
             generations: e.stamp.digest(),
             scope: pack_scope(e.stamp.scope()),
             key_len: e.key.len() as u32,
-            body_len: e.body.len() as u32,
+            body_len: (prefix.len() + stored.len()) as u32,
             item_start,
             item_end,
             expires: e.expires,
             rekeyed: AtomicBool::new(false),
+            compressed: compressed.is_some(),
         };
-        let parts = [e.key, e.body, crc];
+        let parts = [e.key, prefix, stored, crc];
         Entry(ThinArc::from_header_and_iter(header, Concat::new(&parts)))
     }
 
@@ -176,9 +231,25 @@ impl Entry {
         start..start + h.body_len as usize
     }
 
-    /// The stored response body.
-    pub fn body(&self) -> &[u8] {
+    /// The body as the entry holds it: compressed or not.
+    fn stored(&self) -> &[u8] {
         &self.0.slice[self.body_range()]
+    }
+
+    /// The response body: the stored bytes, or a decompressed copy of them.
+    pub fn body(&self) -> Cow<'_, [u8]> {
+        if self.header().compressed {
+            Cow::Owned(self.decompressed())
+        } else {
+            Cow::Borrowed(self.stored())
+        }
+    }
+
+    fn decompressed(&self) -> Vec<u8> {
+        let dictionary = self.table().dictionary.get().map_or(&[][..], |d| d);
+        lz4_flex::block::decompress_size_prepended_with_dict(self.stored(), dictionary).expect(
+            "an entry's compressed body is what Entry::new compressed, with this dictionary",
+        )
     }
 
     pub(crate) fn is_negative(&self) -> bool {
@@ -186,15 +257,32 @@ impl Entry {
     }
 
     /// The item's JSON, for answering BatchGetItem from GetItem-shaped entries.
-    pub(crate) fn item_json(&self) -> Option<&[u8]> {
+    pub(crate) fn item_json(&self) -> Option<Cow<'_, [u8]>> {
         let h = self.header();
-        (h.item_end != 0).then(|| &self.body()[h.item_start as usize..h.item_end as usize])
+        if h.item_end == 0 {
+            return None;
+        }
+        let item = h.item_start as usize..h.item_end as usize;
+        Some(match self.body() {
+            Cow::Borrowed(body) => Cow::Borrowed(&body[item]),
+            Cow::Owned(mut body) => {
+                body.truncate(item.end);
+                body.drain(..item.start);
+                Cow::Owned(body)
+            }
+        })
     }
 
-    /// The body and its `x-amz-crc32`, sharing the entry's memory: no copy, one small allocation.
+    /// The body and its `x-amz-crc32`, sharing the entry's memory: no copy, one small allocation
+    /// (a compressed body: decompressed into a buffer of its own).
     pub fn response_parts(&self) -> (Bytes, HeaderValue) {
         let body = self.body_range();
         let crc = body.end..self.0.slice.len();
+        if self.header().compressed {
+            let crc32 = HeaderValue::from_bytes(&self.0.slice[crc])
+                .unwrap_or_else(|_| HeaderValue::from_static("0"));
+            return (Bytes::from(self.decompressed()), crc32);
+        }
         let whole = Bytes::from_owner(Whole(self.clone()));
         let crc32 = HeaderValue::from_maybe_shared(whole.slice(crc))
             .unwrap_or_else(|_| HeaderValue::from_static("0"));
@@ -240,6 +328,7 @@ impl Entry {
             table,
             stamp,
             expires: 0,
+            compress: false,
         })
     }
 }
@@ -493,6 +582,10 @@ mod tests {
     use crate::cache::generations::Generations;
 
     fn entry(key: &[u8], body: &[u8], item: Option<Range<usize>>) -> Entry {
+        entry_stored(key, body, item, false)
+    }
+
+    fn entry_stored(key: &[u8], body: &[u8], item: Option<Range<usize>>, compress: bool) -> Entry {
         let g = Generations::new();
         let table = Arc::new(TableGenerations::default());
         let stamp = g.stamp(&table, Scope::Stripe(7));
@@ -503,6 +596,7 @@ mod tests {
             table,
             stamp,
             expires: 42,
+            compress,
         })
     }
 
@@ -511,8 +605,8 @@ mod tests {
         let body = br#"{"Item":{"a":{"S":"x"}}}"#;
         let e = entry(b"t\0k", body, Some(8..23));
         assert_eq!(e.key(), b"t\0k");
-        assert_eq!(e.body(), body);
-        assert_eq!(e.item_json(), Some(&br#"{"a":{"S":"x"}}"#[..]));
+        assert_eq!(&e.body()[..], body);
+        assert_eq!(e.item_json().as_deref(), Some(&br#"{"a":{"S":"x"}}"#[..]));
         assert!(!e.is_negative());
         assert_eq!(e.scope(), Scope::Stripe(7));
         assert_eq!(e.expires(), 42);
@@ -521,6 +615,53 @@ mod tests {
         assert_eq!(crc, crate::protocol::crc32_header(body));
         let negative = entry(b"t\0k", b"{}", None);
         assert!(negative.is_negative() && negative.item_json().is_none());
+    }
+
+    #[test]
+    fn a_compressed_entry_answers_the_bytes_it_was_given_in_less_memory() {
+        let item = format!(
+            r#"{{"pk":{{"S":"p1"}},"v":{{"S":"{}"}}}}"#,
+            "ab".repeat(100)
+        );
+        let body = format!(r#"{{"Item":{item}}}"#);
+        let range = Some(8..body.len() - 1);
+        let plain = entry_stored(b"t\0k", body.as_bytes(), range.clone(), false);
+        let packed = entry_stored(b"t\0k", body.as_bytes(), range, true);
+        assert!(packed.header().compressed && !plain.header().compressed);
+        assert!(packed.allocated() < plain.allocated());
+        assert_eq!(&packed.body()[..], body.as_bytes());
+        assert_eq!(packed.item_json().as_deref(), Some(item.as_bytes()));
+        let (bytes, crc) = packed.response_parts();
+        assert_eq!(&bytes[..], body.as_bytes());
+        assert_eq!(crc, crate::protocol::crc32_header(body.as_bytes()));
+        // What would not shrink is kept as it came.
+        let short = entry_stored(b"t\0k", b"{}", None, true);
+        assert!(!short.header().compressed);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..200)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        // (On the table whose dictionary the first body set: a table's first body compresses
+        // against itself.)
+        let g = Generations::new();
+        let table = packed.header().table.clone();
+        let stamp = g.stamp(&table, Scope::TableWrites);
+        let random = Entry::new(NewEntry {
+            key: b"t\0k",
+            body: &noise,
+            item: None,
+            table,
+            stamp,
+            expires: 0,
+            compress: true,
+        });
+        assert!(!random.header().compressed);
+        assert_eq!(&random.body()[..], &noise[..]);
     }
 
     #[test]

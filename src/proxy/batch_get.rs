@@ -3,6 +3,7 @@
 //! merged into one answer in DynamoDB's shape, under the table names the client sent.
 //! `UnprocessedKeys` pass back untouched.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -315,13 +316,13 @@ fn merge(
             .and_then(|u| u.responses.get(&t.request_name))
             .into_iter()
             .flatten()
-            .map(|raw| raw.get().as_bytes());
+            .map(|raw| Cow::Borrowed(raw.get().as_bytes()));
         for item in cached.chain(fetched) {
             if !first {
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(item);
+            out.extend_from_slice(&item);
         }
         out.push(b']');
     }
