@@ -1,5 +1,6 @@
 //! The cache verbs a request calls: `lookup` (a hit, at 1k, 100k and 1M entries), a whole hit
-//! (the GetItem body read down to its key and proven valid, the lookup and the response built),
+//! (the GetItem body read down to its key and proven valid, the lookup and the response built;
+//! `get_item_hit_lz4` with bodies stored compressed),
 //! `lookup` + `Fill::complete` (a miss being stored), and the invalidations a write or a
 //! control-plane call makes.
 //!
@@ -13,11 +14,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Lookup};
+use ddbcache::config::Compression;
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
 
 mod support;
 use support::{
-    get_item_body, key_part, new_cache, next_random, response, runtime, serve_get_item, TABLE, TTL,
+    get_item_body, key_part, new_cache, new_cache_with, next_random, response, runtime,
+    serve_get_item, TABLE, TTL,
 };
 
 /// Looks `key` up and, on a miss, stores `body`. Returns whether it was a hit.
@@ -74,17 +77,27 @@ fn lookup_hit(c: &mut Criterion) {
 
 /// A whole hit past HTTP (`serve_get_item`), with 100k entries cached.
 fn get_item_hit(c: &mut Criterion) {
+    for (name, compression) in [
+        ("get_item_hit", Compression::None),
+        ("get_item_hit_lz4", Compression::Lz4),
+    ] {
+        get_item_hit_stored(c, name, compression);
+    }
+}
+
+/// A GetItem hit past HTTP, with bodies stored as `compression` says.
+fn get_item_hit_stored(c: &mut Criterion, name: &str, compression: Compression) {
     const ENTRIES: u64 = 100_000;
     let rt = runtime();
     let body = response();
-    let cache = new_cache(4 << 30);
+    let cache = new_cache_with(4 << 30, compression);
     let requests: Vec<Vec<u8>> = (0..ENTRIES).map(get_item_body).collect();
     rt.block_on(async {
         for r in &requests {
             serve_get_item(&cache, r, &body).await;
         }
     });
-    c.bench_function("get_item_hit", |b| {
+    c.bench_function(name, |b| {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         b.iter_custom(|iters| {
             rt.block_on(async {

@@ -8,6 +8,9 @@
 //!     target/release/deps/hit_instructions-HASH 1000000 100000
 //! ```
 //!
+//! A third argument, `lz4`, stores the bodies compressed (`cache.compression = "lz4"`), so that a
+//! hit decompresses its body.
+//!
 //! Instructions are flat in the cache size when the index is a hash table; what grows with the
 //! size is cache misses, which the criterion bench `lookup_hit` sees in time.
 
@@ -17,7 +20,8 @@ use bytes::Bytes;
 use ddbcache::cache::Cache;
 
 mod support;
-use support::{get_item_body, new_cache, next_random, response, runtime, serve_get_item};
+use ddbcache::config::Compression;
+use support::{get_item_body, new_cache_with, next_random, response, runtime, serve_get_item};
 
 #[inline(never)]
 fn measured_hits(
@@ -44,11 +48,19 @@ fn measured_hits(
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
-    let mut number = |default: u64| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
-    let (entries, hits) = (number(1_000).max(1), number(10_000));
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let number =
+        |i: usize, default: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(default);
+    let (entries, hits) = (number(0, 1_000).max(1), number(1, 10_000));
+    let compression = match args.get(2).map(String::as_str) {
+        Some("lz4") => Compression::Lz4,
+        _ => Compression::None,
+    };
     let rt = runtime();
-    let cache = new_cache(4 << 30);
+    let cache = new_cache_with(4 << 30, compression);
     let answer = response();
     let requests: Vec<Vec<u8>> = (0..entries).map(get_item_body).collect();
     rt.block_on(async {
@@ -61,5 +73,5 @@ fn main() {
         answered, hits,
         "every key was filled, so every request is a hit"
     );
-    println!("{entries} entries: {hits} hits");
+    println!("{entries} entries: {hits} hits, compression {compression:?}");
 }

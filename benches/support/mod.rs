@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
-use ddbcache::config::Config;
+use ddbcache::config::{Compression, Config};
 use ddbcache::metrics::Metrics;
 use ddbcache::protocol::reads::{self, ReadParse};
 use ddbcache::proxy::respond::{json_response, Body};
@@ -21,7 +21,13 @@ pub const TTL: Duration = Duration::from_secs(3600);
 
 /// A cache whose two parts each hold `capacity` bytes.
 pub fn new_cache(capacity: u64) -> Cache {
+    new_cache_with(capacity, Compression::None)
+}
+
+/// [`new_cache`] keeping bodies as `compression` says.
+pub fn new_cache_with(capacity: u64, compression: Compression) -> Cache {
     let mut config = Config::default();
+    config.cache.compression = compression;
     config.cache.item.capacity = capacity;
     config.cache.query.capacity = capacity;
     Cache::new(&config, Arc::new(Metrics::new()))
@@ -53,11 +59,45 @@ pub fn get_item_body(i: u64) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A GetItem answer of about 230 bytes (a 200-byte item, as DynamoDB counts it).
+/// A GetItem answer of about 235 bytes: item 0's [`answer`].
 pub fn response() -> Bytes {
+    answer(0)
+}
+
+const WORDS: [&str; 32] = [
+    "order", "shipped", "pending", "blue", "green", "large", "small", "express", "standard",
+    "gift", "returned", "north", "south", "east", "west", "priority", "customer", "account",
+    "review", "rating", "delivery", "window", "morning", "evening", "weekend", "address", "note",
+    "call", "before", "after", "door", "front",
+];
+const NAMES: [&str; 16] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Ken", "Dennis", "Margaret", "John",
+    "Frances", "Leslie", "Niklaus", "Tony", "Radia", "Butler",
+];
+const CITIES: [&str; 8] = [
+    "Lisbon", "Dublin", "Seattle", "Osaka", "Nairobi", "Lima", "Oslo", "Perth",
+];
+
+/// The GetItem answer for item `i`: about 235 bytes, every item different, shaped like an
+/// application's record (names, an e-mail address, a city, numbers, a line of text drawn from a
+/// vocabulary), so that what compression saves on it is what it would save on real answers.
+pub fn answer(i: u64) -> Bytes {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let name = NAMES[(next() % 16) as usize];
+    let city = CITIES[(next() % 8) as usize];
+    let score = next() % 100_000;
+    let created = 1_700_000_000 + next() % 50_000_000;
+    let note: Vec<&str> = (0..5).map(|_| WORDS[(next() % 32) as usize]).collect();
     let body = format!(
-        r#"{{"Item":{{"pk":{{"S":"p0000000000"}},"sk":{{"S":"s000000"}},"v":{{"S":"{}"}}}}}}"#,
-        "x".repeat(177)
+        r#"{{"Item":{{"pk":{{"S":"user#{i:010}"}},"sk":{{"S":"profile"}},"name":{{"S":"{name}"}},"email":{{"S":"{}.{i}@example.com"}},"city":{{"S":"{city}"}},"score":{{"N":"{score}"}},"created":{{"N":"{created}"}},"note":{{"S":"{}"}}}}}}"#,
+        name.to_lowercase(),
+        note.join(" "),
     );
     Bytes::from(body)
 }
