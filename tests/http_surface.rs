@@ -178,6 +178,9 @@ async fn bodies_that_are_not_json_objects_get_dynamodbs_serialization_error() {
     let relay = Relay::start(&engine.endpoint()).await;
     let proxy = start_proxy(&relay.endpoint).await;
     proxy.wait_ready().await;
+    // A GetItem's body is proven when it is read: on every path, the cache's or not.
+    let uncached = start_proxy_with(&relay.endpoint, |c| c.cache.enabled = false).await;
+    uncached.wait_ready().await;
     let bare = json!({"__type": "com.amazon.coral.service#SerializationException"});
     let list = json!({
         "__type": "com.amazon.coral.service#SerializationException",
@@ -191,9 +194,20 @@ async fn bodies_that_are_not_json_objects_get_dynamodbs_serialization_error() {
         ("true", &bare),
         ("[]", &list),
         ("[{\"TableName\":\"t\"}]", &list),
+        // Not JSON at all.
+        ("{", &bare),
+        ("{\"TableName\":\"t\",}", &bare),
+        (
+            "{\"TableName\":\"t\",\"Key\":{\"pk\":{\"S\":\"a\"}}} x",
+            &bare,
+        ),
     ] {
-        for target in ["DynamoDB_20120810.GetItem", "DynamoDB_20120810.PutItem"] {
-            let a = Raw::op(target, body).send(&proxy.endpoint).await;
+        for (target, endpoint) in [
+            ("DynamoDB_20120810.GetItem", &proxy.endpoint),
+            ("DynamoDB_20120810.PutItem", &proxy.endpoint),
+            ("DynamoDB_20120810.GetItem", &uncached.endpoint),
+        ] {
+            let a = Raw::op(target, body).send(endpoint).await;
             assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
             let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
             assert_eq!(&v, expected, "{body}");
@@ -204,7 +218,7 @@ async fn bodies_that_are_not_json_objects_get_dynamodbs_serialization_error() {
             );
         }
     }
-    assert_eq!(relay.captured().await.len(), 1, "only the readiness probe");
+    assert_eq!(relay.captured().await.len(), 2, "only the readiness probes");
     // And the engine is still there to answer.
     let client = sdk_client(&proxy.endpoint).await;
     client.list_tables().send().await.unwrap();

@@ -70,6 +70,10 @@ pub struct Admission {
     pub cors: bool,
     /// The content type DynamoDB answers this request with ([`AMZ_JSON`] or [`JSON`]).
     pub content_type: &'static str,
+    /// The body was proven to be a JSON object. A GetItem's is not, when its signature's shape
+    /// passed: reading it proves it in the same pass ([`crate::protocol::reads::get_item_fast`]),
+    /// and a body that reading does not take must then pass [`prove_json`] first.
+    pub json_proven: bool,
 }
 
 impl Admission {
@@ -129,43 +133,79 @@ pub fn examine(req: &Inbound<'_>, default_region: &Region) -> Verdict {
         ))
     };
 
-    let json = if req.body.is_empty() {
-        None
-    } else {
-        match serde_json::from_slice::<serde::de::IgnoredAny>(req.body) {
-            Ok(_) => Some(req.body),
-            Err(_) => return coral("SerializationException", None),
-        }
-    };
+    // A body that is not JSON is refused before anything else is looked at; a GetItem's is
+    // proven later, when it is read, unless another error is to be answered first.
+    let op = operation(headers);
+    let deferred = op == Some(Operation::GetItem) && !req.body.is_empty();
+    if !deferred && !req.body.is_empty() && !is_json(req.body) {
+        return coral("SerializationException", None);
+    }
 
-    let Some(op) = operation(headers) else {
+    let Some(op) = op else {
         return coral("UnknownOperationException", None);
     };
 
     let region = match check_auth(headers, &query) {
         Ok(region) => region,
-        Err((name, message)) => return coral(name, Some(("message", &message))),
+        Err((name, message)) => {
+            if deferred && !is_json(req.body) {
+                return coral("SerializationException", None);
+            }
+            return coral(name, Some(("message", &message)));
+        }
     };
 
-    // What Coral answers when the body does not deserialize into the operation's input.
-    match json.and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace())) {
-        Some(b'{') => {}
-        Some(b'[') => {
-            return coral(
-                "SerializationException",
-                Some(("Message", "Start of list found where not expected")),
-            )
-        }
-        _ => return coral("SerializationException", None),
-    }
-
-    Verdict::Admit(Admission {
+    let admission = Admission {
         op,
         region,
         query_signed: query.has(QUERY_ALGORITHM),
         cors,
         content_type,
-    })
+        json_proven: !deferred,
+    };
+    if !deferred {
+        if let Some(answer) = object_check(req.body, &admission) {
+            return Verdict::Answer(answer);
+        }
+    }
+    Verdict::Admit(admission)
+}
+
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+/// What the front door answers a body that is not a JSON object, for a request whose admission
+/// left that unproven ([`Admission::json_proven`]): `None` when it is one.
+pub fn prove_json(body: &[u8], admission: &Admission) -> Option<LocalAnswer> {
+    if !body.is_empty() && !is_json(body) {
+        let body = coral_error("SerializationException", None);
+        return Some(coral_answer(body, admission));
+    }
+    object_check(body, admission)
+}
+
+/// What Coral answers when the body (valid JSON, or none) does not deserialize into the
+/// operation's input.
+fn object_check(body: &[u8], admission: &Admission) -> Option<LocalAnswer> {
+    let error = match body.iter().find(|c| !c.is_ascii_whitespace()) {
+        Some(b'{') => return None,
+        Some(b'[') => coral_error(
+            "SerializationException",
+            Some(("Message", "Start of list found where not expected")),
+        ),
+        _ => coral_error("SerializationException", None),
+    };
+    Some(coral_answer(error, admission))
+}
+
+fn coral_answer(body: Bytes, admission: &Admission) -> LocalAnswer {
+    answer(
+        StatusCode::BAD_REQUEST,
+        Some(admission.content_type),
+        body,
+        admission.cors,
+    )
 }
 
 /// The request target without the query-string signature parameters, for re-signing a request
@@ -335,10 +375,18 @@ fn credential_region(headers: &HeaderMap, query: &QueryString<'_>) -> Option<Reg
 /// `AKID/20200101/us-east-1/dynamodb/aws4_request` → `us-east-1` (trailing slashes ignored,
 /// as DynamoDB ignores them).
 fn scope_region(credential: &str) -> Option<Region> {
-    let mut parts = credential.trim_end_matches('/').split('/');
-    let region = parts.nth(2)?;
-    (parts.count() == 2).then_some(())?;
-    Region::parse(region)
+    // Every request's credential is read here, hits included: bytes, not `str::split`.
+    let bytes = credential.as_bytes();
+    let end = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+    // Five parts: four slashes, the region between the second and the third.
+    let mut slashes = memchr::memchr_iter(b'/', &bytes[..end]);
+    let mut next = || slashes.next();
+    let (Some(_), Some(second), Some(third), Some(_), None) =
+        (next(), next(), next(), next(), next())
+    else {
+        return None;
+    };
+    Region::parse(&credential[second + 1..third])
 }
 
 /// `Credential`, `Signature` and `SignedHeaders` of an `Authorization` header, read as DynamoDB
@@ -785,6 +833,44 @@ mod tests {
         assert_coral(&no_target.body(b"null").answer(), UNKNOWN_OP, AMZ_JSON);
         let unsigned = Req::new().without("authorization");
         assert_coral(&unsigned.body(b"").answer(), MISSING, AMZ_JSON);
+    }
+
+    #[test]
+    fn a_get_items_body_is_proven_when_read_unless_another_error_comes_first() {
+        let get = |body: &[u8]| Req::post("DynamoDB_20120810.GetItem", "").body(body);
+        let Verdict::Admit(admitted) = get(b"{").examine() else {
+            panic!("a signed GetItem is admitted before its body is proven");
+        };
+        assert!(!admitted.json_proven);
+        // Proving it answers what the door would have answered.
+        assert_coral(
+            &prove_json(b"{", &admitted).unwrap(),
+            SERIALIZATION,
+            AMZ_JSON,
+        );
+        let list = r#"{"__type":"com.amazon.coral.service#SerializationException","Message":"Start of list found where not expected"}"#;
+        assert_coral(&prove_json(b" [1]", &admitted).unwrap(), list, AMZ_JSON);
+        assert_coral(
+            &prove_json(b"null", &admitted).unwrap(),
+            SERIALIZATION,
+            AMZ_JSON,
+        );
+        assert!(prove_json(b" {}", &admitted).is_none());
+        // A body that is not JSON still comes before the signature's errors...
+        let unsigned = get(b"{").without("authorization");
+        assert_coral(&unsigned.answer(), SERIALIZATION, AMZ_JSON);
+        // ...and after them when it is JSON.
+        assert_coral(
+            &get(b"[]").without("authorization").answer(),
+            MISSING,
+            AMZ_JSON,
+        );
+        // Every other operation's body is proven at the door.
+        assert!(Req::new().admission().json_proven);
+        assert!(matches!(
+            Req::post("DynamoDB_20120810.PutItem", "[]").examine(),
+            Verdict::Answer(_)
+        ));
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl Region {
             && b[b.len() - 1] != b'-'
             && b.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-            && !name.contains("--");
+            && !b.windows(2).any(|w| w == b"--");
         shaped.then(|| {
             let mut bytes = [0; Self::MAX_LEN];
             bytes[..b.len()].copy_from_slice(b);

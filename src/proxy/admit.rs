@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::config::UpstreamConfig;
@@ -122,9 +122,10 @@ pub(crate) async fn admit(
     let max = budget.max_body();
     let (parts, body) = req.into_parts();
     // Only for metrics: the front door decides what the target means.
+    const TARGET: http::HeaderName = http::HeaderName::from_static(crate::protocol::HEADER_TARGET);
     let named = parts
         .headers
-        .get(crate::protocol::HEADER_TARGET)
+        .get(TARGET)
         .and_then(|t| Operation::from_target(t.to_str().ok()?));
     let (body, buffered) = match read_body(&parts.headers, body, budget).await {
         Ok(read) => read,
@@ -192,12 +193,9 @@ pub(crate) async fn admit(
     let admission = match front_door::examine(&inbound, &regions.default) {
         Verdict::Admit(admission) => admission,
         Verdict::Answer(answer) => {
-            let mut response = Response::new(Full::new(answer.body));
-            *response.status_mut() = answer.status;
-            *response.headers_mut() = answer.headers;
             return Err(Turned {
                 op: named,
-                response,
+                response: respond::local(answer),
             });
         }
     };

@@ -158,6 +158,9 @@ impl Proxy {
     /// Classification: which path the request takes.
     async fn dispatch(self: &Arc<Self>, inb: &Inbound) -> Answered {
         let Some(cache) = &self.cache else {
+            if let Some(refused) = unproven_json(inb) {
+                return Ok((refused, Outcome::NotCacheable));
+            }
             require_object(&inb.json)?;
             return self.pass_through(inb).await;
         };
@@ -165,6 +168,9 @@ impl Proxy {
         if let (OpClass::ItemRead | OpClass::QueryRead, Some(reason)) =
             (class, policy::fleet_read(&self.fleet))
         {
+            if let Some(refused) = unproven_json(inb) {
+                return Ok((refused, Outcome::NotCacheable));
+            }
             require_object(&inb.json)?;
             let kind = match class {
                 OpClass::ItemRead => Kind::Item,
@@ -314,4 +320,14 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// The front door's answer to a body that is not a JSON object, where it left proving that to
+/// the read ([`front_door::Admission::json_proven`]: a GetItem). Every path a GetItem takes that
+/// does not read its body in one strict pass asks this first.
+pub(super) fn unproven_json(inb: &Inbound) -> Option<Response<Body>> {
+    if inb.admission.json_proven {
+        return None;
+    }
+    front_door::prove_json(&inb.json, &inb.admission).map(respond::local)
 }

@@ -15,11 +15,22 @@ use super::admit::Inbound;
 use super::policy::{self, BypassReason, ItemDecision, MissRead, QueryDecision, Unstored};
 use super::respond::{self, Outcome, ZeroCapacity};
 use super::tables::contradicts_schema;
-use super::{Answered, Encoding, Proxy};
+use super::{unproven_json, Answered, Encoding, Proxy};
 
 impl Proxy {
     pub(super) async fn get_item(self: &Arc<Self>, cache: &Arc<Cache>, inb: &Inbound) -> Answered {
-        let read = match reads::read_get_item(&inb.json)? {
+        // The usual GetItem is read, and its body proven to be JSON, in one pass; anything else
+        // is first checked as the front door would have.
+        let parsed = match reads::get_item_fast(&inb.json) {
+            Some(read) => (ReadParse::Cacheable(read), Ok(())),
+            None => {
+                if let Some(refused) = unproven_json(inb) {
+                    return Ok((refused, Outcome::NotCacheable));
+                }
+                reads::read_get_item(&inb.json)?
+            }
+        };
+        let read = match parsed {
             (ReadParse::Cacheable(r), Ok(())) => r,
             (ReadParse::Cacheable(_), Err(_)) => {
                 return self

@@ -8,6 +8,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::cache::Entry;
+use crate::protocol::front_door::LocalAnswer;
 use crate::protocol::{self, ProtocolError};
 use crate::upstream::UpstreamResponse;
 
@@ -151,6 +152,14 @@ struct Relayed;
 /// Whether a response is the upstream's answer as it came (rather than one ddbcache composed).
 pub(crate) fn is_relayed(response: &Response<Body>) -> bool {
     response.extensions().get::<Relayed>().is_some()
+}
+
+/// An answer the front door composed.
+pub(crate) fn local(answer: LocalAnswer) -> Response<Body> {
+    let mut response = Response::new(Full::new(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    response
 }
 
 /// An error ddbcache answers itself, in DynamoDB's shape.
