@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::cache::{Cache, Kind};
 use crate::config::AdminConfig;
-use crate::connection::{self, Peer, Port};
+use crate::connection::{self, Port};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -147,15 +147,16 @@ pub(crate) async fn serve(listener: Listener, state: Arc<AdminState>, port: Port
     loop {
         let (stream, peer, slot) = listener.accept_counted().await.into_parts();
         let state = state.clone();
+        // The peer is the connection's: the flush trusts loopback clients.
         let handler = move |req| {
             let state = state.clone();
-            async move { route(&state, req) }
+            async move { route(&state, req, peer) }
         };
         tokio::spawn(connection::serve(stream, peer, slot, port.clone(), handler));
     }
 }
 
-fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
@@ -192,8 +193,7 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             reply(StatusCode::OK, "application/json", body.to_string())
         }
         (&Method::POST, "/cache/flush") => {
-            let peer = req.extensions().get::<Peer>().map(|p| p.0);
-            if let Err(refused) = state.authorize(req.headers(), peer) {
+            if let Err(refused) = state.authorize(req.headers(), Some(peer)) {
                 return refused.reply();
             }
             let Some(cache) = &state.cache else {

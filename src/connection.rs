@@ -46,10 +46,6 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: Duration,
 }
 
-/// The client's address, as a request extension (the admin port trusts loopback peers).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
-
 /// Why the server closed a connection: the `reason` label of `ddbcache_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
@@ -250,10 +246,9 @@ where
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
-        service_fn(move |mut req: Request<Incoming>| {
+        service_fn(move |req: Request<Incoming>| {
             activity.request_started();
             let in_flight = InFlight(activity.clone());
-            req.extensions_mut().insert(Peer(peer));
             let answer = handler(req);
             async move {
                 let response = answer.await;

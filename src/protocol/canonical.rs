@@ -35,6 +35,15 @@ impl<'a> KeyAttr<'a> {
         Some(KeyAttr { s, n, b })
     }
 
+    /// The length of the value as written: about what its encoding takes (a normalized number
+    /// is rarely longer, a decoded binary is shorter).
+    fn text_len(&self) -> usize {
+        [&self.s, &self.n, &self.b]
+            .iter()
+            .map(|v| v.as_deref().map_or(0, str::len))
+            .sum()
+    }
+
     /// Appends the canonical encoding of this value; `None` if it is not a valid key value.
     fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         match (&self.s, &self.n, &self.b) {
@@ -65,12 +74,17 @@ pub fn encode_key<'a, 'b: 'a, I>(attrs: I) -> Option<Vec<u8>>
 where
     I: IntoIterator<Item = (&'a str, &'a KeyAttr<'b>)>,
 {
-    let mut pairs: Vec<(&str, &KeyAttr)> = attrs.into_iter().collect();
+    // A key has one or two attributes: no allocation but the encoding's, made at its size.
+    let mut pairs: smallvec::SmallVec<[(&str, &KeyAttr); 2]> = attrs.into_iter().collect();
     if pairs.is_empty() {
         return None;
     }
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut out = Vec::with_capacity(32);
+    let size = pairs
+        .iter()
+        .map(|(name, value)| 10 + name.len() + value.text_len())
+        .sum();
+    let mut out = Vec::with_capacity(size);
     for (name, value) in pairs {
         push_field(&mut out, b'A', name.as_bytes());
         value.encode_into(&mut out)?;

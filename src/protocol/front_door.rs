@@ -84,7 +84,8 @@ impl Admission {
         if self.cors {
             allow_any_origin(headers);
         }
-        if headers.contains_key(header::CONTENT_TYPE) {
+        // ddbcache's own answers are already in the usual content type.
+        if self.content_type != super::CONTENT_TYPE && headers.contains_key(header::CONTENT_TYPE) {
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(self.content_type),

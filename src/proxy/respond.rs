@@ -44,6 +44,9 @@ impl Outcome {
 /// computed by the caller, so a hit can reuse the one computed at fill time) and a fresh
 /// `x-amzn-requestid`. A cache hit and the bare baseline server both answer with this.
 pub fn json_response(status: StatusCode, body: Bytes, crc32: HeaderValue) -> Response<Body> {
+    // Names built once, at compile time: `from_static` at run time checks every byte.
+    const CRC32: HeaderName = HeaderName::from_static(protocol::HEADER_CRC32);
+    const REQUEST_ID: HeaderName = HeaderName::from_static(protocol::HEADER_REQUEST_ID);
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -51,21 +54,16 @@ pub fn json_response(status: StatusCode, body: Bytes, crc32: HeaderValue) -> Res
         header::CONTENT_TYPE,
         HeaderValue::from_static(protocol::CONTENT_TYPE),
     );
-    headers.insert(HeaderName::from_static(protocol::HEADER_CRC32), crc32);
-    headers.insert(
-        HeaderName::from_static(protocol::HEADER_REQUEST_ID),
-        protocol::request_id(),
-    );
+    headers.insert(CRC32, crc32);
+    headers.insert(REQUEST_ID, protocol::request_id());
     response
 }
 
 /// Writes the `x-ddbcache` header when it is enabled and the request was a cacheable read.
 pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, enabled: bool) {
     if enabled && outcome != Outcome::NotCacheable {
-        headers.insert(
-            HeaderName::from_static(HEADER_OUTCOME),
-            HeaderValue::from_static(outcome.label()),
-        );
+        const OUTCOME: HeaderName = HeaderName::from_static(HEADER_OUTCOME);
+        headers.insert(OUTCOME, HeaderValue::from_static(outcome.label()));
     }
 }
 
