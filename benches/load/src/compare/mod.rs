@@ -59,6 +59,9 @@ pub struct CompareArgs {
     /// Item cache capacity of the cache-on ddbcache; must hold the largest --scale-keys.
     #[arg(long, default_value = "1GiB", value_parser = size)]
     pub item_capacity: u64,
+    /// How the cache-on ddbcache stores bodies (`cache.compression`).
+    #[arg(long, default_value = "none", value_parser = ["none", "lz4"])]
+    pub compression: String,
     /// Cache sizes of the `scale` scenario [1000,100000,1000000; --quick 1000,10000].
     #[arg(long, value_delimiter = ',')]
     pub scale_keys: Vec<u64>,
@@ -130,6 +133,7 @@ pub struct Settings {
     pub keys: u64,
     pub item_bytes: usize,
     pub item_capacity: u64,
+    pub compression: String,
     pub scale_keys: Vec<u64>,
     pub mem_capacity: u64,
     pub mem_keys: u64,
@@ -242,6 +246,7 @@ impl Settings {
             keys,
             item_bytes: args.item_bytes,
             item_capacity: args.item_capacity,
+            compression: args.compression.clone(),
             scale_keys,
             mem_capacity: args
                 .mem_capacity

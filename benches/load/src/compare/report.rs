@@ -185,7 +185,8 @@ fn method(settings: &Settings) -> String {
          load, the runs of different targets interleaved; tables show the median and, in \
          parentheses, min–max\n\
          - GetItem of uniformly chosen keys over items of {item_bytes} B; ddbcache with upstream \
-         signing off and log level warn, a cache-on instance warmed by reading every key once\n\
+         signing off and log level warn, a cache-on instance (bodies stored: {compression}) \
+         warmed by reading every key once\n\
          - CPU µs/req: the process's user + system CPU time (`/proc`) while measured, divided by \
          the requests it answered\n\
          - command: `{command}`\n",
@@ -193,6 +194,7 @@ fn method(settings: &Settings) -> String {
         duration = settings.duration,
         warmup = settings.warmup,
         item_bytes = settings.item_bytes,
+        compression = settings.compression,
         command = settings.command,
     )
 }
