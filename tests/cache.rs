@@ -42,25 +42,7 @@ async fn reads_are_answered_from_cache_after_the_upstream_stops() {
     let scan = scan_vs(&client, &table).await;
     let batch = |c: Client| {
         let t = table.clone();
-        async move {
-            let out = c
-                .batch_get_item()
-                .request_items(
-                    &t,
-                    KeysAndAttributes::builder()
-                        .keys(key("a", "1"))
-                        .keys(key("a", "2"))
-                        .build()
-                        .unwrap(),
-                )
-                .send()
-                .await
-                .expect("BatchGetItem");
-            out.responses().unwrap()[&t]
-                .iter()
-                .map(|i| i["v"].as_s().unwrap().clone())
-                .collect::<BTreeSet<_>>()
-        }
+        async move { batch_vs(&c, &t, &[("a", "1"), ("a", "2")]).await }
     };
     let batched = batch(client.clone()).await;
 
@@ -78,6 +60,24 @@ async fn reads_are_answered_from_cache_after_the_upstream_stops() {
     );
     assert_eq!(get.as_deref(), Some("one"));
     assert_eq!(batched, BTreeSet::from(["one".into(), "two".into()]));
+}
+
+/// BatchGetItem of (pk, sk) pairs of one table: the items' `v`s.
+async fn batch_vs(client: &Client, table: &str, keys: &[(&str, &str)]) -> BTreeSet<String> {
+    let mut wanted = KeysAndAttributes::builder();
+    for (pk, sk) in keys {
+        wanted = wanted.keys(key(pk, sk));
+    }
+    let out = client
+        .batch_get_item()
+        .request_items(table, wanted.build().unwrap())
+        .send()
+        .await
+        .expect("BatchGetItem");
+    out.responses().unwrap()[table]
+        .iter()
+        .map(|i| i["v"].as_s().unwrap().clone())
+        .collect()
 }
 
 /// Primes the item, query and scan caches, writes, and checks the next reads see the write.
@@ -837,23 +837,7 @@ async fn compressed_entries_answer_the_engines_bytes_in_less_memory() {
     // A BatchGetItem answered from a compressed entry (a/1) and a miss (a/2).
     let client = sdk_client(&packed.endpoint).await;
     let hits = packed.metric(ITEM_HITS).await;
-    let out = client
-        .batch_get_item()
-        .request_items(
-            &table,
-            KeysAndAttributes::builder()
-                .keys(key("a", "1"))
-                .keys(key("a", "2"))
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("BatchGetItem");
+    let vs = batch_vs(&client, &table, &[("a", "1"), ("a", "2")]).await;
     assert_eq!(packed.metric(ITEM_HITS).await - hits, 1.0);
-    let vs: BTreeSet<String> = out.responses().unwrap()[&table]
-        .iter()
-        .map(|i| i["v"].as_s().unwrap().clone())
-        .collect();
     assert_eq!(vs, BTreeSet::from([v, "short".to_string()]));
 }

@@ -62,7 +62,7 @@ enum Command {
     ServeFixed(ServeFixedArgs),
     /// Measure ddbcache against the bare server and dynalite, side by side, and write
     /// benches/RESULTS.md. Starts every process it needs on free loopback ports.
-    Compare(compare::CompareArgs),
+    Compare(Box<compare::CompareArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -210,7 +210,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::ServeFixed(args) => fixed_server::serve(args.addr, args.item_bytes).await,
-            Command::Compare(args) => compare::compare(args).await,
+            Command::Compare(args) => compare::compare(*args).await,
         }
     })
 }
