@@ -36,7 +36,6 @@ use crate::config::Config;
 use crate::fleet::{self, Fleet};
 use crate::metrics::Metrics;
 use crate::protocol::front_door;
-use crate::protocol::reads::require_object;
 use crate::protocol::{OpClass, Operation, ProtocolError};
 use crate::upstream::{error_chain, Upstream, UpstreamError, UpstreamResponse};
 use admit::Inbound;
@@ -155,13 +154,13 @@ impl Proxy {
         response
     }
 
-    /// Classification: which path the request takes.
+    /// Classification: which path the request takes. The front door has proven the body a JSON
+    /// object, or left a GetItem's to be proven by whichever path takes it.
     async fn dispatch(self: &Arc<Self>, inb: &Inbound) -> Answered {
         let Some(cache) = &self.cache else {
             if let Some(refused) = unproven_json(inb) {
                 return Ok((refused, Outcome::NotCacheable));
             }
-            require_object(&inb.json)?;
             return self.pass_through(inb).await;
         };
         let class = inb.op.class();
@@ -171,7 +170,6 @@ impl Proxy {
             if let Some(refused) = unproven_json(inb) {
                 return Ok((refused, Outcome::NotCacheable));
             }
-            require_object(&inb.json)?;
             let kind = match class {
                 OpClass::ItemRead => Kind::Item,
                 _ => Kind::Query,
@@ -186,10 +184,7 @@ impl Proxy {
             OpClass::PartiQl => self.partiql(cache, inb).await,
             OpClass::Control => self.control(cache, inb).await,
             OpClass::Unknown => self.unknown(cache, inb).await,
-            OpClass::Other => {
-                require_object(&inb.json)?;
-                self.pass_through(inb).await
-            }
+            OpClass::Other => self.pass_through(inb).await,
         }
     }
 
