@@ -175,13 +175,15 @@ impl Entry {
             _ => (0, 0),
         };
         // Compressed on the stack where it fits: a buffer of the worst case's size, allocated and
-        // then shrunk, would leave a hole in the heap beside every entry.
-        let mut scratch = [0u8; 4096];
+        // then shrunk, would leave a hole in the heap beside every entry. The buffer is only
+        // zeroed when used: placeholders and uncompressed entries are made on every miss.
+        let mut scratch: [u8; 4096];
         let mut large = Vec::new();
         let size = (e.body.len() as u32).to_le_bytes();
         let compressed = if e.compress && e.body.len() >= COMPRESS_FROM {
             let bound = lz4_flex::block::get_maximum_output_size(e.body.len());
-            let out = if bound <= scratch.len() {
+            let out = if bound <= 4096 {
+                scratch = [0; 4096];
                 &mut scratch[..bound]
             } else {
                 large.resize(bound, 0);
