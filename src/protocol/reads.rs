@@ -159,9 +159,17 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
 pub fn read_get_item(
     body: &[u8],
 ) -> Result<(ReadParse<GetItemRead<'_>>, Result<(), NotProven>), ProtocolError> {
-    if let Some(read) = get_item_fast(body) {
-        return Ok((ReadParse::Cacheable(read), Ok(())));
+    match get_item_fast(body) {
+        Some(read) => Ok((ReadParse::Cacheable(read), Ok(()))),
+        None => read_get_item_full(body),
     }
+}
+
+/// [`read_get_item`] for a body [`get_item_fast`] did not take: [`parse_get_item`] and the
+/// validator.
+pub fn read_get_item_full(
+    body: &[u8],
+) -> Result<(ReadParse<GetItemRead<'_>>, Result<(), NotProven>), ProtocolError> {
     let parsed = parse_get_item(body)?;
     let proof = match parsed {
         ReadParse::Cacheable(_) => validate::get_item(body),

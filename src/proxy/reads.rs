@@ -27,7 +27,7 @@ impl Proxy {
                 if let Some(refused) = unproven_json(inb) {
                     return Ok((refused, Outcome::NotCacheable));
                 }
-                reads::read_get_item(&inb.json)?
+                reads::read_get_item_full(&inb.json)?
             }
         };
         let read = match parsed {
