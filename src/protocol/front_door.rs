@@ -125,13 +125,7 @@ pub fn examine(req: &Inbound<'_>, default_region: &Region) -> Verdict {
         JSON
     };
     let coral = |name: &str, message: Option<(&str, &str)>| {
-        let body = coral_error(name, message);
-        Verdict::Answer(answer(
-            StatusCode::BAD_REQUEST,
-            Some(content_type),
-            body,
-            cors,
-        ))
+        Verdict::Answer(coral_answer(coral_error(name, message), content_type, cors))
     };
 
     // A body that is not JSON is refused before anything else is looked at; a GetItem's is
@@ -181,7 +175,7 @@ fn is_json(body: &[u8]) -> bool {
 pub fn prove_json(body: &[u8], admission: &Admission) -> Option<LocalAnswer> {
     if !body.is_empty() && !is_json(body) {
         let body = coral_error("SerializationException", None);
-        return Some(coral_answer(body, admission));
+        return Some(coral_answer(body, admission.content_type, admission.cors));
     }
     object_check(body, admission)
 }
@@ -197,16 +191,12 @@ fn object_check(body: &[u8], admission: &Admission) -> Option<LocalAnswer> {
         ),
         _ => coral_error("SerializationException", None),
     };
-    Some(coral_answer(error, admission))
+    Some(coral_answer(error, admission.content_type, admission.cors))
 }
 
-fn coral_answer(body: Bytes, admission: &Admission) -> LocalAnswer {
-    answer(
-        StatusCode::BAD_REQUEST,
-        Some(admission.content_type),
-        body,
-        admission.cors,
-    )
+/// A Coral error (400, in the client's JSON content type).
+fn coral_answer(body: Bytes, content_type: &'static str, cors: bool) -> LocalAnswer {
+    answer(StatusCode::BAD_REQUEST, Some(content_type), body, cors)
 }
 
 /// The request target without the query-string signature parameters, for re-signing a request
