@@ -705,16 +705,20 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
         }
-        for (key, d) in [
+        // The first of `durations` that is zero, as the error.
+        let nonzero = |durations: &[(&'static str, Duration)]| match durations
+            .iter()
+            .find(|(_, d)| d.is_zero())
+        {
+            Some((key, _)) => invalid(key, "must be greater than 0s"),
+            None => Ok(()),
+        };
+        nonzero(&[
             ("server.header_timeout", self.server.header_timeout),
             ("server.body_timeout", self.server.body_timeout),
             ("server.idle_timeout", self.server.idle_timeout),
             ("tls.reload_interval", self.tls.reload_interval),
-        ] {
-            if d.is_zero() {
-                return invalid(key, "must be greater than 0s");
-            }
-        }
+        ])?;
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be greater than 0");
         }
@@ -752,17 +756,13 @@ impl Config {
         if self.fleet.channel.is_empty() {
             return invalid("fleet.channel", "must not be empty");
         }
-        for (key, d) in [
+        nonzero(&[
             ("fleet.publish_timeout", self.fleet.publish_timeout),
             ("fleet.ping_interval", self.fleet.ping_interval),
             ("fleet.ping_timeout", self.fleet.ping_timeout),
             ("streams.poll_interval", self.streams.poll_interval),
             ("streams.describe_interval", self.streams.describe_interval),
-        ] {
-            if d.is_zero() {
-                return invalid(key, "must be greater than 0s");
-            }
-        }
+        ])?;
         if self.fleet.publish_queue == 0 {
             return invalid("fleet.publish_queue", "must be at least 1");
         }
