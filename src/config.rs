@@ -1198,6 +1198,49 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_timeout_or_interval_fails_validation_naming_it() {
+        type Zero = fn(&mut Config);
+        let zeroed: [(&str, Zero); 9] = [
+            ("server.header_timeout", |c| {
+                c.server.header_timeout = Duration::ZERO
+            }),
+            ("server.body_timeout", |c| {
+                c.server.body_timeout = Duration::ZERO
+            }),
+            ("server.idle_timeout", |c| {
+                c.server.idle_timeout = Duration::ZERO
+            }),
+            ("tls.reload_interval", |c| {
+                c.tls.reload_interval = Duration::ZERO
+            }),
+            ("fleet.publish_timeout", |c| {
+                c.fleet.publish_timeout = Duration::ZERO
+            }),
+            ("fleet.ping_interval", |c| {
+                c.fleet.ping_interval = Duration::ZERO
+            }),
+            ("fleet.ping_timeout", |c| {
+                c.fleet.ping_timeout = Duration::ZERO
+            }),
+            ("streams.poll_interval", |c| {
+                c.streams.poll_interval = Duration::ZERO
+            }),
+            ("streams.describe_interval", |c| {
+                c.streams.describe_interval = Duration::ZERO
+            }),
+        ];
+        for (key, zero) in zeroed {
+            let mut c = Config::default();
+            zero(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("greater than 0s"),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_endpoint_fails_validation() {
         let mut c = Config::default();
         c.upstream.endpoint = Some("ftp://x".into());
