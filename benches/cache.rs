@@ -15,6 +15,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Lookup};
 use ddbcache::config::Compression;
+use ddbcache::protocol::table::TableId;
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
 
 mod support;
@@ -28,9 +29,9 @@ async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
     match cache
         .lookup(
             Kind::Item,
-            TABLE,
+            &TABLE,
             Dependency::Item(key),
-            CacheKey::item(TABLE, key, b""),
+            CacheKey::item(&TABLE, key, b""),
         )
         .await
     {
@@ -149,7 +150,7 @@ fn invalidation(c: &mut Criterion) {
     // A PutItem / UpdateItem / DeleteItem: its key's stripe and its table, before and after.
     let item_write = WriteScope {
         items: vec![ItemWrite {
-            table: TABLE.to_owned(),
+            table: TABLE.clone(),
             key: key_part(42),
             partition: None,
         }],
@@ -163,7 +164,7 @@ fn invalidation(c: &mut Criterion) {
     });
     // A write whose items cannot be named (a PartiQL UPDATE ... WHERE): the whole table, O(1).
     let table_write = WriteScope {
-        tables: vec![TABLE.to_owned()],
+        tables: vec![TABLE.clone()],
         ..Default::default()
     };
     g.bench_function("write_table", |b| {
@@ -184,9 +185,10 @@ fn invalidation(c: &mut Criterion) {
                     for i in 0..10_000 {
                         let k = key_part(i);
                         lookup_or_fill(&cache, &k, &body).await;
-                        let key = CacheKey::item("other", &k, b"");
+                        let other = TableId::new("us-east-1", "other");
+                        let key = CacheKey::item(&other, &k, b"");
                         if let Lookup::Miss(fill) = cache
-                            .lookup(Kind::Item, "other", Dependency::Item(&k), key)
+                            .lookup(Kind::Item, &other, Dependency::Item(&k), key)
                             .await
                         {
                             let _ = fill.complete(body.clone(), None, TTL);
@@ -196,7 +198,7 @@ fn invalidation(c: &mut Criterion) {
                 cache
             },
             |cache| {
-                cache.invalidate_table(TABLE, InvalidationCause::Control);
+                cache.invalidate_table(&TABLE, InvalidationCause::Control);
                 cache
             },
             BatchSize::PerIteration,

@@ -47,9 +47,9 @@ async fn fill(cache: &Cache, n: u64) -> u64 {
     let mut payload = 0;
     for i in 0..n {
         let k = key_part(i);
-        let key = CacheKey::item(TABLE, &k, b"");
+        let key = CacheKey::item(&TABLE, &k, b"");
         if let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, TABLE, Dependency::Item(&k), key)
+            .lookup(Kind::Item, &TABLE, Dependency::Item(&k), key)
             .await
         {
             let body = answer(i);

@@ -12,6 +12,7 @@ use ddbcache::cache::CacheKey;
 use ddbcache::protocol::front_door::{self, Verdict};
 use ddbcache::protocol::reads::{self, ReadParse};
 use ddbcache::protocol::region::Region;
+use ddbcache::protocol::table::TableId;
 use ddbcache::protocol::{validate, Operation};
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -37,7 +38,11 @@ fn classify(c: &mut Criterion) {
 
 fn get_item_key(body: &[u8]) -> CacheKey {
     match reads::parse_get_item(body) {
-        Ok(ReadParse::Cacheable(read)) => CacheKey::item(&read.table, &read.key, &read.projection),
+        Ok(ReadParse::Cacheable(read)) => CacheKey::item(
+            &TableId::new("us-east-1", &read.table),
+            &read.key,
+            &read.projection,
+        ),
         _ => panic!("the bench body is a cacheable GetItem"),
     }
 }
@@ -47,16 +52,20 @@ fn get_item_key(body: &[u8]) -> CacheKey {
 /// is what it costs otherwise).
 fn get_item_proven_key(body: &[u8]) -> CacheKey {
     match reads::read_get_item(body) {
-        Ok((ReadParse::Cacheable(read), Ok(()))) => {
-            CacheKey::item(&read.table, &read.key, &read.projection)
-        }
+        Ok((ReadParse::Cacheable(read), Ok(()))) => CacheKey::item(
+            &TableId::new("us-east-1", &read.table),
+            &read.key,
+            &read.projection,
+        ),
         _ => panic!("the bench body is a cacheable, valid GetItem"),
     }
 }
 
 fn query_key(body: &[u8]) -> CacheKey {
     match reads::parse_query(body, false) {
-        Ok(ReadParse::Cacheable(read)) => CacheKey::query(&read.table, &read.key),
+        Ok(ReadParse::Cacheable(read)) => {
+            CacheKey::query(&TableId::new("us-east-1", &read.table), &read.key)
+        }
         _ => panic!("the bench body is a cacheable Query"),
     }
 }

@@ -12,11 +12,13 @@ use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
 use ddbcache::config::{Compression, Config};
 use ddbcache::metrics::Metrics;
 use ddbcache::protocol::reads::{self, ReadParse};
+use ddbcache::protocol::table::TableId;
 use ddbcache::proxy::respond::{json_response, Body};
 use http::{Response, StatusCode};
 
 /// A table identity (region and name), as the proxy keys entries.
-pub const TABLE: &str = "us-east-1/bench";
+pub static TABLE: std::sync::LazyLock<TableId> =
+    std::sync::LazyLock::new(|| TableId::new("us-east-1", "bench"));
 pub const TTL: Duration = Duration::from_secs(3600);
 
 /// A cache whose two parts each hold `capacity` bytes.
@@ -108,9 +110,9 @@ pub async fn serve_get_item(cache: &Cache, request: &[u8], body: &Bytes) -> Opti
     let Ok((ReadParse::Cacheable(read), Ok(()))) = reads::read_get_item(request) else {
         panic!("the bench body is a cacheable, valid GetItem");
     };
-    let key = CacheKey::item(TABLE, &read.key, &read.projection);
+    let key = CacheKey::item(&TABLE, &read.key, &read.projection);
     match cache
-        .lookup(Kind::Item, TABLE, Dependency::Item(&read.key), key)
+        .lookup(Kind::Item, &TABLE, Dependency::Item(&read.key), key)
         .await
     {
         Lookup::Hit { entry, .. } => {

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
+use crate::protocol::table::TableId;
+
 /// Number of stripes. 64 Ki cells of 24 bytes = 1.5 MiB; with a million cached items a write
 /// costs about 15 innocent entries a miss.
 const STRIPES: usize = 1 << 16;
@@ -126,7 +128,7 @@ pub struct TableGenerations {
 pub struct Generations {
     global: Cell,
     stripes: Box<[Cell]>,
-    tables: RwLock<HashMap<String, Arc<TableGenerations>>>,
+    tables: RwLock<HashMap<TableId, Arc<TableGenerations>>>,
     hasher: ahash::RandomState,
     started: Instant,
 }
@@ -156,19 +158,15 @@ impl Generations {
         }
     }
 
-    pub fn table(&self, name: &str) -> Arc<TableGenerations> {
-        if let Some(t) = self.tables.read().get(name) {
+    pub fn table(&self, id: &TableId) -> Arc<TableGenerations> {
+        if let Some(t) = self.tables.read().get(id) {
             return t.clone();
         }
-        self.tables
-            .write()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.tables.write().entry(id.clone()).or_default().clone()
     }
 
     /// Every table identity seen so far.
-    pub(crate) fn table_ids(&self) -> Vec<String> {
+    pub(crate) fn table_ids(&self) -> Vec<TableId> {
         self.tables.read().keys().cloned().collect()
     }
 
@@ -177,13 +175,13 @@ impl Generations {
     }
 
     /// The scope of an item entry.
-    pub(crate) fn item_scope(&self, table: &str, key: &[u8]) -> Scope {
-        Scope::Stripe(self.stripe(StripeOf::Item(table, key)))
+    pub(crate) fn item_scope(&self, table: &TableId, key: &[u8]) -> Scope {
+        Scope::Stripe(self.stripe(StripeOf::Item(table.as_str(), key)))
     }
 
     /// The scope of a Query entry on one partition of the base table or an LSI.
-    pub(crate) fn partition_scope(&self, table: &str, partition: &[u8]) -> Scope {
-        Scope::Stripe(self.stripe(StripeOf::Partition(table, partition)))
+    pub(crate) fn partition_scope(&self, table: &TableId, partition: &[u8]) -> Scope {
+        Scope::Stripe(self.stripe(StripeOf::Partition(table.as_str(), partition)))
     }
 
     fn cell<'a>(&'a self, table: &'a TableGenerations, scope: Scope) -> &'a Cell {
@@ -236,14 +234,14 @@ impl Generations {
     pub(crate) fn write_item(
         &self,
         table: &TableGenerations,
-        table_name: &str,
+        id: &TableId,
         key: &[u8],
         partition: Option<&[u8]>,
         marks: Marks,
     ) {
-        let item = Some(&self.stripes[self.stripe(StripeOf::Item(table_name, key))]);
+        let item = Some(&self.stripes[self.stripe(StripeOf::Item(id.as_str(), key))]);
         let partition =
-            partition.map(|p| &self.stripes[self.stripe(StripeOf::Partition(table_name, p))]);
+            partition.map(|p| &self.stripes[self.stripe(StripeOf::Partition(id.as_str(), p))]);
         for cell in [item, partition, Some(&table.writes)].into_iter().flatten() {
             cell.mark(marks);
             cell.bump();
@@ -277,10 +275,13 @@ mod tests {
     #[test]
     fn item_write_ends_its_item_its_partition_and_table_wide_entries_only() {
         let g = Generations::new();
-        let (t, other) = (g.table("t"), g.table("u"));
-        let item = g.item_scope("t", b"k");
-        let partition = g.partition_scope("t", b"p");
-        let other_partition = g.partition_scope("t", b"q");
+        let (t, other) = (
+            g.table(&TableId::new("r", "t")),
+            g.table(&TableId::new("r", "u")),
+        );
+        let item = g.item_scope(&TableId::new("r", "t"), b"k");
+        let partition = g.partition_scope(&TableId::new("r", "t"), b"p");
+        let other_partition = g.partition_scope(&TableId::new("r", "t"), b"q");
         let before = [
             g.stamp(&t, item),
             g.stamp(&t, partition),
@@ -288,7 +289,7 @@ mod tests {
             g.stamp(&t, other_partition),
             g.stamp(&other, Scope::TableWrites),
         ];
-        g.write_item(&t, "t", b"k", Some(b"p"), NONE);
+        g.write_item(&t, &TableId::new("r", "t"), b"k", Some(b"p"), NONE);
         assert_ne!(g.stamp(&t, item), before[0]);
         assert_ne!(g.stamp(&t, partition), before[1]);
         assert_ne!(g.stamp(&t, Scope::TableWrites), before[2]);
@@ -299,20 +300,23 @@ mod tests {
     #[test]
     fn table_and_global_writes_end_everything_beneath() {
         let g = Generations::new();
-        let t = g.table("t");
-        let item = g.item_scope("t", b"k");
+        let t = g.table(&TableId::new("r", "t"));
+        let item = g.item_scope(&TableId::new("r", "t"), b"k");
         let before = g.stamp(&t, item);
         g.write_table(&t, NONE);
         assert_ne!(g.stamp(&t, item), before);
-        let before = g.stamp(&t, g.partition_scope("t", b"p"));
+        let before = g.stamp(&t, g.partition_scope(&TableId::new("r", "t"), b"p"));
         g.write_everything(NONE);
-        assert_ne!(g.stamp(&t, g.partition_scope("t", b"p")), before);
+        assert_ne!(
+            g.stamp(&t, g.partition_scope(&TableId::new("r", "t"), b"p")),
+            before
+        );
     }
 
     #[test]
     fn stamps_of_different_scopes_never_compare_equal() {
         let g = Generations::new();
-        let t = g.table("t");
+        let t = g.table(&TableId::new("r", "t"));
         // Fresh cells all have generation 0: the scope itself must tell the stamps apart.
         assert_ne!(
             g.stamp(&t, Scope::TableWrites),
@@ -323,13 +327,13 @@ mod tests {
     #[test]
     fn marks_restrict_what_depends_on_the_marked_cells_until_they_end() {
         let g = Generations::new();
-        let t = g.table("t");
-        let item = g.item_scope("t", b"k");
-        let other = g.item_scope("t", b"other");
+        let t = g.table(&TableId::new("r", "t"));
+        let item = g.item_scope(&TableId::new("r", "t"), b"k");
+        let other = g.item_scope(&TableId::new("r", "t"), b"other");
         assert_eq!(g.restrictions(&t, item), Restrictions::default());
         g.write_item(
             &t,
-            "t",
+            &TableId::new("r", "t"),
             b"k",
             None,
             g.marks(Some(Duration::from_secs(60)), None),
@@ -343,7 +347,7 @@ mod tests {
         g.write_table(&t, g.marks(None, Some(Duration::from_secs(60))));
         assert!(g.restrictions(&t, other).in_doubt);
         // A mark that has ended restricts nothing.
-        let u = g.table("u");
+        let u = g.table(&TableId::new("r", "u"));
         g.write_table(&u, g.marks(Some(Duration::from_millis(1)), None));
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(

@@ -21,6 +21,7 @@ use prometheus::IntCounter;
 
 use crate::config::{Compression, Config};
 use crate::metrics::Metrics;
+use crate::protocol::table::TableId;
 use crate::protocol::writes::WriteScope;
 pub use generations::Restrictions;
 use generations::{Generations, Marks, Scope, Stamp, TableGenerations};
@@ -278,7 +279,7 @@ impl Cache {
     /// Traffic contradicted what ddbcache knows of a table's key (a read's key has other
     /// attributes than the schema's, the upstream says the key does not match or the table does
     /// not exist): the schema is forgotten, and so is every entry of the table.
-    pub(crate) fn schema_contradicted(&self, table: &str) {
+    pub(crate) fn schema_contradicted(&self, table: &TableId) {
         self.schemas.forget(table);
         self.invalidate_table(table, InvalidationCause::Schema);
     }
@@ -290,7 +291,7 @@ impl Cache {
         }
     }
 
-    fn scope_of(&self, table: &str, dependency: Dependency<'_>) -> Scope {
+    fn scope_of(&self, table: &TableId, dependency: Dependency<'_>) -> Scope {
         match dependency {
             Dependency::Item(key) => self.generations.item_scope(table, key),
             Dependency::Partition(key) => self.generations.partition_scope(table, key),
@@ -322,7 +323,7 @@ impl Cache {
     pub async fn lookup(
         &self,
         kind: Kind,
-        table: &str,
+        table: &TableId,
         dependency: Dependency<'_>,
         key: CacheKey,
     ) -> Lookup<'_> {
@@ -423,7 +424,7 @@ impl Cache {
 
     /// Looks an item up without waiting or reserving (BatchGetItem's keys). On a miss, returns
     /// the [`Fill`] to complete once the upstream answered; it does not hold the key.
-    pub(crate) fn peek_item(&self, table: &str, item_key: &[u8], key: CacheKey) -> Lookup<'_> {
+    pub(crate) fn peek_item(&self, table: &TableId, item_key: &[u8], key: CacheKey) -> Lookup<'_> {
         if let Some(entry) = self.items.entries.get(&key) {
             if self.is_current(&entry, self.now_ms()) {
                 self.count_hit(Kind::Item, &entry, false);
@@ -500,7 +501,7 @@ impl Cache {
 
     /// Drops a table's entries (control-plane calls, flushes). A control-plane call also drops
     /// the table's key schema: the table may have been recreated with another key.
-    pub fn invalidate_table(&self, table: &str, cause: InvalidationCause) {
+    pub fn invalidate_table(&self, table: &TableId, cause: InvalidationCause) {
         self.count_invalidation(cause);
         self.generations
             .write_table(&self.generations.table(table), Marks::default());
@@ -517,14 +518,11 @@ impl Cache {
     /// Drops the entries of every table named `name` (in every region, or in `region`): what
     /// `POST /cache/flush?table=NAME` does.
     pub(crate) fn flush_table(&self, name: &str, region: Option<&str>) -> usize {
-        let ids: Vec<String> = self
+        let ids: Vec<TableId> = self
             .generations
             .table_ids()
             .into_iter()
-            .filter(|id| {
-                let (r, n) = crate::protocol::table::split_table_id(id);
-                n == name && region.is_none_or(|want| want == r)
-            })
+            .filter(|id| id.name() == name && region.is_none_or(|want| want == id.region()))
             .collect();
         for id in &ids {
             self.invalidate_table(id, InvalidationCause::Flush);
@@ -533,7 +531,7 @@ impl Cache {
     }
 
     /// Table identities this cache has looked up or invalidated.
-    pub(crate) fn table_ids(&self) -> Vec<String> {
+    pub(crate) fn table_ids(&self) -> Vec<TableId> {
         self.generations.table_ids()
     }
 
@@ -598,9 +596,14 @@ mod tests {
         Cache::new(&config, Arc::new(Metrics::new()))
     }
 
+    fn id(name: &str) -> TableId {
+        TableId::new("r", name)
+    }
+
     const TTL: Duration = Duration::from_secs(60);
 
     async fn fill_item(cache: &Cache, table: &str, pk: &[u8], body: &'static [u8]) -> bool {
+        let table = &id(table);
         match cache
             .lookup(
                 Kind::Item,
@@ -618,6 +621,7 @@ mod tests {
     }
 
     async fn is_hit(cache: &Cache, table: &str, pk: &[u8]) -> bool {
+        let table = &id(table);
         matches!(
             cache
                 .lookup(
@@ -634,7 +638,7 @@ mod tests {
     fn item_write(table: &str, pk: &[u8]) -> WriteScope {
         WriteScope {
             items: vec![crate::protocol::writes::ItemWrite {
-                table: table.into(),
+                table: id(table),
                 key: pk.to_vec(),
                 partition: Some(pk.to_vec()),
             }],
@@ -649,9 +653,9 @@ mod tests {
         let Lookup::Miss(fill) = cache
             .lookup(
                 Kind::Item,
-                "t",
+                &id("t"),
                 Dependency::Item(b"k"),
-                CacheKey::item("t", b"k", b""),
+                CacheKey::item(&id("t"), b"k", b""),
             )
             .await
         else {
@@ -681,9 +685,9 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_started_before_a_write_does_not_fill() {
         let cache = cache_with(1 << 20);
-        let key = CacheKey::item("t", b"k", b"");
+        let key = CacheKey::item(&id("t"), b"k", b"");
         let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, "t", Dependency::Item(b"k"), key)
+            .lookup(Kind::Item, &id("t"), Dependency::Item(b"k"), key)
             .await
         else {
             panic!("expected a miss");
@@ -698,6 +702,7 @@ mod tests {
     }
 
     async fn fill_query(cache: &Cache, table: &str, dependency: Dependency<'_>, name: &[u8]) {
+        let table = &id(table);
         let Lookup::Miss(fill) = cache
             .lookup(Kind::Query, table, dependency, CacheKey::query(table, name))
             .await
@@ -713,6 +718,7 @@ mod tests {
         dependency: Dependency<'_>,
         name: &[u8],
     ) -> bool {
+        let table = &id(table);
         matches!(
             cache
                 .lookup(Kind::Query, table, dependency, CacheKey::query(table, name))
@@ -745,9 +751,9 @@ mod tests {
         let Lookup::Miss(fill) = cache
             .lookup(
                 Kind::Item,
-                "t",
+                &id("t"),
                 Dependency::Item(b"k"),
-                CacheKey::item("t", b"k", b""),
+                CacheKey::item(&id("t"), b"k", b""),
             )
             .await
         else {
@@ -766,9 +772,9 @@ mod tests {
         let Lookup::Miss(fill) = cache
             .lookup(
                 Kind::Item,
-                "t",
+                &id("t"),
                 Dependency::Item(b"other"),
-                CacheKey::item("t", b"other", b""),
+                CacheKey::item(&id("t"), b"other", b""),
             )
             .await
         else {
@@ -784,9 +790,9 @@ mod tests {
         let Lookup::Miss(fill) = cache
             .lookup(
                 Kind::Item,
-                "t",
+                &id("t"),
                 Dependency::Item(b"k"),
-                CacheKey::item("t", b"k", b""),
+                CacheKey::item(&id("t"), b"k", b""),
             )
             .await
         else {
@@ -802,9 +808,9 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_coalesce_into_one_fill() {
         let cache = Arc::new(cache_with(1 << 20));
-        let key = || CacheKey::item("t", b"k", b"");
+        let key = || CacheKey::item(&id("t"), b"k", b"");
         let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, "t", Dependency::Item(b"k"), key())
+            .lookup(Kind::Item, &id("t"), Dependency::Item(b"k"), key())
             .await
         else {
             panic!()
@@ -813,7 +819,7 @@ mod tests {
             let cache = cache.clone();
             tokio::spawn(async move {
                 match cache
-                    .lookup(Kind::Item, "t", Dependency::Item(b"k"), key())
+                    .lookup(Kind::Item, &id("t"), Dependency::Item(b"k"), key())
                     .await
                 {
                     Lookup::Hit { coalesced, .. } => coalesced,
@@ -834,7 +840,7 @@ mod tests {
         let cache = cache_with(1 << 20);
         fill_item(&cache, "a", b"k", b"{}").await;
         fill_item(&cache, "b", b"k", b"{}").await;
-        cache.invalidate_table("a", InvalidationCause::Flush);
+        cache.invalidate_table(&id("a"), InvalidationCause::Flush);
         assert!(!is_hit(&cache, "a", b"k").await);
         assert!(is_hit(&cache, "b", b"k").await);
         cache.flush();
@@ -851,9 +857,9 @@ mod tests {
             if let Lookup::Miss(fill) = cache
                 .lookup(
                     Kind::Item,
-                    "t",
+                    &id("t"),
                     Dependency::Item(&pk),
-                    CacheKey::item("t", &pk, b""),
+                    CacheKey::item(&id("t"), &pk, b""),
                 )
                 .await
             {

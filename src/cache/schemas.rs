@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::protocol::table::{split_table_id, KeySchema};
+use crate::protocol::table::{KeySchema, TableId};
 
 /// How long a failed fetch (no such table, an error) keeps the schema unknown before ddbcache
 /// asks again: traffic to a table that does not exist must not double the load.
@@ -60,7 +60,7 @@ pub(crate) enum Need {
 /// The right to fetch one table's schema; dropping it unfinished lets the next caller try.
 pub(crate) struct FetchTicket {
     schemas: Arc<KeySchemas>,
-    table: String,
+    table: TableId,
     epoch: u64,
     _done: watch::Sender<()>,
     finished: bool,
@@ -102,7 +102,7 @@ impl Drop for FetchTicket {
 /// The key schemas, by table identity.
 #[derive(Default)]
 pub struct KeySchemas {
-    tables: Mutex<HashMap<String, Slot>>,
+    tables: Mutex<HashMap<TableId, Slot>>,
 }
 
 impl KeySchemas {
@@ -110,7 +110,7 @@ impl KeySchemas {
     /// [`KeySchemas::get`], it leaves the shared schema's reference count alone (a hit asks it).
     pub(crate) fn is_key<'n>(
         &self,
-        table: &str,
+        table: &TableId,
         names: impl IntoIterator<Item = &'n str>,
     ) -> Option<bool> {
         match &self.tables.lock().get(table)?.state {
@@ -120,7 +120,7 @@ impl KeySchemas {
     }
 
     /// The table's schema, if known.
-    pub(crate) fn get(&self, table: &str) -> Option<Arc<KeySchema>> {
+    pub(crate) fn get(&self, table: &TableId) -> Option<Arc<KeySchema>> {
         match &self.tables.lock().get(table)?.state {
             State::Known(s) => Some(s.clone()),
             _ => None,
@@ -128,9 +128,9 @@ impl KeySchemas {
     }
 
     /// The schema, or what to do to have it.
-    pub(crate) fn need(self: &Arc<Self>, table: &str) -> Need {
+    pub(crate) fn need(self: &Arc<Self>, table: &TableId) -> Need {
         let mut tables = self.tables.lock();
-        let slot = tables.entry(table.to_string()).or_default();
+        let slot = tables.entry(table.clone()).or_default();
         match &slot.state {
             State::Known(s) => return Need::Known(s.clone()),
             State::Fetching(done) => return Need::Wait(done.clone()),
@@ -141,7 +141,7 @@ impl KeySchemas {
         slot.state = State::Fetching(waiting);
         Need::Fetch(FetchTicket {
             schemas: self.clone(),
-            table: table.to_string(),
+            table: table.clone(),
             epoch: slot.epoch,
             _done: done,
             finished: false,
@@ -150,9 +150,9 @@ impl KeySchemas {
 
     /// The schema may have changed (a control-plane call, contradicting traffic): forget it, and
     /// make any fetch under way land nowhere.
-    pub(crate) fn forget(&self, table: &str) {
+    pub(crate) fn forget(&self, table: &TableId) {
         let mut tables = self.tables.lock();
-        let slot = tables.entry(table.to_string()).or_default();
+        let slot = tables.entry(table.clone()).or_default();
         slot.epoch += 1;
         slot.state = State::Unknown;
     }
@@ -171,9 +171,7 @@ impl KeySchemas {
             .lock()
             .iter()
             .find_map(|(id, slot)| match &slot.state {
-                State::Known(s) if split_table_id(id).0 == region => {
-                    s.account().map(str::to_string)
-                }
+                State::Known(s) if id.region() == region => s.account().map(str::to_string),
                 _ => None,
             })
     }
@@ -193,7 +191,11 @@ mod tests {
         }
     }
 
-    fn fetch(s: &Arc<KeySchemas>, table: &str) -> FetchTicket {
+    fn rt() -> TableId {
+        TableId::new("r", "t")
+    }
+
+    fn fetch(s: &Arc<KeySchemas>, table: &TableId) -> FetchTicket {
         match s.need(table) {
             Need::Fetch(t) => t,
             _ => panic!("expected to fetch"),
@@ -203,14 +205,14 @@ mod tests {
     #[tokio::test]
     async fn one_fetch_at_a_time_and_waiters_see_its_result() {
         let s = Arc::new(KeySchemas::default());
-        let ticket = fetch(&s, "r/t");
-        let Need::Wait(mut waiting) = s.need("r/t") else {
+        let ticket = fetch(&s, &rt());
+        let Need::Wait(mut waiting) = s.need(&rt()) else {
             panic!("a second caller waits");
         };
         ticket.finish(Some(schema("pk")));
         // The sender is gone: the waiter wakes.
         assert!(waiting.changed().await.is_err());
-        assert!(matches!(s.need("r/t"), Need::Known(k) if k.hash == "pk"));
+        assert!(matches!(s.need(&rt()), Need::Known(k) if k.hash == "pk"));
         assert_eq!(s.local_account("r").as_deref(), Some("123456789012"));
         assert_eq!(s.local_account("other"), None);
     }
@@ -218,23 +220,23 @@ mod tests {
     #[test]
     fn an_answer_from_before_a_change_is_dropped() {
         let s = Arc::new(KeySchemas::default());
-        let ticket = fetch(&s, "r/t");
-        s.forget("r/t");
+        let ticket = fetch(&s, &rt());
+        s.forget(&rt());
         ticket.finish(Some(schema("old")));
-        assert!(s.get("r/t").is_none());
-        let ticket = fetch(&s, "r/t");
+        assert!(s.get(&rt()).is_none());
+        let ticket = fetch(&s, &rt());
         ticket.finish(Some(schema("new")));
-        assert_eq!(s.get("r/t").unwrap().hash, "new");
+        assert_eq!(s.get(&rt()).unwrap().hash, "new");
     }
 
     #[test]
     fn an_abandoned_fetch_lets_the_next_caller_fetch_and_a_failure_backs_off() {
         let s = Arc::new(KeySchemas::default());
-        drop(fetch(&s, "r/t"));
-        let ticket = fetch(&s, "r/t");
+        drop(fetch(&s, &rt()));
+        let ticket = fetch(&s, &rt());
         ticket.finish(None);
-        assert!(matches!(s.need("r/t"), Need::Unavailable));
+        assert!(matches!(s.need(&rt()), Need::Unavailable));
         s.forget_all();
-        assert!(matches!(s.need("r/t"), Need::Fetch(_)));
+        assert!(matches!(s.need(&rt()), Need::Fetch(_)));
     }
 }

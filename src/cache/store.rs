@@ -28,6 +28,7 @@ use smallvec::SmallVec;
 use triomphe::ThinArc;
 
 use super::generations::{Scope, Stamp, TableGenerations};
+use crate::protocol::table::TableId;
 
 /// The hash of every key, seeded at random once per process: clients choose keys, and must not
 /// be able to choose colliding ones.
@@ -49,20 +50,19 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// Item cache key: table, canonical primary key, canonical projection.
-    pub fn item(table: &str, key: &[u8], projection: &[u8]) -> CacheKey {
+    pub fn item(table: &TableId, key: &[u8], projection: &[u8]) -> CacheKey {
         Self::build(table, &[key, b"\xff", projection])
     }
 
     /// Query cache key: table and the canonical request.
-    pub fn query(table: &str, canonical: &[u8]) -> CacheKey {
+    pub fn query(table: &TableId, canonical: &[u8]) -> CacheKey {
         Self::build(table, &[canonical])
     }
 
-    fn build(table: &str, parts: &[&[u8]]) -> CacheKey {
-        // A table identity never contains NUL (names and regions are ASCII letters, digits and
-        // `._-/`), so the first NUL ends it.
+    fn build(table: &TableId, parts: &[&[u8]]) -> CacheKey {
+        // A table identity never contains NUL, so the first NUL ends it.
         let mut bytes = SmallVec::new();
-        bytes.extend_from_slice(table.as_bytes());
+        bytes.extend_from_slice(table.as_str().as_bytes());
         bytes.push(0);
         for p in parts {
             bytes.extend_from_slice(p);
@@ -557,8 +557,8 @@ impl Entries {
     }
 
     /// Drops every entry of a table.
-    pub(crate) fn remove_table(&self, table: &str) {
-        let table = table.as_bytes();
+    pub(crate) fn remove_table(&self, table: &TableId) {
+        let table = table.as_str().as_bytes();
         self.index.retain(|k, _| {
             let key = k.0.key();
             !(key.len() > table.len() && key[table.len()] == 0 && key.starts_with(table))
@@ -669,11 +669,11 @@ mod tests {
     #[test]
     fn keys_with_the_same_hash_but_other_bytes_are_different_entries() {
         let entries = Entries::new(1 << 20, IntCounter::new("e", "e").unwrap());
-        let a = CacheKey::query("t", b"a");
+        let a = CacheKey::query(&TableId::new("r", "t"), b"a");
         let stored = entry(a.bytes(), b"{\"A\":1}", None);
         assert!(entries.insert(stored, None));
         // Forge a key that collides with `a` on the hash but differs in its bytes.
-        let mut forged = CacheKey::query("t", b"b");
+        let mut forged = CacheKey::query(&TableId::new("r", "t"), b"b");
         forged.hash = a.hash;
         assert!(entries.get(&forged).is_none(), "a collision is a miss");
         assert_eq!(
@@ -704,7 +704,7 @@ mod tests {
     async fn a_filled_reservation_is_stored_under_its_own_key_and_evicts_nothing() {
         let evictions = IntCounter::new("e", "e").unwrap();
         let entries = Entries::new(1 << 20, evictions.clone());
-        let key = CacheKey::query("t", b"q");
+        let key = CacheKey::query(&TableId::new("r", "t"), b"q");
         let Err(reservation) = entries.get_or_reserve(entry(key.bytes(), b"", None)).await else {
             panic!("an empty index reserves");
         };
@@ -722,12 +722,16 @@ mod tests {
     #[test]
     fn removing_a_table_keeps_tables_whose_names_extend_it() {
         let entries = Entries::new(1 << 20, IntCounter::new("e", "e").unwrap());
-        for table in ["r/t", "r/tt"] {
-            let key = CacheKey::query(table, b"q");
+        for table in ["t", "tt"] {
+            let key = CacheKey::query(&TableId::new("r", table), b"q");
             entries.insert(entry(key.bytes(), b"{}", None), None);
         }
-        entries.remove_table("r/t");
-        assert!(entries.get(&CacheKey::query("r/t", b"q")).is_none());
-        assert!(entries.get(&CacheKey::query("r/tt", b"q")).is_some());
+        entries.remove_table(&TableId::new("r", "t"));
+        assert!(entries
+            .get(&CacheKey::query(&TableId::new("r", "t"), b"q"))
+            .is_none());
+        assert!(entries
+            .get(&CacheKey::query(&TableId::new("r", "tt"), b"q"))
+            .is_some());
     }
 }

@@ -525,16 +525,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::table::TableId;
 
     #[test]
     fn messages_round_trip_and_carry_canonical_keys() {
         let scope = WriteScope {
             items: vec![crate::protocol::writes::ItemWrite {
-                table: "us-east-1/t".into(),
+                table: TableId::new("us-east-1", "t"),
                 key: vec![b'A', 0, 1, 255],
                 partition: Some(vec![1]),
             }],
-            tables: vec!["eu-west-1/u".into()],
+            tables: vec![TableId::new("eu-west-1", "u")],
             everything: false,
             in_doubt: true,
         };

@@ -27,7 +27,7 @@ use crate::cache::{Cache, InvalidationCause};
 use crate::config::{Config, StreamTables, StreamsConfig};
 use crate::metrics::Metrics;
 use crate::protocol::canonical::{encode_key, KeyAttr};
-use crate::protocol::table::{split_table_id, table_id};
+use crate::protocol::table::TableId;
 use crate::protocol::writes::{ItemWrite, WriteScope};
 use crate::protocol::Operation;
 use crate::upstream::{error_chain, Upstream};
@@ -92,8 +92,8 @@ async fn read_every_seen_table(ctx: Arc<Ctx>) {
             .cache
             .table_ids()
             .iter()
-            .filter(|id| split_table_id(id).0 == ctx.region)
-            .map(|id| split_table_id(id).1.to_string())
+            .filter(|id| id.region() == ctx.region)
+            .map(|id| id.name().to_string())
             .collect();
         for table in names {
             readers
@@ -391,7 +391,7 @@ async fn read_shard(
                 shard = id,
                 "stream: records trimmed before they were read; dropping the table's entries"
             );
-            let id = table_id(&ctx.region, table);
+            let id = TableId::new(&ctx.region, table);
             ctx.cache.invalidate_table(&id, InvalidationCause::Stream);
             publish(
                 ctx,
@@ -411,7 +411,7 @@ async fn read_shard(
     };
     let records = answer["Records"].as_array().map_or(&[][..], Vec::as_slice);
     if !records.is_empty() {
-        let scope = scope_of(&table_id(&ctx.region, table), partition_key, records);
+        let scope = scope_of(&TableId::new(&ctx.region, table), partition_key, records);
         ctx.cache.apply_remote(&scope, InvalidationCause::Stream);
         publish(ctx, &scope).await;
         let m = &ctx.metrics.fleet;
@@ -472,21 +472,21 @@ async fn publish(ctx: &Ctx, scope: &WriteScope) {
 /// The items a batch of records changed, for table identity `id` whose partition key attribute
 /// is `partition_key` (when known: Query entries of the item's partition go too, else every Query
 /// entry of the table). A record whose keys cannot be read widens to the whole table.
-fn scope_of(id: &str, partition_key: Option<&str>, records: &[Value]) -> WriteScope {
+fn scope_of(id: &TableId, partition_key: Option<&str>, records: &[Value]) -> WriteScope {
     let mut scope = WriteScope::default();
     for r in records {
         let keys = r["dynamodb"]["Keys"].to_string();
         let Ok(attrs) = serde_json::from_str::<BTreeMap<String, KeyAttr>>(&keys) else {
-            scope.add_table(id.to_string());
+            scope.add_table(id.clone());
             continue;
         };
         let Some(key) = encode_key(attrs.iter().map(|(n, v)| (n.as_str(), v))) else {
-            scope.add_table(id.to_string());
+            scope.add_table(id.clone());
             continue;
         };
         let partition = partition_key.and_then(|p| encode_key([(p, attrs.get(p)?)]));
         scope.items.push(ItemWrite {
-            table: id.to_string(),
+            table: id.clone(),
             key,
             partition,
         });
@@ -662,7 +662,8 @@ mod tests {
                 {"eventName":"REMOVE","dynamodb":{"Keys":{"pk":{"BOOL":true}}}}]"#,
         )
         .unwrap();
-        let scope = scope_of("us-east-1/t", Some("pk"), &records);
+        let id = TableId::new("us-east-1", "t");
+        let scope = scope_of(&id, Some("pk"), &records);
         let Ok(crate::protocol::reads::ReadParse::Cacheable(get)) =
             crate::protocol::reads::parse_get_item(
                 br#"{"TableName":"t","Key":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#,
@@ -671,7 +672,7 @@ mod tests {
             panic!("a cacheable GetItem");
         };
         assert_eq!(scope.items.len(), 1);
-        assert_eq!(scope.items[0].table, "us-east-1/t");
+        assert_eq!(scope.items[0].table, id);
         assert_eq!(scope.items[0].key, get.key);
         let partition = crate::protocol::canonical::encode_key([(
             "pk",
@@ -679,6 +680,6 @@ mod tests {
         )]);
         assert_eq!(scope.items[0].partition, partition);
         // A key ddbcache cannot read widens to the whole table.
-        assert_eq!(scope.tables, vec!["us-east-1/t".to_string()]);
+        assert_eq!(scope.tables, vec![id]);
     }
 }

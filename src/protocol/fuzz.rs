@@ -132,7 +132,7 @@ fn parse_everything(body: &[u8]) {
             serde_json::from_slice::<Value>(&subset).expect("the subset is JSON");
         }
     }
-    let schema = |_: &str| None;
+    let schema = |_: &super::table::TableId| None;
     let ctx = writes::WriteContext {
         region: "us-east-1",
         schema: &schema,

@@ -129,6 +129,17 @@ fn partiql_identifier(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::table::TableId;
+
+    /// Table identities written `region/name`.
+    fn ids(ids: &[&str]) -> Vec<TableId> {
+        ids.iter()
+            .map(|id| {
+                let (region, name) = id.split_once('/').unwrap();
+                TableId::new(region, name)
+            })
+            .collect()
+    }
     use crate::protocol::Operation;
 
     #[test]
@@ -152,6 +163,6 @@ mod tests {
             br#"{"TransactStatements":[{"Statement":"UPDATE a SET x=1 WHERE k='1'"},{"Statement":"EXISTS(SELECT * FROM b WHERE k='2')"}]}"#,
             "r",
         );
-        assert_eq!(set.tables, vec!["r/a"]);
+        assert_eq!(set.tables, ids(&["r/a"]));
     }
 }

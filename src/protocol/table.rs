@@ -7,6 +7,9 @@
 //! table's own DescribeTable); any other ARN, or something that looks like an ARN but is not one,
 //! never reads a local table's entries.
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::canonical::{encode_key, KeyAttr};
@@ -86,18 +89,48 @@ impl<'a> TableRef<'a> {
     }
 }
 
-/// The identity of the table `name` in `region`.
-pub fn table_id(region: &str, name: &str) -> String {
-    let mut id = String::with_capacity(region.len() + 1 + name.len());
-    id.push_str(region);
-    id.push('/');
-    id.push_str(name);
-    id
+/// A table's identity: its region and its name. The same name in two regions is two tables, so
+/// entries, generations and key schemas are kept by identity. On the wire (fleet messages) it is
+/// the string `region/name`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TableId(Box<str>);
+
+impl TableId {
+    /// The table `name` of `region`.
+    pub fn new(region: &str, name: &str) -> TableId {
+        let mut id = String::with_capacity(region.len() + 1 + name.len());
+        id.push_str(region);
+        id.push('/');
+        id.push_str(name);
+        TableId(id.into_boxed_str())
+    }
+
+    pub fn region(&self) -> &str {
+        self.0.split_once('/').map_or("", |(region, _)| region)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, name)| name)
+    }
+
+    /// `region/name`: what cache keys start with. A table identity never contains NUL (names and
+    /// regions are ASCII letters, digits and `._-/`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// The region and name of a table identity.
-pub fn split_table_id(id: &str) -> (&str, &str) {
-    id.split_once('/').unwrap_or(("", id))
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
 }
 
 /// A table's primary key and indexes, from its DescribeTable answer.
@@ -213,7 +246,11 @@ mod tests {
         ] {
             assert_eq!(TableRef::parse(bad), TableRef::Malformed, "{bad}");
         }
-        assert_eq!(split_table_id(&table_id("r", "t")), ("r", "t"));
+        let id = TableId::new("r", "t");
+        assert_eq!((id.region(), id.name(), id.as_str()), ("r", "t", "r/t"));
+        let wire: TableId = serde_json::from_str("\"eu-west-1/a.b\"").unwrap();
+        assert_eq!((wire.region(), wire.name()), ("eu-west-1", "a.b"));
+        assert_eq!(serde_json::to_string(&wire).unwrap(), "\"eu-west-1/a.b\"");
     }
 
     #[test]

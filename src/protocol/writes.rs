@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::table::{table_id, KeySchema, TableRef};
+use super::table::{KeySchema, TableId, TableRef};
 use super::Operation;
 
 /// What one write may have changed: the entries that must go. Tables are table identities
@@ -25,7 +25,7 @@ pub struct WriteScope {
     /// Every item written, with its table.
     pub items: Vec<ItemWrite>,
     /// Tables whose items cannot be named exactly: all their entries go.
-    pub tables: Vec<String>,
+    pub tables: Vec<TableId>,
     /// Nothing could be named: every entry goes.
     pub everything: bool,
     /// The write got no answer (timed out, connection lost, 5xx): it may still land, so what it
@@ -38,7 +38,7 @@ pub struct WriteScope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemWrite {
     /// The table's identity.
-    pub table: String,
+    pub table: TableId,
     /// The canonical primary key.
     pub key: Vec<u8>,
     /// The canonical partition key (Query entries on that partition go too).
@@ -58,7 +58,7 @@ impl WriteScope {
         self.items.is_empty() && self.tables.is_empty() && !self.everything
     }
 
-    pub(crate) fn add_table(&mut self, id: String) {
+    pub(crate) fn add_table(&mut self, id: TableId) {
         if !self.tables.contains(&id) {
             self.tables.push(id);
         }
@@ -69,11 +69,11 @@ impl WriteScope {
 pub(crate) struct WriteContext<'a> {
     pub(crate) region: &'a str,
     /// The key schema of a table identity, when known.
-    pub(crate) schema: &'a dyn Fn(&str) -> Option<Arc<KeySchema>>,
+    pub(crate) schema: &'a dyn Fn(&TableId) -> Option<Arc<KeySchema>>,
 }
 
 impl WriteContext<'_> {
-    fn tables(&self, table_name: &str) -> Option<Vec<String>> {
+    fn tables(&self, table_name: &str) -> Option<Vec<TableId>> {
         tables_named(self.region, table_name)
     }
 
@@ -113,13 +113,13 @@ impl WriteContext<'_> {
 /// The identities a `TableName` may denote in a request for `region`. A name is one table of the
 /// request's region; an ARN is its own region's table, and — in case the upstream resolves it
 /// otherwise — the request region's table of that name too. `None` for a malformed ARN.
-pub(crate) fn tables_named(region: &str, table_name: &str) -> Option<Vec<String>> {
+pub(crate) fn tables_named(region: &str, table_name: &str) -> Option<Vec<TableId>> {
     match TableRef::parse(table_name) {
-        TableRef::Name(n) => Some(vec![table_id(region, n)]),
+        TableRef::Name(n) => Some(vec![TableId::new(region, n)]),
         TableRef::Arn(a) => {
-            let mut ids = vec![table_id(a.region, a.name)];
+            let mut ids = vec![TableId::new(a.region, a.name)];
             if a.region != region {
-                ids.push(table_id(region, a.name));
+                ids.push(TableId::new(region, a.name));
             }
             Some(ids)
         }
@@ -297,6 +297,17 @@ pub(crate) fn control_scope(op: Operation, body: &[u8], region: &str) -> WriteSc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::table::TableId;
+
+    /// Table identities written `region/name`.
+    fn ids(ids: &[&str]) -> Vec<TableId> {
+        ids.iter()
+            .map(|id| {
+                let (region, name) = id.split_once('/').unwrap();
+                TableId::new(region, name)
+            })
+            .collect()
+    }
     use crate::protocol::canonical::{encode_key, KeyAttr};
 
     fn schema(hash: &str, range: Option<&str>) -> Arc<KeySchema> {
@@ -310,7 +321,7 @@ mod tests {
     }
 
     fn parse(op: Operation, body: &str, schema: Option<Arc<KeySchema>>) -> WriteScope {
-        let lookup = move |_: &str| schema.clone();
+        let lookup = move |_: &TableId| schema.clone();
         parse_write(
             op,
             body.as_bytes(),
@@ -337,12 +348,12 @@ mod tests {
     #[test]
     fn put_item_is_keyed_by_its_item_with_the_schema_and_widens_without_it() {
         let body = r#"{"TableName":"t","Item":{"pk":{"S":"a"},"v":{"N":"1"}}}"#;
-        assert_eq!(parse(Operation::PutItem, body, None).tables, vec!["r/t"]);
+        assert_eq!(parse(Operation::PutItem, body, None).tables, ids(&["r/t"]));
         let with = parse(Operation::PutItem, body, Some(schema("pk", None)));
         assert_eq!(
             with.items,
             vec![ItemWrite {
-                table: "r/t".into(),
+                table: TableId::new("r", "t"),
                 key: key(&[("pk", "a")]),
                 partition: Some(key(&[("pk", "a")])),
             }]
@@ -359,10 +370,13 @@ mod tests {
         let body = r#"{"TableName":"t","Key":{"pk":{"S":"a"},"extra":{"S":"x"}}}"#;
         let set = parse(Operation::DeleteItem, body, Some(schema("pk", None)));
         assert!(set.items.is_empty());
-        assert_eq!(set.tables, vec!["r/t"]);
+        assert_eq!(set.tables, ids(&["r/t"]));
         // Without a schema an UpdateItem widens to its table.
         let body = r#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#;
-        assert_eq!(parse(Operation::UpdateItem, body, None).tables, vec!["r/t"]);
+        assert_eq!(
+            parse(Operation::UpdateItem, body, None).tables,
+            ids(&["r/t"])
+        );
     }
 
     #[test]
@@ -370,8 +384,8 @@ mod tests {
         let s = Some(schema("k", None));
         let tw = r#"{"TransactItems":[{"Update":{"TableName":"a","Key":{"k":{"S":"1"}}}},{"ConditionCheck":{"TableName":"c","Key":{"k":{"S":"9"}}}},{"Delete":{"TableName":"b","Key":{"k":{"S":"2"}}}}]}"#;
         let set = parse(Operation::TransactWriteItems, tw, s.clone());
-        let tables: Vec<_> = set.items.iter().map(|i| i.table.as_str()).collect();
-        assert_eq!(tables, vec!["r/a", "r/b"]);
+        let tables: Vec<_> = set.items.iter().map(|i| i.table.clone()).collect();
+        assert_eq!(tables, ids(&["r/a", "r/b"]));
         let bw = r#"{"RequestItems":{"a":[{"DeleteRequest":{"Key":{"k":{"S":"1"}}}},{"PutRequest":{"Item":{"k":{"S":"2"}}}}]}}"#;
         let set = parse(Operation::BatchWriteItem, bw, s.clone());
         assert_eq!(set.items.len(), 2);
@@ -388,7 +402,7 @@ mod tests {
             r#"{"TableName":"arn:aws:dynamodb:x-1:123456789012:table/t","Item":{"pk":{"S":"a"}}}"#,
             Some(schema("pk", None)),
         );
-        assert_eq!(set.tables, vec!["x-1/t", "r/t"]);
+        assert_eq!(set.tables, ids(&["x-1/t", "r/t"]));
         assert!(parse(Operation::PutItem, r#"{"Item":{}}"#, None).everything);
         assert!(
             parse(
@@ -410,7 +424,7 @@ mod tests {
                 r#"{"TargetTableName":"restored","BackupArn":"x"}"#
             )
             .tables,
-            vec!["r/restored"]
+            ids(&["r/restored"])
         );
         assert_eq!(
             scope(
@@ -418,7 +432,7 @@ mod tests {
                 r#"{"TableCreationParameters":{"TableName":"imp"}}"#
             )
             .tables,
-            vec!["r/imp"]
+            ids(&["r/imp"])
         );
         // DeleteTable changes TableName; a stray TargetTableName does not steer it.
         assert_eq!(
@@ -427,7 +441,7 @@ mod tests {
                 r#"{"TableName":"t","TargetTableName":"other"}"#
             )
             .tables,
-            vec!["r/t"]
+            ids(&["r/t"])
         );
         assert!(scope(Operation::DeleteTable, r#"{"TargetTableName":"other"}"#).everything);
         assert!(scope(Operation::UpdateTable, "{}").everything);

@@ -19,7 +19,7 @@ use tracing::debug;
 use crate::cache::schemas::Need;
 use crate::cache::Cache;
 use crate::protocol::answers::describe_table_schema;
-use crate::protocol::table::{table_id, KeySchema, TableRef};
+use crate::protocol::table::{KeySchema, TableId, TableRef};
 use crate::protocol::{Operation, HEADER_TARGET};
 use crate::upstream::UpstreamResponse;
 
@@ -30,7 +30,7 @@ use super::{Encoding, Proxy};
 /// A table a read may use the cache for.
 pub(crate) struct ReadTable<'a> {
     /// Its identity.
-    pub(crate) id: String,
+    pub(crate) id: TableId,
     /// Its plain name (per-table settings are by name).
     pub(crate) name: &'a str,
     /// How the request named it (the DescribeTable ddbcache sends names it the same way).
@@ -56,7 +56,7 @@ impl Proxy {
             TableRef::Arn(_) | TableRef::Malformed => return Err(BypassReason::ForeignTable),
         };
         Ok(ReadTable {
-            id: table_id(region, name),
+            id: TableId::new(region, name),
             name,
             as_sent: table_name,
         })
@@ -96,7 +96,7 @@ impl Proxy {
     pub(super) fn prefetch_schema(
         self: &Arc<Self>,
         cache: &Arc<Cache>,
-        id: &str,
+        id: &TableId,
         name: &str,
         inb: &Inbound,
     ) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::cache::{Cache, InvalidationCause};
 use crate::fleet::Origin;
 use crate::protocol::partiql;
-use crate::protocol::table::split_table_id;
+use crate::protocol::table::TableId;
 use crate::protocol::writes::{self, WriteContext, WriteScope};
 use crate::protocol::ProtocolError;
 
@@ -27,7 +27,7 @@ impl Proxy {
         cache: &Arc<Cache>,
         inb: &Inbound,
     ) -> Answered {
-        let schema = |id: &str| cache.schemas().get(id);
+        let schema = |id: &TableId| cache.schemas().get(id);
         let scope = writes::parse_write(
             inb.op,
             &inb.json,
@@ -39,7 +39,7 @@ impl Proxy {
         // Tables written without a known schema were invalidated whole; learn it for next time.
         for id in &scope.tables {
             if cache.schemas().get(id).is_none() {
-                self.prefetch_schema(cache, id, split_table_id(id).1, inb);
+                self.prefetch_schema(cache, id, id.name(), inb);
             }
         }
         self.write(cache, inb, scope, InvalidationCause::Write)
