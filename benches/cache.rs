@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ddbcache::cache::{Cache, CacheKey, Dependency, InvalidationCause, Kind, Lookup};
+use ddbcache::cache::{
+    Address, Cache, CacheKey, Dependency, Kind, Lookup, WriteKind, WriteOutcome,
+};
 use ddbcache::config::Compression;
 use ddbcache::protocol::table::TableId;
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
@@ -26,15 +28,14 @@ use support::{
 
 /// Looks `key` up and, on a miss, stores `body`. Returns whether it was a hit.
 async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
-    match cache
-        .lookup(
-            Kind::Item,
-            &TABLE,
-            Dependency::Item(key),
-            CacheKey::item(&TABLE, key, b""),
-        )
-        .await
-    {
+    let cache_key = CacheKey::item(&TABLE, key, b"");
+    let at = Address {
+        kind: Kind::Item,
+        table: &TABLE,
+        dependency: Dependency::Item(key),
+        key: &cache_key,
+    };
+    match cache.lookup(at).await {
         Lookup::Hit { .. } => true,
         Lookup::Miss(fill) => {
             let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
@@ -158,8 +159,9 @@ fn invalidation(c: &mut Criterion) {
     };
     g.bench_function("write_item", |b| {
         b.iter(|| {
-            cache.write_started(black_box(&item_write), InvalidationCause::Write);
-            cache.write_finished(black_box(&item_write));
+            cache
+                .write_started(black_box(item_write.clone()), WriteKind::Item)
+                .finished(WriteOutcome::Answered)
         })
     });
     // A write whose items cannot be named (a PartiQL UPDATE ... WHERE): the whole table, O(1).
@@ -169,15 +171,16 @@ fn invalidation(c: &mut Criterion) {
     };
     g.bench_function("write_table", |b| {
         b.iter(|| {
-            cache.write_started(black_box(&table_write), InvalidationCause::Write);
-            cache.write_finished(black_box(&table_write));
+            cache
+                .write_started(black_box(table_write.clone()), WriteKind::Item)
+                .finished(WriteOutcome::Answered)
         })
     });
 
-    // A control-plane call (UpdateTable, DeleteTable, ...): the table's entries are dropped, so
+    // `POST /cache/flush?table=`: the table's entries are dropped and their memory reclaimed, so
     // this one walks the cache; 10k entries of the table go, 10k of another table stay.
     g.sample_size(20);
-    g.bench_function("control_table_10k", |b| {
+    g.bench_function("flush_table_10k", |b| {
         b.iter_batched(
             || {
                 let cache = new_cache(1 << 30);
@@ -187,10 +190,13 @@ fn invalidation(c: &mut Criterion) {
                         lookup_or_fill(&cache, &k, &body).await;
                         let other = TableId::new("us-east-1", "other");
                         let key = CacheKey::item(&other, &k, b"");
-                        if let Lookup::Miss(fill) = cache
-                            .lookup(Kind::Item, &other, Dependency::Item(&k), key)
-                            .await
-                        {
+                        let at = Address {
+                            kind: Kind::Item,
+                            table: &other,
+                            dependency: Dependency::Item(&k),
+                            key: &key,
+                        };
+                        if let Lookup::Miss(fill) = cache.lookup(at).await {
                             let _ = fill.complete(body.clone(), None, TTL);
                         }
                     }
@@ -198,7 +204,7 @@ fn invalidation(c: &mut Criterion) {
                 cache
             },
             |cache| {
-                cache.invalidate_table(&TABLE, InvalidationCause::Control);
+                cache.flush_table(TABLE.name(), None);
                 cache
             },
             BatchSize::PerIteration,

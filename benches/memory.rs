@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
+use ddbcache::cache::{Address, Cache, CacheKey, Dependency, Kind, Lookup, MonotonicClock};
 use ddbcache::config::{Compression, Config};
 use ddbcache::metrics::Metrics;
 
@@ -39,7 +39,7 @@ fn new_cache(capacity: u64, compression: Compression) -> Cache {
     config.cache.compression = compression;
     config.cache.item.capacity = capacity;
     config.cache.query.capacity = 1 << 20;
-    Cache::new(&config, Arc::new(Metrics::new()))
+    Cache::new(&config, Arc::new(Metrics::new()), MonotonicClock::new())
 }
 
 /// Stores items `0..n`; returns the answer bytes stored.
@@ -48,10 +48,13 @@ async fn fill(cache: &Cache, n: u64) -> u64 {
     for i in 0..n {
         let k = key_part(i);
         let key = CacheKey::item(&TABLE, &k, b"");
-        if let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, &TABLE, Dependency::Item(&k), key)
-            .await
-        {
+        let at = Address {
+            kind: Kind::Item,
+            table: &TABLE,
+            dependency: Dependency::Item(&k),
+            key: &key,
+        };
+        if let Lookup::Miss(fill) = cache.lookup(at).await {
             let body = answer(i);
             payload += body.len() as u64;
             let item = Some(8..body.len() - 1);

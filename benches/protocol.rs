@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ddbcache::cache::CacheKey;
 use ddbcache::protocol::front_door::{self, Verdict};
-use ddbcache::protocol::reads::{self, ReadParse};
+use ddbcache::protocol::reads::{self, Parsed, Read, ReadParse};
 use ddbcache::protocol::region::Region;
 use ddbcache::protocol::table::TableId;
 use ddbcache::protocol::{validate, Operation};
@@ -51,8 +51,8 @@ fn get_item_key(body: &[u8]) -> CacheKey {
 /// would accept it, in one pass for the usual shape (`validate/GetItem` + `canonical_key/GetItem`
 /// is what it costs otherwise).
 fn get_item_proven_key(body: &[u8]) -> CacheKey {
-    match reads::read_get_item(body) {
-        Ok((ReadParse::Cacheable(read), Ok(()))) => CacheKey::item(
+    match reads::parse_read(Operation::GetItem, body) {
+        Ok(Parsed::Proven(Read::GetItem(read))) => CacheKey::item(
             &TableId::new("us-east-1", &read.table),
             &read.key,
             &read.projection,

@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tracing::warn;
 
-use crate::cache::{Cache, Kind};
+use crate::cache::{Cache, InvalidationCause, Kind};
 use crate::config::AdminConfig;
 use crate::connection::{self, Port};
 use crate::listener::Listener;
@@ -212,7 +212,7 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
                     reply(StatusCode::OK, "application/json", body.to_string())
                 }
                 None => {
-                    cache.flush();
+                    cache.flush(InvalidationCause::Flush);
                     reply(
                         StatusCode::OK,
                         "application/json",

@@ -5,17 +5,12 @@
 //! the process is not draining. A later upstream outage does not flip it: hits are still served
 //! and misses get retryable errors, and taking the pod out of its Service would not bring DynamoDB
 //! back. Both the server (which drains) and the admin port (which reports) depend on this module;
-//! neither depends on the other.
+//! neither depends on the other. It is plain state: the server's probe of the upstream sets it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus::IntGauge;
 use tokio::sync::watch;
-use tracing::{info, warn};
-
-use crate::upstream::{error_chain, Upstream};
 
 pub struct Readiness {
     upstream_ok: AtomicBool,
@@ -59,23 +54,5 @@ impl Readiness {
         let ready = self.is_ready();
         self.gauge.set(ready as i64);
         self.ready.send_replace(ready);
-    }
-}
-
-/// Marks the upstream usable once credentials load and it answers a ListTables; retries with
-/// backoff until then.
-pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match upstream.probe().await {
-            Ok(()) => {
-                readiness.upstream_answered();
-                info!("upstream reachable: ready");
-                return;
-            }
-            Err(e) => warn!(error = %error_chain(&e), retry_in = ?delay, "not ready yet"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

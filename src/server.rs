@@ -17,12 +17,14 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::cache::{Cache, MonotonicClock};
 use crate::config::Config;
 use crate::connection::{self, CloseReason, Limits, Port};
+use crate::fleet::{self, Fleet};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::readiness::{self, Readiness};
+use crate::readiness::Readiness;
 use crate::tls::TlsAcceptor;
 use crate::upstream::{error_chain, Upstream};
 
@@ -31,6 +33,9 @@ pub struct Server {
     data: Listener,
     admin: Listener,
     proxy: Arc<Proxy>,
+    config: Arc<Config>,
+    cache: Option<Arc<Cache>>,
+    fleet: Fleet,
     admin_state: Arc<AdminState>,
     readiness: Arc<Readiness>,
     upstream: Arc<Upstream>,
@@ -79,22 +84,32 @@ impl Server {
             Listener::with_cap(l, port, max_connections, open)
         };
         let (data, admin) = (listener(data, "data"), listener(admin, "admin"));
-        let admin_config = config.admin.clone();
+        let config = Arc::new(config);
+        let cache = config
+            .cache
+            .enabled
+            .then(|| Arc::new(Cache::new(&config, metrics.clone(), MonotonicClock::new())));
+        let fleet = Fleet::new(&config, cache.as_ref(), &metrics)?;
         let proxy = Arc::new(Proxy::new(
-            Arc::new(config),
+            config.clone(),
             upstream.clone(),
+            cache.clone(),
+            fleet.clone(),
             metrics.clone(),
-        )?);
+        ));
         let admin_state = Arc::new(AdminState::new(
             metrics.clone(),
             readiness.clone(),
-            proxy.cache().cloned(),
-            admin_config,
+            cache.clone(),
+            config.admin.clone(),
         ));
         Ok(Server {
             data,
             admin,
             proxy,
+            config,
+            cache,
+            fleet,
             admin_state,
             readiness,
             upstream,
@@ -125,6 +140,9 @@ impl Server {
             data,
             admin,
             proxy,
+            config,
+            cache,
+            fleet,
             admin_state,
             readiness,
             upstream,
@@ -153,10 +171,7 @@ impl Server {
             closed: metrics.connections_closed.clone(),
         };
         let mut background = vec![
-            tokio::spawn(readiness::probe_upstream(
-                readiness.clone(),
-                upstream.clone(),
-            )),
+            tokio::spawn(probe_upstream(readiness.clone(), upstream.clone())),
             tokio::spawn(credentials_refresher(upstream.clone())),
             tokio::spawn(admin::serve(
                 admin,
@@ -165,7 +180,7 @@ impl Server {
             )),
         ];
         // The fleet bus and stream readers, until this function returns.
-        let _fleet = proxy.start_fleet();
+        let _fleet = fleet::start(&config, &fleet, cache.as_ref(), &metrics, &upstream);
         if let Some(tls) = &tls {
             background.push(tokio::spawn(tls.clone().reload_forever()));
         }
@@ -226,6 +241,24 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 /// Binds and runs with a config: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     Server::bind(config).await?.run(shutdown).await
+}
+
+/// Marks the upstream usable once credentials load and it answers a ListTables; retries with
+/// backoff until then.
+pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match upstream.probe().await {
+            Ok(()) => {
+                readiness.upstream_answered();
+                info!("upstream reachable: ready");
+                return;
+            }
+            Err(e) => warn!(error = %error_chain(&e), retry_in = ?delay, "not ready yet"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Keeps signing credentials fresh ahead of their expiry, off the request path.

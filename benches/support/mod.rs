@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ddbcache::cache::{Cache, CacheKey, Dependency, Kind, Lookup};
+use ddbcache::cache::{Address, Cache, CacheKey, Dependency, Kind, Lookup, MonotonicClock};
 use ddbcache::config::{Compression, Config};
 use ddbcache::metrics::Metrics;
-use ddbcache::protocol::reads::{self, ReadParse};
+use ddbcache::protocol::reads::{self, Parsed, Read};
 use ddbcache::protocol::table::TableId;
+use ddbcache::protocol::Operation;
 use ddbcache::proxy::respond::{json_response, Body};
 use http::{Response, StatusCode};
 
@@ -32,7 +33,7 @@ pub fn new_cache_with(capacity: u64, compression: Compression) -> Cache {
     config.cache.compression = compression;
     config.cache.item.capacity = capacity;
     config.cache.query.capacity = capacity;
-    Cache::new(&config, Arc::new(Metrics::new()))
+    Cache::new(&config, Arc::new(Metrics::new()), MonotonicClock::new())
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -107,16 +108,21 @@ pub fn answer(i: u64) -> Bytes {
 /// A GetItem as the proxy serves it past HTTP: the body read down to its cache key and proven
 /// valid, the lookup, and on a hit the response built from the entry; a miss stores `body`.
 pub async fn serve_get_item(cache: &Cache, request: &[u8], body: &Bytes) -> Option<Response<Body>> {
-    let Ok((ReadParse::Cacheable(read), Ok(()))) = reads::read_get_item(request) else {
+    let Ok(Parsed::Proven(Read::GetItem(read))) = reads::parse_read(Operation::GetItem, request)
+    else {
         panic!("the bench body is a cacheable, valid GetItem");
     };
     let key = CacheKey::item(&TABLE, &read.key, &read.projection);
-    match cache
-        .lookup(Kind::Item, &TABLE, Dependency::Item(&read.key), key)
-        .await
-    {
+    let at = Address {
+        kind: Kind::Item,
+        table: &TABLE,
+        dependency: Dependency::Item(&read.key),
+        key: &key,
+    };
+    match cache.lookup(at).await {
         Lookup::Hit { entry, .. } => {
             let (body, crc32) = entry.response_parts();
+            let crc32 = http::HeaderValue::from_maybe_shared(crc32).expect("decimal digits");
             Some(json_response(StatusCode::OK, body, crc32))
         }
         Lookup::Miss(fill) => {

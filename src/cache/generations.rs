@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -130,7 +130,6 @@ pub struct Generations {
     stripes: Box<[Cell]>,
     tables: RwLock<HashMap<TableId, Arc<TableGenerations>>>,
     hasher: ahash::RandomState,
-    started: Instant,
 }
 
 impl Default for Generations {
@@ -154,7 +153,6 @@ impl Generations {
             stripes: (0..STRIPES).map(|_| Cell::default()).collect(),
             tables: RwLock::new(HashMap::new()),
             hasher: ahash::RandomState::new(),
-            started: Instant::now(),
         }
     }
 
@@ -200,9 +198,14 @@ impl Generations {
         }
     }
 
-    /// The marks in force now on what an entry of `scope` depends on.
-    pub(crate) fn restrictions(&self, table: &TableGenerations, scope: Scope) -> Restrictions {
-        let now = self.now();
+    /// The marks in force at `now` (milliseconds on the cache's clock) on what an entry of `scope`
+    /// depends on.
+    pub(crate) fn restrictions(
+        &self,
+        table: &TableGenerations,
+        scope: Scope,
+        now: u64,
+    ) -> Restrictions {
         let cells = [&self.global, &table.epoch, self.cell(table, scope)];
         Restrictions {
             recently_written: cells
@@ -214,14 +217,8 @@ impl Generations {
         }
     }
 
-    /// Milliseconds since creation, the clock of the marks.
-    fn now(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// Marks ending `recent` and `doubt` from now (`None`: no such mark).
-    pub(crate) fn marks(&self, recent: Option<Duration>, doubt: Option<Duration>) -> Marks {
-        let now = self.now();
+    /// Marks ending `recent` and `doubt` after `now` (`None`: no such mark).
+    pub(crate) fn marks(now: u64, recent: Option<Duration>, doubt: Option<Duration>) -> Marks {
         let until = |d: Duration| now + d.as_millis() as u64 + 1;
         Marks {
             recent_until: recent.filter(|d| !d.is_zero()).map(until),
@@ -330,28 +327,34 @@ mod tests {
         let t = g.table(&TableId::new("r", "t"));
         let item = g.item_scope(&TableId::new("r", "t"), b"k");
         let other = g.item_scope(&TableId::new("r", "t"), b"other");
-        assert_eq!(g.restrictions(&t, item), Restrictions::default());
+        assert_eq!(g.restrictions(&t, item, 0), Restrictions::default());
         g.write_item(
             &t,
             &TableId::new("r", "t"),
             b"k",
             None,
-            g.marks(Some(Duration::from_secs(60)), None),
+            Generations::marks(0, Some(Duration::from_secs(60)), None),
         );
-        let r = g.restrictions(&t, item);
+        let r = g.restrictions(&t, item, 0);
         assert!(r.recently_written && !r.in_doubt);
         if other != item {
-            assert_eq!(g.restrictions(&t, other), Restrictions::default());
+            assert_eq!(g.restrictions(&t, other, 0), Restrictions::default());
         }
-        assert!(g.restrictions(&t, Scope::TableWrites).recently_written);
-        g.write_table(&t, g.marks(None, Some(Duration::from_secs(60))));
-        assert!(g.restrictions(&t, other).in_doubt);
+        assert!(g.restrictions(&t, Scope::TableWrites, 0).recently_written);
+        g.write_table(
+            &t,
+            Generations::marks(0, None, Some(Duration::from_secs(60))),
+        );
+        assert!(g.restrictions(&t, other, 0).in_doubt);
         // A mark that has ended restricts nothing.
         let u = g.table(&TableId::new("r", "u"));
-        g.write_table(&u, g.marks(Some(Duration::from_millis(1)), None));
-        std::thread::sleep(Duration::from_millis(5));
+        g.write_table(
+            &u,
+            Generations::marks(0, Some(Duration::from_millis(5)), None),
+        );
+        assert!(g.restrictions(&u, Scope::TableWrites, 5).recently_written);
         assert_eq!(
-            g.restrictions(&u, Scope::TableWrites),
+            g.restrictions(&u, Scope::TableWrites, 6),
             Restrictions::default()
         );
     }

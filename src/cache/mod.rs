@@ -1,33 +1,46 @@
-//! The item cache and the query cache, behind one handle with a few verbs: `lookup` (with
-//! single-flight), `peek_item` and [`Fill`] (for BatchGetItem's many keys), `write_started` /
-//! `write_finished`, `invalidate_table` and `flush`. No HTTP in here: entries are response bytes
-//! and their checksum. Whether a request may use the cache, and for how long, is decided by the
-//! proxy's policy, not here.
+//! The item cache and the query cache, behind one handle with a few verbs.
 //!
+//! Reads: [`Cache::lookup`] (single-flight: concurrent misses of one key wait for the first) and
+//! [`Cache::peek`] (BatchGetItem's many keys) answer a hit or hand out a [`Fill`], the right to
+//! store the answer of the miss once the upstream gave it.
+//!
+//! Changes: the cache is told what kind of change happened and applies its own coherence rules —
+//! which cells to bump, what to mark recently written or in doubt, which key schemas to forget.
+//! A write this sidecar forwards is bracketed by [`Cache::write_started`] and
+//! [`WriteInFlight::finished`]; a change learned from elsewhere (a peer sidecar, a stream record)
+//! is [`Cache::learned`]; traffic that contradicts a key schema is [`Cache::contradicted`].
+//!
+//! Key schemas, which writes need to name the item they change, are kept here too ([`schemas`]),
+//! behind [`Cache::key_schema`], [`Cache::need_schema`] and [`Cache::local_account`].
+//!
+//! No HTTP in here, and no clock of its own ([`clock`]): entries are response bytes and their
+//! checksum. Whether a request may use the cache, and for how long, is the proxy's policy.
 //! Coherence lives in [`generations`]: entries carry the stamp their read started under, and a
-//! lookup only accepts an entry whose stamp is still current. Key schemas, which writes need to
-//! name the item they change, live in [`schemas`].
+//! lookup only accepts an entry whose stamp is still current.
 
+pub mod clock;
+mod entries;
 mod generations;
-pub(crate) mod schemas;
-mod store;
+mod schemas;
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::IntCounter;
 
 use crate::config::{Compression, Config};
 use crate::metrics::Metrics;
-use crate::protocol::table::TableId;
+use crate::protocol::table::{KeySchema, TableId};
 use crate::protocol::writes::WriteScope;
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use entries::{CacheKey, Entry};
+use entries::{Entries, NewEntry, Reservation};
 pub use generations::Restrictions;
 use generations::{Generations, Marks, Scope, Stamp, TableGenerations};
 use schemas::KeySchemas;
-pub use store::{CacheKey, Entry};
-use store::{Entries, NewEntry, Reservation};
+pub(crate) use schemas::Need;
 
 /// Which cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,29 +101,38 @@ impl InvalidationCause {
     }
 }
 
-/// One of the two caches: its entries and its counters. The counters are resolved once: a labelled
-/// lookup per hit would take the metric family's lock and hash the label on the hit path.
-struct Store {
-    entries: Entries,
-    hits: IntCounter,
-    misses: IntCounter,
-    negative_hits: IntCounter,
-    coalesced: IntCounter,
-    capacity: u64,
+/// What kind of write this sidecar forwards, which decides what else goes with its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// An item write, a PartiQL write, an operation ddbcache does not know.
+    Item,
+    /// A control-plane call: the table may be recreated, restored or re-keyed, so its key schema
+    /// goes too, before and after.
+    Control,
 }
 
-impl Store {
-    fn new(capacity: u64, kind: Kind, metrics: &Metrics) -> Store {
-        let label = [kind.label()];
-        Store {
-            entries: Entries::new(capacity, metrics.eviction_counter(kind.label())),
-            hits: metrics.cache_hits.with_label_values(&label),
-            misses: metrics.cache_misses.with_label_values(&label),
-            negative_hits: metrics.cache_negative_hits.with_label_values(&label),
-            coalesced: metrics.cache_coalesced.with_label_values(&label),
-            capacity,
-        }
-    }
+/// How a forwarded write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The upstream answered.
+    Answered,
+    /// The upstream answered that the table's key is not what ddbcache thought, or the table is
+    /// gone.
+    ContradictedSchema,
+    /// No answer, or a 5xx: the write may still land.
+    Unknown,
+}
+
+/// A change learned from elsewhere than this sidecar's own forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// A write another sidecar of the fleet forwarded.
+    PeerWrite,
+    /// A control-plane call another sidecar forwarded, or a message it could not be understood
+    /// (published as everything): key schemas go too.
+    PeerControl,
+    /// A change read from a table's DynamoDB Stream.
+    Stream,
 }
 
 /// What a cached read depends on, besides its table: the one scope whose writes end it.
@@ -123,6 +145,15 @@ pub enum Dependency<'a> {
     Partition(&'a [u8]),
     /// Any other Query or Scan: every write to the table ends it.
     Table,
+}
+
+/// Where an entry is kept: which cache, its table, what it depends on, and its key.
+#[derive(Clone, Copy)]
+pub struct Address<'a> {
+    pub kind: Kind,
+    pub table: &'a TableId,
+    pub dependency: Dependency<'a>,
+    pub key: &'a CacheKey,
 }
 
 /// The outcome of a lookup.
@@ -169,7 +200,10 @@ impl Fill<'_> {
         if generations.stamp(&self.table, self.scope) != self.stamp {
             return Err(Refusal::Raced);
         }
-        if generations.restrictions(&self.table, self.scope).in_doubt {
+        if generations
+            .restrictions(&self.table, self.scope, cache.clock.now_ms())
+            .in_doubt
+        {
             return Err(Refusal::InDoubt);
         }
         if ttl.is_zero() {
@@ -183,7 +217,7 @@ impl Fill<'_> {
             item,
             table: self.table,
             stamp: self.stamp,
-            expires: cache.now_ms().saturating_add(ttl.as_millis() as u64),
+            expires: cache.clock.now_ms().saturating_add(ttl.as_millis() as u64),
             compress: cache.compress,
         });
         if cache
@@ -207,11 +241,45 @@ pub enum Refusal {
     InDoubt,
 }
 
-impl Refusal {
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::Raced => "raced",
-            Refusal::InDoubt => "in_doubt",
+/// A write between [`Cache::write_started`] and [`WriteInFlight::finished`]. Dropped unfinished
+/// (its task failed), it finishes as a write whose outcome is unknown.
+pub struct WriteInFlight<'a> {
+    cache: &'a Cache,
+    scope: WriteScope,
+    kind: WriteKind,
+    finished: bool,
+}
+
+impl WriteInFlight<'_> {
+    /// Ends what the write touched again, now that the upstream answered — or failed: reads that
+    /// started while it was in flight cannot fill; what it touched is recently written for the
+    /// consistency window, and in doubt for the in-doubt window when the outcome is unknown.
+    /// Returns the write's scope as it ended (`in_doubt` set), for peers to apply.
+    pub fn finished(mut self, outcome: WriteOutcome) -> WriteScope {
+        self.finish(outcome);
+        std::mem::take(&mut self.scope)
+    }
+
+    fn finish(&mut self, outcome: WriteOutcome) {
+        self.finished = true;
+        let cache = self.cache;
+        self.scope.in_doubt = outcome == WriteOutcome::Unknown;
+        cache.apply(&self.scope, cache.marks_for(&self.scope));
+        if self.kind == WriteKind::Control {
+            cache.forget_schemas(&self.scope);
+        }
+        if outcome == WriteOutcome::ContradictedSchema {
+            for table in self.scope.touched_tables() {
+                cache.contradicted(table);
+            }
+        }
+    }
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(WriteOutcome::Unknown);
         }
     }
 }
@@ -227,6 +295,31 @@ pub struct StoreStats {
     pub hit_ratio: f64,
 }
 
+/// One of the two caches: its entries and its counters. The counters are resolved once: a labelled
+/// lookup per hit would take the metric family's lock and hash the label on the hit path.
+struct Store {
+    entries: Entries,
+    hits: IntCounter,
+    misses: IntCounter,
+    negative_hits: IntCounter,
+    coalesced: IntCounter,
+    capacity: u64,
+}
+
+impl Store {
+    fn new(capacity: u64, kind: Kind, metrics: &Metrics) -> Store {
+        let label = [kind.label()];
+        Store {
+            entries: Entries::new(capacity, metrics.eviction_counter(kind.label())),
+            hits: metrics.cache_hits.with_label_values(&label),
+            misses: metrics.cache_misses.with_label_values(&label),
+            negative_hits: metrics.cache_negative_hits.with_label_values(&label),
+            coalesced: metrics.cache_coalesced.with_label_values(&label),
+            capacity,
+        }
+    }
+}
+
 /// The cache handle: both caches, their generations, and the key schemas.
 pub struct Cache {
     items: Store,
@@ -237,15 +330,15 @@ pub struct Cache {
     consistency_window: Duration,
     /// How long what a write whose outcome is unknown touched stays "in doubt".
     in_doubt_window: Duration,
-    /// The clock of entries' expiry.
-    clock: Instant,
+    /// The clock of entries' expiry, of marks and of schema retries.
+    clock: Arc<dyn Clock>,
     /// Store bodies LZ4-compressed (`cache.compression`).
     compress: bool,
     metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Cache {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Cache {
         let items = Store::new(config.cache.item.capacity, Kind::Item, &metrics);
         let queries = Store::new(config.cache.query.capacity, Kind::Query, &metrics);
         for (kind, store) in [(Kind::Item, &items), (Kind::Query, &queries)] {
@@ -265,23 +358,10 @@ impl Cache {
             schemas: Arc::new(KeySchemas::default()),
             consistency_window: config.cache.consistency_window,
             in_doubt_window: config.in_doubt_window(),
-            clock: Instant::now(),
+            clock,
             compress: config.cache.compression == Compression::Lz4,
             metrics,
         }
-    }
-
-    /// The key schemas of the tables this cache has seen.
-    pub(crate) fn schemas(&self) -> &Arc<KeySchemas> {
-        &self.schemas
-    }
-
-    /// Traffic contradicted what ddbcache knows of a table's key (a read's key has other
-    /// attributes than the schema's, the upstream says the key does not match or the table does
-    /// not exist): the schema is forgotten, and so is every entry of the table.
-    pub(crate) fn schema_contradicted(&self, table: &TableId) {
-        self.schemas.forget(table);
-        self.invalidate_table(table, InvalidationCause::Schema);
     }
 
     fn store(&self, kind: Kind) -> &Store {
@@ -299,15 +379,10 @@ impl Cache {
         }
     }
 
-    /// Milliseconds on the cache's clock (entries' expiry).
-    fn now_ms(&self) -> u64 {
-        self.clock.elapsed().as_millis() as u64
-    }
-
     /// Whether an entry may answer: not expired, and none of the cells it depends on changed
     /// since its read started. The entry names its own cells, so a hit looks nothing else up.
-    fn is_current(&self, entry: &Entry, now_ms: u64) -> bool {
-        entry.expires() > now_ms
+    fn is_current(&self, entry: &Entry) -> bool {
+        entry.expires() > self.clock.now_ms()
             && self
                 .generations
                 .stamp(entry.table(), entry.scope())
@@ -315,39 +390,37 @@ impl Cache {
                 == entry.generations()
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Reads
+
     /// Looks a read up. On a miss, the returned [`Fill`] holds the key: concurrent lookups of it
     /// wait for this one's answer instead of going upstream too.
     ///
     /// A hit is judged by the cells its entry names (the ones its read depended on, which every
-    /// write that could change it bumps); `table` and `dependency` are only needed for a miss.
-    pub async fn lookup(
-        &self,
-        kind: Kind,
-        table: &TableId,
-        dependency: Dependency<'_>,
-        key: CacheKey,
-    ) -> Lookup<'_> {
-        let store = self.store(kind);
+    /// write that could change it bumps); the address's table and dependency are only needed for
+    /// a miss.
+    pub async fn lookup(&self, at: Address<'_>) -> Lookup<'_> {
+        let store = self.store(at.kind);
         // The plain get answers hits without touching placeholders; only a miss reserves.
-        if let Some(found) = store.entries.get(&key) {
-            if self.is_current(&found, self.now_ms()) {
-                self.count_hit(kind, &found, false);
+        if let Some(found) = store.entries.get(at.key) {
+            if self.is_current(&found) {
+                self.count_hit(at.kind, &found, false);
                 return Lookup::Hit {
                     entry: found,
                     coalesced: false,
                 };
             }
-            store.entries.remove_if_same(&key, &found);
+            store.entries.remove_if_same(at.key, &found);
         }
-        let state = self.generations.table(table);
-        let scope = self.scope_of(table, dependency);
+        let state = self.generations.table(at.table);
+        let scope = self.scope_of(at.table, at.dependency);
         // Bounded: each turn either answers or removes a dead entry; a key rewritten faster than
         // it can be read falls through to an unguarded miss.
         for _ in 0..4 {
             // Taken before the read can go upstream: a write that starts after it ends the fill.
             let stamp = self.generations.stamp(&state, scope);
             let placeholder = Entry::new(NewEntry {
-                key: key.bytes(),
+                key: at.key.bytes(),
                 body: b"",
                 item: None,
                 table: state.clone(),
@@ -356,25 +429,22 @@ impl Cache {
                 compress: false,
             });
             let (found, coalesced) = match store.entries.get_or_reserve(placeholder).await {
-                Ok(entry) => {
-                    // Another request's upstream call filled it while this one waited, unless it
-                    // was there all along.
-                    (entry, true)
-                }
+                // Another request's upstream call filled it while this one waited, unless it was
+                // there all along.
+                Ok(entry) => (entry, true),
                 Err(reservation) => {
                     store.misses.inc();
                     return Lookup::Miss(self.fill(
-                        kind,
+                        at.kind,
                         Some(reservation),
-                        key,
-                        stamp,
+                        at.key.clone(),
                         state,
                         scope,
                     ));
                 }
             };
-            if self.is_current(&found, self.now_ms()) {
-                self.count_hit(kind, &found, coalesced);
+            if self.is_current(&found) {
+                self.count_hit(at.kind, &found, coalesced);
                 return Lookup::Hit {
                     entry: found,
                     coalesced,
@@ -382,23 +452,46 @@ impl Cache {
             }
             // Filled under generations that are no longer current, or expired: drop it and look
             // again (a concurrent fill may be fresh).
-            store.entries.remove_if_same(&key, &found);
+            store.entries.remove_if_same(at.key, &found);
         }
         store.misses.inc();
-        let stamp = self.generations.stamp(&state, scope);
-        Lookup::Miss(self.fill(kind, None, key, stamp, state, scope))
+        Lookup::Miss(self.fill(at.kind, None, at.key.clone(), state, scope))
     }
 
+    /// Looks a read up without waiting or reserving (BatchGetItem's keys). On a miss, returns the
+    /// [`Fill`] to complete once the upstream answered; it does not hold the key.
+    pub fn peek(&self, at: Address<'_>) -> Lookup<'_> {
+        let store = self.store(at.kind);
+        if let Some(entry) = store.entries.get(at.key) {
+            if self.is_current(&entry) {
+                self.count_hit(at.kind, &entry, false);
+                return Lookup::Hit {
+                    entry,
+                    coalesced: false,
+                };
+            }
+            store.entries.remove_if_same(at.key, &entry);
+        }
+        let state = self.generations.table(at.table);
+        let scope = self.scope_of(at.table, at.dependency);
+        store.misses.inc();
+        Lookup::Miss(self.fill(at.kind, None, at.key.clone(), state, scope))
+    }
+
+    /// The right to fill `key`, stamped with the generations as they are now: a write that starts
+    /// after this ends the fill.
     fn fill<'a>(
         &'a self,
         kind: Kind,
         reservation: Option<Reservation<'a>>,
         key: CacheKey,
-        stamp: Stamp,
         table: Arc<TableGenerations>,
         scope: Scope,
     ) -> Fill<'a> {
-        let restrictions = self.generations.restrictions(&table, scope);
+        let stamp = self.generations.stamp(&table, scope);
+        let restrictions = self
+            .generations
+            .restrictions(&table, scope, self.clock.now_ms());
         Fill {
             cache: self,
             kind,
@@ -422,50 +515,80 @@ impl Cache {
         }
     }
 
-    /// Looks an item up without waiting or reserving (BatchGetItem's keys). On a miss, returns
-    /// the [`Fill`] to complete once the upstream answered; it does not hold the key.
-    pub(crate) fn peek_item(&self, table: &TableId, item_key: &[u8], key: CacheKey) -> Lookup<'_> {
-        if let Some(entry) = self.items.entries.get(&key) {
-            if self.is_current(&entry, self.now_ms()) {
-                self.count_hit(Kind::Item, &entry, false);
-                return Lookup::Hit {
-                    entry,
-                    coalesced: false,
-                };
-            }
-            self.items.entries.remove_if_same(&key, &entry);
+    // -----------------------------------------------------------------------------------------
+    // Changes
+
+    /// A write (or control-plane call) this sidecar is about to forward: every entry it may change
+    /// ends now, and again when it [finishes](WriteInFlight::finished).
+    pub fn write_started(&self, scope: WriteScope, kind: WriteKind) -> WriteInFlight<'_> {
+        self.count_invalidation(match kind {
+            WriteKind::Item => InvalidationCause::Write,
+            WriteKind::Control => InvalidationCause::Control,
+        });
+        if kind == WriteKind::Control {
+            self.forget_schemas(&scope);
         }
-        let state = self.generations.table(table);
-        let scope = self.generations.item_scope(table, item_key);
-        let stamp = self.generations.stamp(&state, scope);
-        self.items.misses.inc();
-        Lookup::Miss(self.fill(Kind::Item, None, key, stamp, state, scope))
+        self.apply(&scope, Marks::default());
+        WriteInFlight {
+            cache: self,
+            scope,
+            kind,
+            finished: false,
+        }
     }
 
-    /// Ends every entry a write (or a control-plane call) may change; called before it is
-    /// forwarded.
-    pub fn write_started(&self, scope: &WriteScope, cause: InvalidationCause) {
-        self.count_invalidation(cause);
-        self.apply(scope, Marks::default());
-    }
-
-    /// Ends them again once the upstream answered — or failed: a write that got no answer may
-    /// still have happened. Reads that started while the write was in flight cannot fill; what
-    /// it touched is recently written for the consistency window, and in doubt for the in-doubt
-    /// window when `scope.in_doubt`.
-    pub fn write_finished(&self, scope: &WriteScope) {
+    /// A change learned from elsewhere: the same invalidation and marks as the writer's own, so
+    /// fills that started before it arrived are refused.
+    pub fn learned(&self, scope: &WriteScope, from: Learned) {
+        self.count_invalidation(match from {
+            Learned::PeerWrite | Learned::PeerControl => InvalidationCause::Fleet,
+            Learned::Stream => InvalidationCause::Stream,
+        });
         self.apply(scope, self.marks_for(scope));
+        if from == Learned::PeerControl {
+            // The table may have been recreated with another key.
+            self.forget_schemas(scope);
+        }
     }
 
-    /// A write made through another sidecar (or seen on a table's stream): the same invalidation
-    /// and marks as the writer's own.
-    pub fn apply_remote(&self, scope: &WriteScope, cause: InvalidationCause) {
+    /// Traffic contradicted what ddbcache knows of a table's key (a read's key has other
+    /// attributes than the schema's, the upstream says the key does not match or the table does
+    /// not exist): the schema is forgotten, and so is every entry of the table.
+    pub fn contradicted(&self, table: &TableId) {
+        self.schemas.forget(table);
+        self.drop_table(table, InvalidationCause::Schema);
+    }
+
+    /// Drops the entries of every table named `name` (in every region, or in `region`): what
+    /// `POST /cache/flush?table=NAME` does.
+    pub fn flush_table(&self, name: &str, region: Option<&str>) -> usize {
+        let ids: Vec<TableId> = self
+            .generations
+            .table_ids()
+            .into_iter()
+            .filter(|id| id.name() == name && region.is_none_or(|want| want == id.region()))
+            .collect();
+        for id in &ids {
+            self.drop_table(id, InvalidationCause::Flush);
+        }
+        ids.len()
+    }
+
+    /// Drops everything, key schemas included, counted under `cause` (a flush, or a fleet link
+    /// that came back: a table may have been recreated with another key while this cache was not
+    /// told).
+    pub fn flush(&self, cause: InvalidationCause) {
         self.count_invalidation(cause);
-        self.apply(scope, self.marks_for(scope));
+        self.generations.write_everything(Marks::default());
+        self.schemas.forget_all();
+        self.items.entries.clear();
+        self.queries.entries.clear();
+        self.refresh_gauges();
     }
 
     fn marks_for(&self, scope: &WriteScope) -> Marks {
-        self.generations.marks(
+        Generations::marks(
+            self.clock.now_ms(),
             Some(self.consistency_window),
             scope.in_doubt.then_some(self.in_doubt_window),
         )
@@ -492,6 +615,26 @@ impl Cache {
         }
     }
 
+    fn forget_schemas(&self, scope: &WriteScope) {
+        if scope.everything {
+            self.schemas.forget_all();
+        }
+        for table in &scope.tables {
+            self.schemas.forget(table);
+        }
+    }
+
+    /// Ends a table's entries and reclaims their memory.
+    fn drop_table(&self, table: &TableId, cause: InvalidationCause) {
+        self.count_invalidation(cause);
+        self.generations
+            .write_table(&self.generations.table(table), Marks::default());
+        for store in [&self.items, &self.queries] {
+            store.entries.remove_table(table);
+        }
+        self.refresh_gauges();
+    }
+
     fn count_invalidation(&self, cause: InvalidationCause) {
         self.metrics
             .invalidations
@@ -499,56 +642,42 @@ impl Cache {
             .inc();
     }
 
-    /// Drops a table's entries (control-plane calls, flushes). A control-plane call also drops
-    /// the table's key schema: the table may have been recreated with another key.
-    pub fn invalidate_table(&self, table: &TableId, cause: InvalidationCause) {
-        self.count_invalidation(cause);
-        self.generations
-            .write_table(&self.generations.table(table), Marks::default());
-        if cause == InvalidationCause::Control {
-            self.schemas.forget(table);
-        }
-        // Entries are already dead; reclaim their memory too.
-        for store in [&self.items, &self.queries] {
-            store.entries.remove_table(table);
-        }
-        self.refresh_gauges();
+    // -----------------------------------------------------------------------------------------
+    // Key schemas
+
+    /// The table's key schema, if known.
+    pub fn key_schema(&self, table: &TableId) -> Option<Arc<KeySchema>> {
+        self.schemas.get(table)
     }
 
-    /// Drops the entries of every table named `name` (in every region, or in `region`): what
-    /// `POST /cache/flush?table=NAME` does.
-    pub(crate) fn flush_table(&self, name: &str, region: Option<&str>) -> usize {
-        let ids: Vec<TableId> = self
-            .generations
-            .table_ids()
-            .into_iter()
-            .filter(|id| id.name() == name && region.is_none_or(|want| want == id.region()))
-            .collect();
-        for id in &ids {
-            self.invalidate_table(id, InvalidationCause::Flush);
-        }
-        ids.len()
+    /// Whether `names` are the table's key attributes, if its schema is known; unlike
+    /// [`Cache::key_schema`] it leaves the shared schema's reference count alone (a hit asks it).
+    pub fn is_key<'n>(
+        &self,
+        table: &TableId,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Option<bool> {
+        self.schemas.is_key(table, names)
     }
+
+    /// The table's key schema, or what to do to have it (fetch it, or wait for the fetch under
+    /// way): fetches are single-flight, and an answer only lands if nothing said the schema
+    /// changed while it was on its way.
+    pub(crate) fn need_schema(&self, table: &TableId) -> Need {
+        self.schemas.need(table, self.clock.now_ms())
+    }
+
+    /// The account whose credentials reach this region's tables, from a known table's ARN.
+    pub fn local_account(&self, region: &str) -> Option<String> {
+        self.schemas.local_account(region)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Statistics
 
     /// Table identities this cache has looked up or invalidated.
-    pub(crate) fn table_ids(&self) -> Vec<TableId> {
+    pub fn table_ids(&self) -> Vec<TableId> {
         self.generations.table_ids()
-    }
-
-    /// Drops everything, key schemas included.
-    pub(crate) fn flush(&self) {
-        self.flush_for(InvalidationCause::Flush);
-    }
-
-    /// [`Cache::flush`], counted under `cause`. Key schemas go too: a table may have been
-    /// recreated with another key while this cache was not told.
-    pub(crate) fn flush_for(&self, cause: InvalidationCause) {
-        self.count_invalidation(cause);
-        self.generations.write_everything(Marks::default());
-        self.schemas.forget_all();
-        self.items.entries.clear();
-        self.queries.entries.clear();
-        self.refresh_gauges();
     }
 
     pub fn stats(&self, kind: Kind) -> StoreStats {
@@ -569,7 +698,7 @@ impl Cache {
     }
 
     /// Updates the entries and bytes gauges (called on scrape).
-    pub(crate) fn refresh_gauges(&self) {
+    pub fn refresh_gauges(&self) {
         for kind in [Kind::Item, Kind::Query] {
             let store = self.store(kind);
             let label = [kind.label()];
@@ -588,13 +717,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cache_with(capacity: u64) -> Cache {
-        let mut config = Config::default();
-        config.cache.item.capacity = capacity;
-        config.cache.query.capacity = capacity;
-        Cache::new(&config, Arc::new(Metrics::new()))
-    }
+    use crate::protocol::writes::ItemWrite;
 
     fn id(name: &str) -> TableId {
         TableId::new("r", name)
@@ -602,17 +725,40 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(60);
 
-    async fn fill_item(cache: &Cache, table: &str, pk: &[u8], body: &'static [u8]) -> bool {
-        let table = &id(table);
-        match cache
-            .lookup(
-                Kind::Item,
-                table,
-                Dependency::Item(pk),
-                CacheKey::item(table, pk, b""),
-            )
+    struct Fixture {
+        cache: Arc<Cache>,
+        clock: Arc<ManualClock>,
+    }
+
+    fn cache_with(capacity: u64) -> Fixture {
+        let mut config = Config::default();
+        config.cache.item.capacity = capacity;
+        config.cache.query.capacity = capacity;
+        let clock = ManualClock::new();
+        let cache = Arc::new(Cache::new(&config, Arc::new(Metrics::new()), clock.clone()));
+        Fixture { cache, clock }
+    }
+
+    fn item_key(table: &str, pk: &[u8]) -> (TableId, CacheKey) {
+        let t = id(table);
+        let key = CacheKey::item(&t, pk, b"");
+        (t, key)
+    }
+
+    async fn lookup_item<'c>(cache: &'c Cache, table: &str, pk: &[u8]) -> Lookup<'c> {
+        let (t, key) = item_key(table, pk);
+        cache
+            .lookup(Address {
+                kind: Kind::Item,
+                table: &t,
+                dependency: Dependency::Item(pk),
+                key: &key,
+            })
             .await
-        {
+    }
+
+    async fn fill_item(cache: &Cache, table: &str, pk: &[u8], body: &'static [u8]) -> bool {
+        match lookup_item(cache, table, pk).await {
             Lookup::Miss(fill) => fill
                 .complete(Bytes::from_static(body), Some(0..2), TTL)
                 .is_ok(),
@@ -621,23 +767,19 @@ mod tests {
     }
 
     async fn is_hit(cache: &Cache, table: &str, pk: &[u8]) -> bool {
-        let table = &id(table);
-        matches!(
-            cache
-                .lookup(
-                    Kind::Item,
-                    table,
-                    Dependency::Item(pk),
-                    CacheKey::item(table, pk, b""),
-                )
-                .await,
-            Lookup::Hit { .. }
-        )
+        matches!(lookup_item(cache, table, pk).await, Lookup::Hit { .. })
+    }
+
+    async fn miss<'c>(cache: &'c Cache, table: &str, pk: &[u8]) -> Fill<'c> {
+        match lookup_item(cache, table, pk).await {
+            Lookup::Miss(fill) => fill,
+            Lookup::Hit { .. } => panic!("expected a miss"),
+        }
     }
 
     fn item_write(table: &str, pk: &[u8]) -> WriteScope {
         WriteScope {
-            items: vec![crate::protocol::writes::ItemWrite {
+            items: vec![ItemWrite {
                 table: id(table),
                 key: pk.to_vec(),
                 partition: Some(pk.to_vec()),
@@ -646,25 +788,41 @@ mod tests {
         }
     }
 
+    fn table_write(table: &str) -> WriteScope {
+        WriteScope {
+            tables: vec![id(table)],
+            ..Default::default()
+        }
+    }
+
+    fn schema(hash: &str) -> KeySchema {
+        KeySchema {
+            table_arn: None,
+            hash: hash.into(),
+            range: None,
+            local_indexes: vec![],
+            global_indexes: vec![],
+        }
+    }
+
+    /// Makes the schema of `table` known, as a DescribeTable would.
+    fn learn_schema(cache: &Cache, table: &str) {
+        let Need::Fetch(ticket) = cache.need_schema(&id(table)) else {
+            panic!("the schema should be unknown");
+        };
+        ticket.finish(Some(schema("pk")));
+        assert!(cache.key_schema(&id(table)).is_some());
+    }
+
     #[tokio::test]
     async fn an_entry_does_not_keep_the_buffer_its_body_came_from() {
-        let cache = cache_with(1 << 20);
+        let f = cache_with(1 << 20);
         let read_buffer = Bytes::from(vec![b'x'; 64 * 1024]);
-        let Lookup::Miss(fill) = cache
-            .lookup(
-                Kind::Item,
-                &id("t"),
-                Dependency::Item(b"k"),
-                CacheKey::item(&id("t"), b"k", b""),
-            )
-            .await
-        else {
-            panic!("expected a miss");
-        };
+        let fill = miss(&f.cache, "t", b"k").await;
         assert!(fill
             .complete(read_buffer.slice(0..100), Some(0..2), TTL)
             .is_ok());
-        assert!(is_hit(&cache, "t", b"k").await);
+        assert!(is_hit(&f.cache, "t", b"k").await);
         assert!(
             read_buffer.is_unique(),
             "the cached entry must not hold a reference to the 64 KiB buffer"
@@ -673,38 +831,57 @@ mod tests {
 
     #[tokio::test]
     async fn fill_then_hit_then_write_invalidates() {
-        let cache = cache_with(1 << 20);
-        assert!(fill_item(&cache, "t", b"k1", b"{}").await);
-        assert!(fill_item(&cache, "t", b"k2", b"{}").await);
-        assert!(is_hit(&cache, "t", b"k1").await);
-        cache.write_started(&item_write("t", b"k1"), InvalidationCause::Write);
-        assert!(!is_hit(&cache, "t", b"k1").await);
-        assert!(is_hit(&cache, "t", b"k2").await, "other items stay");
+        let f = cache_with(1 << 20);
+        assert!(fill_item(&f.cache, "t", b"k1", b"{}").await);
+        assert!(fill_item(&f.cache, "t", b"k2", b"{}").await);
+        assert!(is_hit(&f.cache, "t", b"k1").await);
+        let write = f
+            .cache
+            .write_started(item_write("t", b"k1"), WriteKind::Item);
+        assert!(!is_hit(&f.cache, "t", b"k1").await);
+        assert!(is_hit(&f.cache, "t", b"k2").await, "other items stay");
+        write.finished(WriteOutcome::Answered);
     }
 
     #[tokio::test]
     async fn a_read_that_started_before_a_write_does_not_fill() {
-        let cache = cache_with(1 << 20);
-        let key = CacheKey::item(&id("t"), b"k", b"");
-        let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, &id("t"), Dependency::Item(b"k"), key)
-            .await
-        else {
-            panic!("expected a miss");
-        };
+        let f = cache_with(1 << 20);
+        let fill = miss(&f.cache, "t", b"k").await;
         // The write begins (and ends) while the read is upstream.
-        cache.write_started(&item_write("t", b"k"), InvalidationCause::Write);
+        f.cache
+            .write_started(item_write("t", b"k"), WriteKind::Item)
+            .finished(WriteOutcome::Answered);
         assert_eq!(
             fill.complete(Bytes::from_static(b"{}"), None, TTL),
             Err(Refusal::Raced)
         );
-        assert!(!is_hit(&cache, "t", b"k").await);
+        assert!(!is_hit(&f.cache, "t", b"k").await);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_started_while_a_write_was_in_flight_does_not_fill() {
+        let f = cache_with(1 << 20);
+        let write = f
+            .cache
+            .write_started(item_write("t", b"k"), WriteKind::Item);
+        let fill = miss(&f.cache, "t", b"k").await;
+        write.finished(WriteOutcome::Answered);
+        assert_eq!(
+            fill.complete(Bytes::from_static(b"{}"), None, TTL),
+            Err(Refusal::Raced)
+        );
     }
 
     async fn fill_query(cache: &Cache, table: &str, dependency: Dependency<'_>, name: &[u8]) {
-        let table = &id(table);
+        let t = id(table);
+        let key = CacheKey::query(&t, name);
         let Lookup::Miss(fill) = cache
-            .lookup(Kind::Query, table, dependency, CacheKey::query(table, name))
+            .lookup(Address {
+                kind: Kind::Query,
+                table: &t,
+                dependency,
+                key: &key,
+            })
             .await
         else {
             panic!("expected a miss")
@@ -718,10 +895,16 @@ mod tests {
         dependency: Dependency<'_>,
         name: &[u8],
     ) -> bool {
-        let table = &id(table);
+        let t = id(table);
+        let key = CacheKey::query(&t, name);
         matches!(
             cache
-                .lookup(Kind::Query, table, dependency, CacheKey::query(table, name))
+                .lookup(Address {
+                    kind: Kind::Query,
+                    table: &t,
+                    dependency,
+                    key: &key,
+                })
                 .await,
             Lookup::Hit { .. }
         )
@@ -729,99 +912,81 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_ends_queries_on_its_partition_and_table_wide_ones_not_other_partitions() {
-        let cache = cache_with(1 << 20);
-        fill_query(&cache, "t", Dependency::Partition(b"p"), b"Q p").await;
-        fill_query(&cache, "t", Dependency::Partition(b"q"), b"Q q").await;
-        fill_query(&cache, "t", Dependency::Table, b"S").await;
-        fill_query(&cache, "u", Dependency::Table, b"S").await;
-        cache.write_started(&item_write("t", b"p"), InvalidationCause::Write);
-        assert!(!is_query_hit(&cache, "t", Dependency::Partition(b"p"), b"Q p").await);
-        assert!(!is_query_hit(&cache, "t", Dependency::Table, b"S").await);
-        assert!(is_query_hit(&cache, "t", Dependency::Partition(b"q"), b"Q q").await);
-        assert!(is_query_hit(&cache, "u", Dependency::Table, b"S").await);
+        let f = cache_with(1 << 20);
+        let cache = &f.cache;
+        fill_query(cache, "t", Dependency::Partition(b"p"), b"Q p").await;
+        fill_query(cache, "t", Dependency::Partition(b"q"), b"Q q").await;
+        fill_query(cache, "t", Dependency::Table, b"S").await;
+        fill_query(cache, "u", Dependency::Table, b"S").await;
+        let _write = cache.write_started(item_write("t", b"p"), WriteKind::Item);
+        assert!(!is_query_hit(cache, "t", Dependency::Partition(b"p"), b"Q p").await);
+        assert!(!is_query_hit(cache, "t", Dependency::Table, b"S").await);
+        assert!(is_query_hit(cache, "t", Dependency::Partition(b"q"), b"Q q").await);
+        assert!(is_query_hit(cache, "u", Dependency::Table, b"S").await);
     }
 
     #[tokio::test]
-    async fn a_write_in_doubt_blocks_fills_of_what_it_touched_and_marks_recent_writes() {
-        let cache = cache_with(1 << 20);
-        let mut scope = item_write("t", b"k");
-        cache.write_started(&scope, InvalidationCause::Write);
-        scope.in_doubt = true;
-        cache.write_finished(&scope);
-        let Lookup::Miss(fill) = cache
-            .lookup(
-                Kind::Item,
-                &id("t"),
-                Dependency::Item(b"k"),
-                CacheKey::item(&id("t"), b"k", b""),
-            )
-            .await
-        else {
-            panic!("expected a miss");
-        };
+    async fn a_write_in_doubt_blocks_fills_of_what_it_touched_until_its_window_ends() {
+        let f = cache_with(1 << 20);
+        let doubt = Config::default().in_doubt_window();
+        let scope = f
+            .cache
+            .write_started(item_write("t", b"k"), WriteKind::Item)
+            .finished(WriteOutcome::Unknown);
+        assert!(scope.in_doubt, "the scope to publish says so");
+        let fill = miss(&f.cache, "t", b"k").await;
         assert!(fill.restrictions().in_doubt);
         assert!(fill.restrictions().recently_written);
         assert_eq!(
             fill.complete(Bytes::from_static(b"{}"), None, TTL),
             Err(Refusal::InDoubt)
         );
+        // Once the window is over, the key may be stored again.
+        f.clock.advance(doubt + Duration::from_millis(1));
+        let fill = miss(&f.cache, "t", b"k").await;
+        assert_eq!(fill.restrictions(), Restrictions::default());
+        assert!(fill.complete(Bytes::from_static(b"{}"), None, TTL).is_ok());
         // An answered write leaves only the recent mark.
-        let scope = item_write("t", b"other");
-        cache.write_started(&scope, InvalidationCause::Write);
-        cache.write_finished(&scope);
-        let Lookup::Miss(fill) = cache
-            .lookup(
-                Kind::Item,
-                &id("t"),
-                Dependency::Item(b"other"),
-                CacheKey::item(&id("t"), b"other", b""),
-            )
-            .await
-        else {
-            panic!("expected a miss");
-        };
+        f.cache
+            .write_started(item_write("t", b"other"), WriteKind::Item)
+            .finished(WriteOutcome::Answered);
+        let fill = miss(&f.cache, "t", b"other").await;
         assert!(fill.restrictions().recently_written);
         assert!(!fill.restrictions().in_doubt);
     }
 
     #[tokio::test]
+    async fn a_write_whose_task_ended_without_an_answer_is_in_doubt() {
+        let f = cache_with(1 << 20);
+        drop(
+            f.cache
+                .write_started(item_write("t", b"k"), WriteKind::Item),
+        );
+        let fill = miss(&f.cache, "t", b"k").await;
+        assert!(fill.restrictions().in_doubt);
+    }
+
+    #[tokio::test]
     async fn expired_entries_are_misses() {
-        let cache = cache_with(1 << 20);
-        let Lookup::Miss(fill) = cache
-            .lookup(
-                Kind::Item,
-                &id("t"),
-                Dependency::Item(b"k"),
-                CacheKey::item(&id("t"), b"k", b""),
-            )
-            .await
-        else {
-            panic!()
-        };
+        let f = cache_with(1 << 20);
+        let fill = miss(&f.cache, "t", b"k").await;
         assert!(fill
-            .complete(Bytes::from_static(b"{}"), None, Duration::from_nanos(1))
+            .complete(Bytes::from_static(b"{}"), None, Duration::from_millis(5))
             .is_ok());
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(!is_hit(&cache, "t", b"k").await);
+        f.clock.advance(Duration::from_millis(4));
+        assert!(is_hit(&f.cache, "t", b"k").await);
+        f.clock.advance(Duration::from_millis(1));
+        assert!(!is_hit(&f.cache, "t", b"k").await);
     }
 
     #[tokio::test]
     async fn concurrent_misses_coalesce_into_one_fill() {
-        let cache = Arc::new(cache_with(1 << 20));
-        let key = || CacheKey::item(&id("t"), b"k", b"");
-        let Lookup::Miss(fill) = cache
-            .lookup(Kind::Item, &id("t"), Dependency::Item(b"k"), key())
-            .await
-        else {
-            panic!()
-        };
+        let f = cache_with(1 << 20);
+        let fill = miss(&f.cache, "t", b"k").await;
         let waiter = {
-            let cache = cache.clone();
+            let cache = f.cache.clone();
             tokio::spawn(async move {
-                match cache
-                    .lookup(Kind::Item, &id("t"), Dependency::Item(b"k"), key())
-                    .await
-                {
+                match lookup_item(&cache, "t", b"k").await {
                     Lookup::Hit { coalesced, .. } => coalesced,
                     Lookup::Miss(_) => panic!("the waiter should get the filled entry"),
                 }
@@ -837,38 +1002,84 @@ mod tests {
 
     #[tokio::test]
     async fn flush_table_keeps_other_tables() {
-        let cache = cache_with(1 << 20);
-        fill_item(&cache, "a", b"k", b"{}").await;
-        fill_item(&cache, "b", b"k", b"{}").await;
-        cache.invalidate_table(&id("a"), InvalidationCause::Flush);
-        assert!(!is_hit(&cache, "a", b"k").await);
-        assert!(is_hit(&cache, "b", b"k").await);
-        cache.flush();
-        assert!(!is_hit(&cache, "b", b"k").await);
+        let f = cache_with(1 << 20);
+        fill_item(&f.cache, "a", b"k", b"{}").await;
+        fill_item(&f.cache, "b", b"k", b"{}").await;
+        assert_eq!(f.cache.flush_table("a", None), 1);
+        assert!(!is_hit(&f.cache, "a", b"k").await);
+        assert!(is_hit(&f.cache, "b", b"k").await);
+        f.cache.flush(InvalidationCause::Flush);
+        assert!(!is_hit(&f.cache, "b", b"k").await);
+    }
+
+    #[tokio::test]
+    async fn a_control_call_forgets_its_tables_schema_and_an_item_write_does_not() {
+        let f = cache_with(1 << 20);
+        learn_schema(&f.cache, "t");
+        f.cache
+            .write_started(item_write("t", b"k"), WriteKind::Item)
+            .finished(WriteOutcome::Answered);
+        assert!(f.cache.key_schema(&id("t")).is_some());
+        let control = f.cache.write_started(table_write("t"), WriteKind::Control);
+        assert!(f.cache.key_schema(&id("t")).is_none(), "forgotten before");
+        // A DescribeTable answered while the call is in flight may show the old table.
+        learn_schema(&f.cache, "t");
+        control.finished(WriteOutcome::Answered);
+        assert!(f.cache.key_schema(&id("t")).is_none(), "and after");
+    }
+
+    #[tokio::test]
+    async fn a_peers_control_call_forgets_schemas_and_a_peers_write_does_not() {
+        let f = cache_with(1 << 20);
+        learn_schema(&f.cache, "t");
+        f.cache.learned(&table_write("t"), Learned::PeerWrite);
+        assert!(f.cache.key_schema(&id("t")).is_some());
+        f.cache.learned(&table_write("t"), Learned::PeerControl);
+        assert!(f.cache.key_schema(&id("t")).is_none());
+        learn_schema(&f.cache, "t");
+        f.cache
+            .learned(&WriteScope::everything(), Learned::PeerControl);
+        assert!(f.cache.key_schema(&id("t")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_contradicted_schema_goes_with_its_tables_entries() {
+        let f = cache_with(1 << 20);
+        learn_schema(&f.cache, "t");
+        fill_item(&f.cache, "t", b"k", b"{}").await;
+        f.cache
+            .write_started(item_write("t", b"other"), WriteKind::Item)
+            .finished(WriteOutcome::ContradictedSchema);
+        assert!(f.cache.key_schema(&id("t")).is_none());
+        assert!(!is_hit(&f.cache, "t", b"k").await);
+    }
+
+    #[tokio::test]
+    async fn a_failed_schema_fetch_is_asked_again_a_second_later() {
+        let f = cache_with(1 << 20);
+        let Need::Fetch(ticket) = f.cache.need_schema(&id("t")) else {
+            panic!("unknown at first");
+        };
+        ticket.finish(None);
+        assert!(matches!(f.cache.need_schema(&id("t")), Need::Unavailable));
+        f.clock.advance(Duration::from_secs(1));
+        assert!(matches!(f.cache.need_schema(&id("t")), Need::Fetch(_)));
     }
 
     #[tokio::test]
     async fn bytes_stay_under_capacity() {
         let capacity = 64 * 1024;
-        let cache = cache_with(capacity);
+        let f = cache_with(capacity);
         static BODY: [u8; 1000] = [b' '; 1000];
         for i in 0..1000u32 {
             let pk = i.to_le_bytes();
-            if let Lookup::Miss(fill) = cache
-                .lookup(
-                    Kind::Item,
-                    &id("t"),
-                    Dependency::Item(&pk),
-                    CacheKey::item(&id("t"), &pk, b""),
-                )
-                .await
-            {
+            if let Lookup::Miss(fill) = lookup_item(&f.cache, "t", &pk).await {
                 let _ = fill.complete(Bytes::from_static(&BODY), None, TTL);
             }
         }
-        let stats = cache.stats(Kind::Item);
+        let stats = f.cache.stats(Kind::Item);
         assert!(stats.bytes <= capacity, "{stats:?}");
         assert!(stats.entries > 10, "{stats:?}");
-        assert!(cache.metrics.eviction_counter("item").get() > 0);
+        assert!(f.cache.metrics.eviction_counter("item").get() > 0);
     }
 }

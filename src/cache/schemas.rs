@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -28,7 +28,8 @@ enum State {
     Fetching(watch::Receiver<()>),
     Known(Arc<KeySchema>),
     Failed {
-        retry_at: Instant,
+        /// On the cache's clock, in milliseconds.
+        retry_at: u64,
     },
 }
 
@@ -62,6 +63,8 @@ pub(crate) struct FetchTicket {
     schemas: Arc<KeySchemas>,
     table: TableId,
     epoch: u64,
+    /// When the fetch started, on the cache's clock: a failure is retried from then on.
+    started: u64,
     _done: watch::Sender<()>,
     finished: bool,
 }
@@ -80,7 +83,7 @@ impl FetchTicket {
         slot.state = match schema {
             Some(s) => State::Known(Arc::new(s)),
             None => State::Failed {
-                retry_at: Instant::now() + RETRY_AFTER_FAILURE,
+                retry_at: self.started + RETRY_AFTER_FAILURE.as_millis() as u64,
             },
         };
     }
@@ -127,14 +130,14 @@ impl KeySchemas {
         }
     }
 
-    /// The schema, or what to do to have it.
-    pub(crate) fn need(self: &Arc<Self>, table: &TableId) -> Need {
+    /// The schema, or what to do to have it, at `now` on the cache's clock.
+    pub(crate) fn need(self: &Arc<Self>, table: &TableId, now: u64) -> Need {
         let mut tables = self.tables.lock();
         let slot = tables.entry(table.clone()).or_default();
         match &slot.state {
             State::Known(s) => return Need::Known(s.clone()),
             State::Fetching(done) => return Need::Wait(done.clone()),
-            State::Failed { retry_at } if Instant::now() < *retry_at => return Need::Unavailable,
+            State::Failed { retry_at } if now < *retry_at => return Need::Unavailable,
             State::Unknown | State::Failed { .. } => {}
         }
         let (done, waiting) = watch::channel(());
@@ -143,6 +146,7 @@ impl KeySchemas {
             schemas: self.clone(),
             table: table.clone(),
             epoch: slot.epoch,
+            started: now,
             _done: done,
             finished: false,
         })
@@ -196,7 +200,11 @@ mod tests {
     }
 
     fn fetch(s: &Arc<KeySchemas>, table: &TableId) -> FetchTicket {
-        match s.need(table) {
+        fetch_at(s, table, 0)
+    }
+
+    fn fetch_at(s: &Arc<KeySchemas>, table: &TableId, now: u64) -> FetchTicket {
+        match s.need(table, now) {
             Need::Fetch(t) => t,
             _ => panic!("expected to fetch"),
         }
@@ -206,13 +214,13 @@ mod tests {
     async fn one_fetch_at_a_time_and_waiters_see_its_result() {
         let s = Arc::new(KeySchemas::default());
         let ticket = fetch(&s, &rt());
-        let Need::Wait(mut waiting) = s.need(&rt()) else {
+        let Need::Wait(mut waiting) = s.need(&rt(), 0) else {
             panic!("a second caller waits");
         };
         ticket.finish(Some(schema("pk")));
         // The sender is gone: the waiter wakes.
         assert!(waiting.changed().await.is_err());
-        assert!(matches!(s.need(&rt()), Need::Known(k) if k.hash == "pk"));
+        assert!(matches!(s.need(&rt(), 0), Need::Known(k) if k.hash == "pk"));
         assert_eq!(s.local_account("r").as_deref(), Some("123456789012"));
         assert_eq!(s.local_account("other"), None);
     }
@@ -235,8 +243,11 @@ mod tests {
         drop(fetch(&s, &rt()));
         let ticket = fetch(&s, &rt());
         ticket.finish(None);
-        assert!(matches!(s.need(&rt()), Need::Unavailable));
+        assert!(matches!(s.need(&rt(), 999), Need::Unavailable));
+        // A second later it is asked again.
+        let again = fetch_at(&s, &rt(), 1000);
+        again.finish(None);
         s.forget_all();
-        assert!(matches!(s.need(&rt()), Need::Fetch(_)));
+        assert!(matches!(s.need(&rt(), 0), Need::Fetch(_)));
     }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::cache::{Cache, InvalidationCause};
+use crate::cache::{Cache, InvalidationCause, Learned};
 use crate::config::{redacted_url, FleetConfig};
 use crate::metrics::FleetMetrics;
 use crate::protocol::writes::WriteScope;
@@ -420,7 +420,7 @@ impl Bus {
         within(limit, sink.subscribe(&self.channel)).await??;
         // Subscribed: every message published from now on arrives. What was published while the
         // link was down is unknown, so nothing cached before this point may be served.
-        self.cache.flush_for(InvalidationCause::FleetResync);
+        self.cache.flush(InvalidationCause::FleetResync);
         self.open(LINK_DOWN);
         self.fleet_metrics().link_up.set(1);
         backoff.reset();
@@ -457,8 +457,7 @@ impl Bus {
                 received.with_label_values(&["invalid"]).inc();
                 warn!("fleet: a message not understood; invalidating everything");
                 self.cache
-                    .apply_remote(&WriteScope::everything(), InvalidationCause::Fleet);
-                self.cache.schemas().forget_all();
+                    .learned(&WriteScope::everything(), Learned::PeerControl);
                 return;
             }
         };
@@ -466,20 +465,12 @@ impl Bus {
             received.with_label_values(&["own"]).inc();
             return;
         }
-        let cause = match message.kind {
-            Origin::Stream => InvalidationCause::Stream,
-            Origin::Write | Origin::Control => InvalidationCause::Fleet,
+        let learned = match message.kind {
+            Origin::Write => Learned::PeerWrite,
+            Origin::Control => Learned::PeerControl,
+            Origin::Stream => Learned::Stream,
         };
-        self.cache.apply_remote(&message.scope, cause);
-        if message.kind == Origin::Control {
-            // The table may have been recreated with another key.
-            if message.scope.everything {
-                self.cache.schemas().forget_all();
-            }
-            for table in &message.scope.tables {
-                self.cache.schemas().forget(table);
-            }
-        }
+        self.cache.learned(&message.scope, learned);
         received.with_label_values(&["applied"]).inc();
         let lag_us = now_us().saturating_sub(message.ts_us);
         self.fleet_metrics()

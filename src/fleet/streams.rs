@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::bus::{Bus, Origin};
 use super::lease::{Checkpoints, Lease, LeaseError, END, STARTED_AT_LATEST};
-use crate::cache::{Cache, InvalidationCause};
+use crate::cache::{Cache, Learned};
 use crate::config::{Config, StreamTables, StreamsConfig};
 use crate::metrics::Metrics;
 use crate::protocol::canonical::{encode_key, KeyAttr};
@@ -391,16 +391,12 @@ async fn read_shard(
                 shard = id,
                 "stream: records trimmed before they were read; dropping the table's entries"
             );
-            let id = TableId::new(&ctx.region, table);
-            ctx.cache.invalidate_table(&id, InvalidationCause::Stream);
-            publish(
-                ctx,
-                &WriteScope {
-                    tables: vec![id],
-                    ..Default::default()
-                },
-            )
-            .await;
+            let scope = WriteScope {
+                tables: vec![TableId::new(&ctx.region, table)],
+                ..Default::default()
+            };
+            ctx.cache.learned(&scope, Learned::Stream);
+            publish(ctx, &scope).await;
             shard.last = None;
             return Ok(ShardRead {
                 records: 0,
@@ -412,7 +408,7 @@ async fn read_shard(
     let records = answer["Records"].as_array().map_or(&[][..], Vec::as_slice);
     if !records.is_empty() {
         let scope = scope_of(&TableId::new(&ctx.region, table), partition_key, records);
-        ctx.cache.apply_remote(&scope, InvalidationCause::Stream);
+        ctx.cache.learned(&scope, Learned::Stream);
         publish(ctx, &scope).await;
         let m = &ctx.metrics.fleet;
         m.stream_records

@@ -27,6 +27,18 @@ pub fn get_item_output(body: &[u8]) -> Option<Option<std::ops::Range<usize>>> {
     }))
 }
 
+/// Whether an answer (its HTTP status and body) says the table's key is not what ddbcache thought,
+/// or the table is gone: the key schema is then forgotten and fetched again when next needed.
+pub fn contradicts_schema(status: u16, body: &[u8]) -> bool {
+    if status != 400 {
+        return false;
+    }
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    has(b"ResourceNotFoundException")
+        || has(b"does not match the schema")
+        || has(b"Missing the key")
+}
+
 /// The body without its top-level `ConsumedCapacity` member (the same bytes when it has none).
 /// `None` when the body is not a JSON object ddbcache can cut the member out of.
 pub fn without_consumed_capacity(body: &[u8]) -> Option<Vec<u8>> {

@@ -19,6 +19,7 @@ use super::canonical::{encode_key, encode_projection, normalize_numbers_in, KeyA
 use super::error::ProtocolError;
 use super::table::KeySchema;
 use super::validate::{self, NotProven};
+use super::Operation;
 
 /// How a read request came out of parsing.
 #[derive(Debug)]
@@ -76,6 +77,61 @@ pub(crate) fn require_object(body: &[u8]) -> Result<(), ProtocolError> {
                 "request body must be a JSON object".into(),
             )),
         })
+}
+
+/// A cacheable read, parsed down to what keys the caches.
+#[derive(Debug)]
+pub enum Read<'a> {
+    GetItem(GetItemRead<'a>),
+    BatchGetItem(BatchGetRead),
+    /// A Query or a Scan.
+    Query(QueryRead),
+}
+
+/// A cacheable read as parsing and validation left it: what the cache policy is asked about.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// Keyed, and proven to be a request DynamoDB accepts.
+    Proven(Read<'a>),
+    /// Keyed, but not proven valid: a hit must never answer a request DynamoDB would reject.
+    NotProven(NotProven),
+    /// Something ddbcache does not key on ([`ReadParse::Uncacheable`]).
+    NotUnderstood,
+}
+
+/// The one way a cacheable read (GetItem, BatchGetItem, Query, Scan) is parsed and proven: the
+/// usual GetItem in one pass ([`get_item_fast`]), everything else by its strict parser and the
+/// validator. Only a body that is not a JSON object is an error; for a GetItem the caller proves
+/// that first, as the front door would have.
+pub fn parse_read(op: Operation, body: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
+    if op == Operation::GetItem {
+        if let Some(read) = get_item_fast(body) {
+            return Ok(Parsed::Proven(Read::GetItem(read)));
+        }
+    }
+    let read = match op {
+        Operation::GetItem => parse_get_item(body)?.map(Read::GetItem),
+        Operation::BatchGetItem => parse_batch_get_item(body)?.map(Read::BatchGetItem),
+        Operation::Query => parse_query(body, false)?.map(Read::Query),
+        Operation::Scan => parse_query(body, true)?.map(Read::Query),
+        _ => ReadParse::Uncacheable,
+    };
+    Ok(match read {
+        ReadParse::Cacheable(read) => match validate::cacheable_read(op, body) {
+            Ok(()) => Parsed::Proven(read),
+            Err(why) => Parsed::NotProven(why),
+        },
+        ReadParse::Uncacheable => Parsed::NotUnderstood,
+    })
+}
+
+impl<T> ReadParse<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> ReadParse<U> {
+        match self {
+            ReadParse::Cacheable(t) => ReadParse::Cacheable(f(t)),
+            ReadParse::Uncacheable => ReadParse::Uncacheable,
+        }
+    }
 }
 
 /// The same request, asking for a strongly consistent read (`ConsistentRead: true`), for a miss
@@ -151,31 +207,6 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
         consistent_read: input.consistent_read.unwrap_or(false),
         capacity,
     }))
-}
-
-/// A GetItem read down to its cache key, and whether it is proven to be one DynamoDB accepts
-/// ([`super::validate::get_item`]): what the hit path needs, in one pass over the body when it has
-/// the usual shape ([`get_item_fast`]), else as [`parse_get_item`] and the validator say.
-pub fn read_get_item(
-    body: &[u8],
-) -> Result<(ReadParse<GetItemRead<'_>>, Result<(), NotProven>), ProtocolError> {
-    match get_item_fast(body) {
-        Some(read) => Ok((ReadParse::Cacheable(read), Ok(()))),
-        None => read_get_item_full(body),
-    }
-}
-
-/// [`read_get_item`] for a body [`get_item_fast`] did not take: [`parse_get_item`] and the
-/// validator.
-pub fn read_get_item_full(
-    body: &[u8],
-) -> Result<(ReadParse<GetItemRead<'_>>, Result<(), NotProven>), ProtocolError> {
-    let parsed = parse_get_item(body)?;
-    let proof = match parsed {
-        ReadParse::Cacheable(_) => validate::get_item(body),
-        ReadParse::Uncacheable => Ok(()),
-    };
-    Ok((parsed, proof))
 }
 
 /// The usual GetItem — `TableName`, `Key` (one or two attributes of type S, N or B), optionally
@@ -357,7 +388,7 @@ struct KeysAndAttributes<'a> {
 
 /// One table's part of a BatchGetItem.
 #[derive(Debug, Clone)]
-pub(crate) struct BatchTable {
+pub struct BatchTable {
     /// `TableName` as the client wrote it (the response is keyed by it).
     pub request_name: String,
     /// The key's attribute names, sorted (every key of one table must have the same).
@@ -369,12 +400,12 @@ pub(crate) struct BatchTable {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct BatchGetRead {
+pub struct BatchGetRead {
     pub tables: Vec<BatchTable>,
     pub capacity: Capacity,
 }
 
-pub(crate) fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, ProtocolError> {
+pub fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, ProtocolError> {
     let input: BatchGetItemInput = match parse_strict(body)? {
         ReadParse::Cacheable(i) => i,
         ReadParse::Uncacheable => return Ok(ReadParse::Uncacheable),

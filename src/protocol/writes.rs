@@ -58,6 +58,11 @@ impl WriteScope {
         self.items.is_empty() && self.tables.is_empty() && !self.everything
     }
 
+    /// Every table the write names, items' tables included (a table may come more than once).
+    pub fn touched_tables(&self) -> impl Iterator<Item = &TableId> {
+        self.items.iter().map(|i| &i.table).chain(&self.tables)
+    }
+
     pub(crate) fn add_table(&mut self, id: TableId) {
         if !self.tables.contains(&id) {
             self.tables.push(id);

@@ -9,258 +9,213 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::{Cache, CacheKey, Entry, Fill, Kind, Lookup};
+use crate::cache::{CacheKey, Entry, Fill, Kind, Lookup};
 use crate::protocol::answers::{self, BatchGetItemOutput};
-use crate::protocol::reads::{self, BatchGetRead, Capacity, ReadParse};
+use crate::protocol::reads::{self, BatchGetRead, Capacity};
 use crate::protocol::table::KeySchema;
-use crate::protocol::{validate, ProtocolError};
+use crate::protocol::ProtocolError;
 
 use super::admit::Inbound;
-use super::policy::{self, BypassReason, ItemDecision, MissRead, Unstored};
-use super::reads::zero_capacity;
+use super::forward::Encoding;
+use super::policy::{self, zero_capacity, BatchPlan, MissRead, Unstored};
 use super::respond::{self, Outcome};
-use super::tables::{contradicts_schema, ReadTable};
-use super::{Answered, Encoding, Proxy};
+use super::{tables, Answered, Cached};
 
-/// A key that missed: (table index, key index in the request, how it was read, the right to
-/// fill it).
-type Missed<'a> = (usize, usize, MissRead, Fill<'a>);
+/// A key that missed: where it is in the request, how it was read, and the right to fill it.
+struct Missed<'a> {
+    table: usize,
+    key: usize,
+    how: MissRead,
+    fill: Fill<'a>,
+}
 
-impl Proxy {
-    pub(super) async fn batch_get_item(
-        self: &Arc<Self>,
-        cache: &Arc<Cache>,
-        inb: &Inbound,
-    ) -> Answered {
-        let read = match reads::parse_batch_get_item(&inb.json)? {
-            ReadParse::Cacheable(r) => r,
-            ReadParse::Uncacheable => {
-                return self
-                    .bypass(Kind::Item, BypassReason::NotUnderstood, inb)
-                    .await
+/// Serves a planned BatchGetItem: hits from the cache, the misses from upstream, merged.
+pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: BatchPlan<'_>) -> Answered {
+    let read = plan.read;
+    let wants_capacity = read.capacity != Capacity::None;
+
+    // Look every key up: per table, the entries that hit and a mask of which keys did.
+    let mut hits: Vec<Vec<Entry>> = Vec::with_capacity(read.tables.len());
+    let mut hit_mask: Vec<Vec<bool>> = Vec::with_capacity(read.tables.len());
+    let mut misses = Vec::new();
+    for (ti, (t, tp)) in read.tables.iter().zip(&plan.tables).enumerate() {
+        let mut table_hits = Vec::new();
+        let mut mask = Vec::with_capacity(t.keys.len());
+        for (ki, k) in t.keys.iter().enumerate() {
+            if tp.ttls.is_none() {
+                mask.push(false);
+                continue;
             }
-        };
-        if validate::batch_get_item(&inb.json).is_err() {
-            return self
-                .bypass(Kind::Item, BypassReason::NotProvenValid, inb)
-                .await;
-        }
-        let mut tables: Vec<ReadTable<'_>> = Vec::with_capacity(read.tables.len());
-        let mut decisions = Vec::with_capacity(read.tables.len());
-        let mut schemas: Vec<Option<Arc<KeySchema>>> = Vec::with_capacity(read.tables.len());
-        for t in &read.tables {
-            let table = match self.read_table(cache, inb.region.as_str(), &t.request_name) {
-                Ok(table) => table,
-                Err(reason) => return self.bypass(Kind::Item, reason, inb).await,
-            };
-            let decision = policy::item_read(&self.config, table.name, t.consistent_read);
-            if decision == ItemDecision::Bypass(BypassReason::ConsistentRead) {
-                return self
-                    .bypass(Kind::Item, BypassReason::ConsistentRead, inb)
-                    .await;
-            }
-            let schema = cache.schemas().get(&table.id);
-            if let Some(s) = &schema {
-                if !s.is_key(t.key_names.iter().map(String::as_str)) {
-                    cache.schema_contradicted(&table.id);
-                    return self
-                        .bypass(Kind::Item, BypassReason::KeyMismatch, inb)
-                        .await;
+            let cache_key = CacheKey::item(&tp.table, k, &t.projection);
+            match cx.cache.peek(tp.address(k, &cache_key)) {
+                Lookup::Hit { entry, .. } => {
+                    table_hits.push(entry);
+                    mask.push(true);
                 }
-            }
-            tables.push(table);
-            decisions.push(decision);
-            schemas.push(schema);
-        }
-        let wants_capacity = read.capacity != Capacity::None;
-
-        // Look every key up: per table, the entries that hit and a mask of which keys did.
-        let mut hits: Vec<Vec<Entry>> = Vec::with_capacity(read.tables.len());
-        let mut hit_mask: Vec<Vec<bool>> = Vec::with_capacity(read.tables.len());
-        let mut misses = Vec::new();
-        for (ti, t) in read.tables.iter().enumerate() {
-            let cached = matches!(decisions[ti], ItemDecision::Cache { .. });
-            let id = &tables[ti].id;
-            let mut table_hits = Vec::new();
-            let mut mask = Vec::with_capacity(t.keys.len());
-            for (ki, k) in t.keys.iter().enumerate() {
-                if !cached {
+                Lookup::Miss(fill) => {
+                    let how = policy::miss_read(fill.restrictions(), true, wants_capacity);
+                    misses.push(Missed {
+                        table: ti,
+                        key: ki,
+                        how,
+                        fill,
+                    });
                     mask.push(false);
-                    continue;
-                }
-                match cache.peek_item(id, k, CacheKey::item(id, k, &t.projection)) {
-                    Lookup::Hit { entry, .. } => {
-                        table_hits.push(entry);
-                        mask.push(true);
-                    }
-                    Lookup::Miss(fill) => {
-                        let how = policy::miss_read(fill.restrictions(), true, wants_capacity);
-                        misses.push((ti, ki, how, fill));
-                        mask.push(false);
-                    }
                 }
             }
-            hits.push(table_hits);
-            hit_mask.push(mask);
         }
-        let any_hit = hit_mask.iter().flatten().any(|h| *h);
-        if hit_mask.iter().flatten().all(|h| *h) {
-            let body = merge(&read, &hits, None)?;
-            return Ok((respond::composed(body), Outcome::Hit));
-        }
+        hits.push(table_hits);
+        hit_mask.push(mask);
+    }
+    let any_hit = hit_mask.iter().flatten().any(|h| *h);
+    if hit_mask.iter().flatten().all(|h| *h) {
+        let body = merge(read, &hits, None)?;
+        return Ok((respond::composed(body), Outcome::Hit));
+    }
 
-        // Forward the misses only (the whole request when nothing hit), reading consistently
-        // the tables with a recently written key.
-        let consistent: Vec<bool> = (0..read.tables.len())
-            .map(|ti| {
-                misses
-                    .iter()
-                    .any(|(t, _, how, _)| *t == ti && *how == MissRead::Consistent)
-            })
-            .collect();
-        let rewrite = any_hit || consistent.iter().any(|c| *c);
-        let forwarded;
-        let sub = if rewrite {
-            let body = reads::batch_get_subset(
-                &inb.json,
-                &read,
-                |ti, ki| !hit_mask[ti][ki],
-                |ti| consistent[ti],
-            )?;
-            if consistent.iter().any(|c| *c) {
-                self.metrics
-                    .cache_consistent_reads
-                    .with_label_values(&[Kind::Item.label()])
-                    .inc();
-            }
-            forwarded = inb.with_body(Bytes::from(body));
-            &forwarded
-        } else {
-            inb
-        };
-        // Key schemas are needed to match returned items to keys: fetch the unknown ones
-        // alongside the read.
-        let fetch_schemas = async {
-            let mut fetched = schemas.clone();
-            for (ti, schema) in fetched.iter_mut().enumerate() {
-                if schema.is_none() {
-                    *schema = self.schema(cache, &tables[ti], inb).await;
-                }
-            }
-            fetched
-        };
-        let (upstream, schemas) =
-            tokio::join!(self.forward(sub, Encoding::Identity), fetch_schemas);
-        let upstream = upstream?;
-        if contradicts_schema(&upstream) {
-            for t in &tables {
-                cache.schema_contradicted(&t.id);
-            }
+    // Forward the misses only (the whole request when nothing hit), reading consistently the
+    // tables with a recently written key.
+    let consistent: Vec<bool> = (0..read.tables.len())
+        .map(|ti| {
+            misses
+                .iter()
+                .any(|m| m.table == ti && m.how == MissRead::Consistent)
+        })
+        .collect();
+    let rewrite = any_hit || consistent.iter().any(|c| *c);
+    let forwarded;
+    let sub = if rewrite {
+        let body = reads::batch_get_subset(
+            &inb.json,
+            read,
+            |ti, ki| !hit_mask[ti][ki],
+            |ti| consistent[ti],
+        )?;
+        if consistent.iter().any(|c| *c) {
+            cx.counters.consistent_read(Kind::Item);
         }
-        let output = policy::storable(&upstream, inb.op)
-            .and_then(|()| answers::parse_batch_get_output(&upstream.body).ok_or(Unstored::Shape));
-        let output = match output {
-            Ok(output) => output,
-            Err(reason) => {
-                // An error (or an answer ddbcache cannot read): the client gets it as it came.
-                for _ in &misses {
-                    self.count_unstored(Kind::Item, reason);
-                }
-                return Ok((respond::relayed(upstream), Outcome::Miss));
+        forwarded = inb.with_body(Bytes::from(body));
+        &forwarded
+    } else {
+        inb
+    };
+    // Key schemas are needed to match returned items to keys: fetch the unknown ones alongside
+    // the read.
+    let fetch_schemas = async {
+        let mut fetched = Vec::with_capacity(plan.tables.len());
+        for tp in &plan.tables {
+            fetched.push(match &tp.schema {
+                Some(s) => Some(s.clone()),
+                None => tables::schema(cx, &tp.table, tp.as_sent, inb).await,
+            });
+        }
+        fetched
+    };
+    let (upstream, schemas) =
+        tokio::join!(cx.upstream.send(sub, Encoding::Identity), fetch_schemas);
+    let upstream = upstream?;
+    if answers::contradicts_schema(upstream.status.as_u16(), &upstream.body) {
+        for tp in &plan.tables {
+            cx.cache.contradicted(&tp.table);
+        }
+    }
+    let output = policy::storable(&upstream, inb.op)
+        .and_then(|()| answers::parse_batch_get_output(&upstream.body).ok_or(Unstored::Shape));
+    let output = match output {
+        Ok(output) => output,
+        Err(reason) => {
+            // An error (or an answer ddbcache cannot read): the client gets it as it came.
+            for _ in &misses {
+                cx.counters.unstored(Kind::Item, reason);
             }
-        };
-        self.fill_batch(&read, &decisions, &schemas, &output, misses);
-        if !any_hit {
             return Ok((respond::relayed(upstream), Outcome::Miss));
         }
-        let body = merge(&read, &hits, Some(&output))?;
-        Ok((respond::composed(body), Outcome::Miss))
+    };
+    fill(cx, &plan, &schemas, &output, misses);
+    if !any_hit {
+        return Ok((respond::relayed(upstream), Outcome::Miss));
     }
+    let body = merge(read, &hits, Some(&output))?;
+    Ok((respond::composed(body), Outcome::Miss))
+}
 
-    /// Stores what a BatchGetItem answer says about each missed key: its item, or (when every
-    /// returned item could be matched to its key and the key is not unprocessed) its absence.
-    fn fill_batch(
-        &self,
-        read: &BatchGetRead,
-        decisions: &[ItemDecision],
-        schemas: &[Option<Arc<KeySchema>>],
-        output: &BatchGetItemOutput<'_>,
-        misses: Vec<Missed<'_>>,
-    ) {
-        let key_names: Vec<Option<Vec<String>>> = schemas
-            .iter()
-            .zip(&read.tables)
-            .map(|(s, t)| {
-                let s = s.as_ref()?;
-                s.is_key(t.key_names.iter().map(String::as_str))
-                    .then(|| t.key_names.clone())
-            })
-            .collect();
-        let unprocessed = output
-            .unprocessed_keys
-            .map(|raw| unprocessed_keys(raw.get(), read, &key_names))
-            .unwrap_or_default();
-        // Per table: canonical key → item JSON; None when some item could not be matched.
-        let mut found: Vec<Option<HashMap<Vec<u8>, &str>>> = read
-            .tables
-            .iter()
-            .zip(&key_names)
-            .map(|(t, names)| {
-                let names = names.as_ref()?;
-                let mut m = HashMap::new();
-                for item in output.responses.get(&t.request_name).into_iter().flatten() {
-                    m.insert(answers::item_key(item, names)?, item.get());
-                }
-                Some(m)
-            })
-            .collect();
-        for (ti, ki, how, fill) in misses {
-            let stored = match how {
-                MissRead::Unstored(reason) => Err(reason),
-                _ => self.fill_one(read, decisions, &mut found, &unprocessed, ti, ki, fill),
-            };
-            if let Err(reason) = stored {
-                self.count_unstored(Kind::Item, reason);
+/// Stores what a BatchGetItem answer says about each missed key: its item, or (when every
+/// returned item could be matched to its key and the key is not unprocessed) its absence.
+fn fill(
+    cx: &Cached,
+    plan: &BatchPlan<'_>,
+    schemas: &[Option<Arc<KeySchema>>],
+    output: &BatchGetItemOutput<'_>,
+    misses: Vec<Missed<'_>>,
+) {
+    let read = plan.read;
+    let key_names: Vec<Option<Vec<String>>> = schemas
+        .iter()
+        .zip(&read.tables)
+        .map(|(s, t)| {
+            let s = s.as_ref()?;
+            s.is_key(t.key_names.iter().map(String::as_str))
+                .then(|| t.key_names.clone())
+        })
+        .collect();
+    let unprocessed = output
+        .unprocessed_keys
+        .map(|raw| unprocessed_keys(raw.get(), read, &key_names))
+        .unwrap_or_default();
+    // Per table: canonical key → item JSON; None when some item could not be matched.
+    let mut found: Vec<Option<HashMap<Vec<u8>, &str>>> = read
+        .tables
+        .iter()
+        .zip(&key_names)
+        .map(|(t, names)| {
+            let names = names.as_ref()?;
+            let mut m = HashMap::new();
+            for item in output.responses.get(&t.request_name).into_iter().flatten() {
+                m.insert(answers::item_key(item, names)?, item.get());
             }
+            Some(m)
+        })
+        .collect();
+    for missed in misses {
+        let stored = match missed.how {
+            MissRead::Unstored(reason) => Err(reason),
+            _ => fill_one(plan, &mut found, &unprocessed, missed),
+        };
+        if let Err(reason) = stored {
+            cx.counters.unstored(Kind::Item, reason);
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn fill_one(
-        &self,
-        read: &BatchGetRead,
-        decisions: &[ItemDecision],
-        found: &mut [Option<HashMap<Vec<u8>, &str>>],
-        unprocessed: &HashSet<(usize, Vec<u8>)>,
-        ti: usize,
-        ki: usize,
-        fill: Fill<'_>,
-    ) -> Result<(), Unstored> {
-        let key = &read.tables[ti].keys[ki];
-        let table_found = found[ti].as_mut().ok_or(Unstored::Schema)?;
-        let ItemDecision::Cache {
-            found: found_ttl,
-            absent: absent_ttl,
-        } = decisions[ti]
-        else {
-            return Ok(());
-        };
-        match table_found.remove(key) {
-            Some(item) => match found_ttl {
-                Some(ttl) => {
-                    let body = Bytes::from(format!("{{\"Item\":{item}}}"));
-                    let range = 8..8 + item.len();
-                    Ok(fill.complete(body, Some(range), ttl)?)
-                }
-                None => Ok(()),
-            },
-            None if !unprocessed.contains(&(ti, key.clone())) => match absent_ttl {
-                Some(ttl) => Ok(fill.complete(Bytes::from_static(b"{}"), None, ttl)?),
-                None => Ok(()),
-            },
-            // Unprocessed: DynamoDB said nothing about it.
+fn fill_one(
+    plan: &BatchPlan<'_>,
+    found: &mut [Option<HashMap<Vec<u8>, &str>>],
+    unprocessed: &HashSet<(usize, Vec<u8>)>,
+    missed: Missed<'_>,
+) -> Result<(), Unstored> {
+    let (ti, key) = (
+        missed.table,
+        &plan.read.tables[missed.table].keys[missed.key],
+    );
+    let table_found = found[ti].as_mut().ok_or(Unstored::Schema)?;
+    let Some((found_ttl, absent_ttl)) = plan.tables[ti].ttls else {
+        return Ok(());
+    };
+    match table_found.remove(key) {
+        Some(item) => match found_ttl {
+            Some(ttl) => {
+                let body = Bytes::from(format!("{{\"Item\":{item}}}"));
+                let range = 8..8 + item.len();
+                Ok(missed.fill.complete(body, Some(range), ttl)?)
+            }
             None => Ok(()),
-        }
+        },
+        None if !unprocessed.contains(&(ti, key.clone())) => match absent_ttl {
+            Some(ttl) => Ok(missed.fill.complete(Bytes::from_static(b"{}"), None, ttl)?),
+            None => Ok(()),
+        },
+        // Unprocessed: DynamoDB said nothing about it.
+        None => Ok(()),
     }
 }
 

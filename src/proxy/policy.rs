@@ -1,35 +1,51 @@
-//! Cache policy, in one place: whether a read may use the cache and for how long, how a miss must
-//! be sent, and whether an upstream answer may be stored. Every "no" has a name — a
-//! [`BypassReason`] (the read went around the cache) or an [`Unstored`] reason (the miss was
-//! answered but not stored) — that becomes a metric label, so a metric or a log line says why.
+//! Cache policy, in one place: whether a read may use the cache and how ([`plan`],
+//! [`plan_batch`]), how a miss must be sent ([`miss_read`]), and what of an upstream answer is
+//! stored ([`keep`], [`storable`]). Every "no" has a name — a [`BypassReason`] (the read went
+//! around the cache) or an [`Unstored`] reason (the miss was answered but not stored) — that
+//! becomes a metric label, so a metric or a log line says why. The read paths carry out what is
+//! decided here and decide nothing themselves.
 //!
 //! The rules, in the order a read meets them:
-//! 1. The request must be one DynamoDB certainly accepts (`protocol::validate`), parsed to a key
+//! 1. The fleet must let this sidecar serve hits (its bus is up, its own invalidations went out).
+//! 2. The request must be one DynamoDB certainly accepts (`protocol::validate`), parsed to a key
 //!    ddbcache understands, for a table ddbcache can identify (a name, or the ARN of a table of
 //!    the request's region and account), without `ConsistentRead`, and the table's TTL for that
 //!    cache must not be `0s`. Otherwise: bypass.
-//! 2. A GetItem's key must have exactly the table's key attributes (from its DescribeTable);
-//!    when it does not, the schema is contradicted and the read bypasses.
-//! 3. A miss on something written within the consistency window is sent with
+//! 3. A GetItem's (or BatchGetItem's) key must have exactly the table's key attributes (from its
+//!    DescribeTable); when it does not, the schema is contradicted and the read bypasses. A Query
+//!    that asks for `INDEXES` capacity on an index ddbcache cannot place yet bypasses while the
+//!    schema is fetched (a hit could not say which kind of index it read).
+//! 4. A miss on something written within the consistency window is sent with
 //!    `ConsistentRead: true` where DynamoDB allows it (GetItem, BatchGetItem, Query and Scan on
 //!    the table or a local secondary index) and the client did not ask for consumed capacity
 //!    (which a consistent read would double); otherwise it is sent as it came and not stored.
-//! 4. An answer is stored only if it is a 200 with a plain body, of the shape DynamoDB's answers
+//! 5. An answer is stored only if it is a 200 with a plain body, of the shape DynamoDB's answers
 //!    have, the key schema is known and matches, and no write began or may still land since the
 //!    read started.
 
+use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, StatusCode};
 
+use crate::cache::{Address, Cache, CacheKey, Dependency, Kind, Restrictions};
 use crate::config::{Config, TableTtls};
 use crate::fleet::{Blocked, Fleet};
-use crate::protocol::table::KeySchema;
-use crate::protocol::{answers, Operation, HEADER_CRC32};
+use crate::protocol::answers;
+use crate::protocol::reads::{BatchGetRead, Capacity, GetItemRead, Parsed, QueryRead, Read};
+use crate::protocol::region::Region;
+use crate::protocol::table::{KeySchema, TableId, TableRef};
+use crate::protocol::{Operation, HEADER_CRC32};
 use crate::upstream::UpstreamResponse;
 
+use super::respond::ZeroCapacity;
+
 /// Why a cacheable operation went straight upstream without looking in the cache or filling it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum BypassReason {
     /// `ConsistentRead: true`: the client asked for the latest committed value.
     ConsistentRead,
@@ -52,34 +68,9 @@ pub(crate) enum BypassReason {
     FleetBacklog,
 }
 
-impl BypassReason {
-    pub(crate) const ALL: [BypassReason; 8] = [
-        BypassReason::ConsistentRead,
-        BypassReason::CacheOff,
-        BypassReason::NotUnderstood,
-        BypassReason::NotProvenValid,
-        BypassReason::ForeignTable,
-        BypassReason::KeyMismatch,
-        BypassReason::FleetLinkDown,
-        BypassReason::FleetBacklog,
-    ];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            BypassReason::ConsistentRead => "consistent_read",
-            BypassReason::CacheOff => "cache_off",
-            BypassReason::NotUnderstood => "not_understood",
-            BypassReason::NotProvenValid => "not_proven_valid",
-            BypassReason::ForeignTable => "foreign_table",
-            BypassReason::KeyMismatch => "key_mismatch",
-            BypassReason::FleetLinkDown => "fleet_link_down",
-            BypassReason::FleetBacklog => "fleet_backlog",
-        }
-    }
-}
-
 /// Why a miss was answered but its answer not stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum Unstored {
     /// A write began since the read started.
     Raced,
@@ -100,30 +91,6 @@ pub(crate) enum Unstored {
     Shape,
 }
 
-impl Unstored {
-    pub(crate) const ALL: [Unstored; 7] = [
-        Unstored::Raced,
-        Unstored::InDoubt,
-        Unstored::RecentWrite,
-        Unstored::Schema,
-        Unstored::Answer,
-        Unstored::Checksum,
-        Unstored::Shape,
-    ];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Unstored::Raced => "raced",
-            Unstored::InDoubt => "in_doubt",
-            Unstored::RecentWrite => "recent_write",
-            Unstored::Schema => "schema",
-            Unstored::Answer => "answer",
-            Unstored::Checksum => "checksum",
-            Unstored::Shape => "shape",
-        }
-    }
-}
-
 impl From<crate::cache::Refusal> for Unstored {
     fn from(r: crate::cache::Refusal) -> Unstored {
         match r {
@@ -133,61 +100,356 @@ impl From<crate::cache::Refusal> for Unstored {
     }
 }
 
-/// What may be done with an item read (GetItem, or one table of a BatchGetItem).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ItemDecision {
-    /// Look up, and fill a miss: an item for `found`, "no such item" for `absent` (`None`: not
-    /// stored).
-    Cache {
+/// A read that goes around the cache: why, and what the cache must learn from it.
+pub(crate) struct Bypass<'r> {
+    pub(crate) kind: Kind,
+    pub(crate) reason: BypassReason,
+    pub(crate) then: Option<SchemaAction<'r>>,
+}
+
+/// What a bypassed read tells about a table's key schema.
+pub(crate) enum SchemaAction<'r> {
+    /// The read's key contradicts it.
+    Contradicted(TableId),
+    /// It is unknown and wanted: fetch it, naming the table as the request did.
+    Fetch { table: TableId, as_sent: &'r str },
+}
+
+impl Bypass<'_> {
+    fn plain(kind: Kind, reason: BypassReason) -> Bypass<'static> {
+        Bypass {
+            kind,
+            reason,
+            then: None,
+        }
+    }
+}
+
+/// What a cacheable read is, as decided: GetItem, Query and Scan are one lookup; a BatchGetItem
+/// is one per key.
+// A plan carries its cache key inline (no allocation on the hit path); it is matched at once, so
+// its size costs a move, where boxing would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Planned<'r> {
+    One(Plan<'r>),
+    Batch(BatchPlan<'r>),
+}
+
+/// How one read uses the cache: where its entry is, how a miss is sent, what of the answer is
+/// kept, and what a hit reports.
+pub(crate) struct Plan<'r> {
+    pub(crate) kind: Kind,
+    pub(crate) table: TableId,
+    /// How the request named the table (the DescribeTable ddbcache sends names it the same way).
+    pub(crate) as_sent: &'r str,
+    pub(crate) key: CacheKey,
+    depends: Depends<'r>,
+    pub(crate) keep: Keep<'r>,
+    /// What a hit reports as `ConsumedCapacity`, when the request asked for it.
+    pub(crate) capacity: Option<ZeroCapacity<'r>>,
+    /// Whether the client asked for consumed capacity (a consistent read would double it).
+    wants_capacity: bool,
+    /// Whether DynamoDB allows this read with `ConsistentRead`.
+    consistent_allowed: bool,
+    /// The key schema, when it was needed to plan and known.
+    pub(crate) schema: Option<Arc<KeySchema>>,
+}
+
+/// What an entry depends on besides its table, owned by the plan.
+enum Depends<'r> {
+    Item(&'r [u8]),
+    Partition(Vec<u8>),
+    Table,
+}
+
+/// What of a miss's answer is kept, and for how long.
+#[derive(Clone, Copy)]
+pub(crate) enum Keep<'r> {
+    /// A GetItem: its item for `found`, "no such item" for `absent` (`None`: not stored). The key
+    /// schema is needed to store it (the key must be exactly the table's), fetched alongside the
+    /// miss when unknown.
+    Item {
         found: Option<Duration>,
         absent: Option<Duration>,
+        key_names: &'r [Cow<'r, str>],
     },
-    Bypass(BypassReason),
+    /// A Query or Scan page.
+    Page { ttl: Duration },
 }
 
-/// What may be done with a Query or Scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum QueryDecision {
-    Cache { ttl: Duration },
-    Bypass(BypassReason),
+impl<'r> Plan<'r> {
+    /// Where the entry is.
+    pub(crate) fn address(&self) -> Address<'_> {
+        Address {
+            kind: self.kind,
+            table: &self.table,
+            dependency: match &self.depends {
+                Depends::Item(key) => Dependency::Item(key),
+                Depends::Partition(p) => Dependency::Partition(p),
+                Depends::Table => Dependency::Table,
+            },
+            key: &self.key,
+        }
+    }
+
+    /// Whether a miss waits for the key schema when it is unknown (a GetItem cannot be stored
+    /// without it) or only starts fetching it for later reads.
+    pub(crate) fn awaits_schema(&self) -> bool {
+        matches!(self.keep, Keep::Item { .. })
+    }
 }
 
-/// Whether the fleet lets this sidecar use its cache at all: not while it may have missed a
-/// peer's invalidation, nor while its own wait to be published. Asked before every cacheable read.
-#[inline]
-pub(crate) fn fleet_read(fleet: &Fleet) -> Option<BypassReason> {
-    fleet.blocked().map(|blocked| match blocked {
-        Blocked::LinkDown => BypassReason::FleetLinkDown,
-        Blocked::Backlog => BypassReason::FleetBacklog,
+/// A BatchGetItem's plan: the request, and per table what may be done with its keys.
+pub(crate) struct BatchPlan<'r> {
+    pub(crate) read: &'r BatchGetRead,
+    pub(crate) tables: Vec<TablePlan<'r>>,
+}
+
+/// One table of a BatchGetItem.
+pub(crate) struct TablePlan<'r> {
+    pub(crate) table: TableId,
+    pub(crate) as_sent: &'r str,
+    /// TTLs of its items and of "no such item"; `None`: the cache is off for the table.
+    pub(crate) ttls: Option<(Option<Duration>, Option<Duration>)>,
+    pub(crate) schema: Option<Arc<KeySchema>>,
+}
+
+impl TablePlan<'_> {
+    /// Where the entry of key `key` (canonical) is, whose cache key is `cache_key`.
+    pub(crate) fn address<'k>(&'k self, key: &'k [u8], cache_key: &'k CacheKey) -> Address<'k> {
+        Address {
+            kind: Kind::Item,
+            table: &self.table,
+            dependency: Dependency::Item(key),
+            key: cache_key,
+        }
+    }
+}
+
+/// Which cache an operation's reads use.
+pub(crate) fn kind_of(op: Operation) -> Kind {
+    match op {
+        Operation::Query | Operation::Scan => Kind::Query,
+        _ => Kind::Item,
+    }
+}
+
+/// Rules 1 to 3: whether, and how, a read of `op` uses the cache.
+pub(crate) fn plan<'r>(
+    config: &Config,
+    cache: &Cache,
+    fleet: &Fleet,
+    op: Operation,
+    region: &Region,
+    parsed: &'r Parsed<'r>,
+) -> Result<Planned<'r>, Bypass<'r>> {
+    let kind = kind_of(op);
+    if let Some(blocked) = fleet.blocked() {
+        let reason = match blocked {
+            Blocked::LinkDown => BypassReason::FleetLinkDown,
+            Blocked::Backlog => BypassReason::FleetBacklog,
+        };
+        return Err(Bypass::plain(kind, reason));
+    }
+    let read = match parsed {
+        Parsed::Proven(read) => read,
+        Parsed::NotProven(_) => return Err(Bypass::plain(kind, BypassReason::NotProvenValid)),
+        Parsed::NotUnderstood => return Err(Bypass::plain(kind, BypassReason::NotUnderstood)),
+    };
+    let region = region.as_str();
+    match read {
+        Read::GetItem(read) => plan_get_item(config, cache, region, read).map(Planned::One),
+        Read::Query(read) => plan_query(config, cache, region, read).map(Planned::One),
+        Read::BatchGetItem(read) => plan_batch(config, cache, region, read).map(Planned::Batch),
+    }
+}
+
+fn plan_get_item<'r>(
+    config: &Config,
+    cache: &Cache,
+    region: &str,
+    read: &'r GetItemRead<'r>,
+) -> Result<Plan<'r>, Bypass<'r>> {
+    let bypass = |reason| Bypass::plain(Kind::Item, reason);
+    let (table, name) = read_table(cache, region, &read.table).map_err(bypass)?;
+    let (found, absent) =
+        item_ttls(config, name, read.consistent_read).map_err(|r| Bypass::plain(Kind::Item, r))?;
+    let key_names = || read.key_names.iter().map(|n| n.as_ref());
+    if cache.is_key(&table, key_names()) == Some(false) {
+        return Err(Bypass {
+            kind: Kind::Item,
+            reason: BypassReason::KeyMismatch,
+            then: Some(SchemaAction::Contradicted(table)),
+        });
+    }
+    Ok(Plan {
+        kind: Kind::Item,
+        key: CacheKey::item(&table, &read.key, &read.projection),
+        table,
+        as_sent: &read.table,
+        depends: Depends::Item(&read.key),
+        keep: Keep::Item {
+            found,
+            absent,
+            key_names: &read.key_names,
+        },
+        capacity: zero_capacity(read.capacity, &read.table, None),
+        wants_capacity: read.capacity != Capacity::None,
+        consistent_allowed: true,
+        schema: None,
     })
 }
 
-/// Rule 1 for an item read of table `name` (the plain name, for per-table settings).
-pub(crate) fn item_read(config: &Config, name: &str, consistent_read: bool) -> ItemDecision {
+fn plan_query<'r>(
+    config: &Config,
+    cache: &Cache,
+    region: &str,
+    read: &'r QueryRead,
+) -> Result<Plan<'r>, Bypass<'r>> {
+    let bypass = |reason| Bypass::plain(Kind::Query, reason);
+    let (table, name) = read_table(cache, region, &read.table).map_err(bypass)?;
+    if read.consistent_read {
+        return Err(bypass(BypassReason::ConsistentRead));
+    }
+    let ttl = config
+        .table_ttls(name)
+        .query
+        .ok_or(bypass(BypassReason::CacheOff))?;
+    let schema = cache.key_schema(&table);
+    let index = read.index.as_deref();
+    // The index read, and whether it is a global one.
+    let index_kind = match (index, &schema) {
+        (Some(i), Some(s)) => s.index_shares_partitions(Some(i)).map(|local| (i, !local)),
+        _ => None,
+    };
+    if read.capacity == Capacity::Indexes && index.is_some() && index_kind.is_none() {
+        // A hit could not say which kind of index it read.
+        return Err(Bypass {
+            kind: Kind::Query,
+            reason: BypassReason::NotUnderstood,
+            then: schema.is_none().then_some(SchemaAction::Fetch {
+                table,
+                as_sent: &read.table,
+            }),
+        });
+    }
+    let shares_partitions = schema
+        .as_deref()
+        .and_then(|s| s.index_shares_partitions(index));
+    let partition = schema
+        .as_deref()
+        .filter(|_| shares_partitions == Some(true))
+        .and_then(|s| read.partition(s));
+    Ok(Plan {
+        kind: Kind::Query,
+        key: CacheKey::query(&table, &read.key),
+        table,
+        as_sent: &read.table,
+        depends: match partition {
+            Some(p) => Depends::Partition(p),
+            None => Depends::Table,
+        },
+        keep: Keep::Page { ttl },
+        capacity: zero_capacity(read.capacity, &read.table, index_kind),
+        wants_capacity: read.capacity != Capacity::None,
+        consistent_allowed: shares_partitions == Some(true),
+        schema,
+    })
+}
+
+fn plan_batch<'r>(
+    config: &Config,
+    cache: &Cache,
+    region: &str,
+    read: &'r BatchGetRead,
+) -> Result<BatchPlan<'r>, Bypass<'r>> {
+    let bypass = |reason| Bypass::plain(Kind::Item, reason);
+    let mut tables = Vec::with_capacity(read.tables.len());
+    for t in &read.tables {
+        let (table, name) = read_table(cache, region, &t.request_name).map_err(bypass)?;
+        let ttls = match item_ttls(config, name, t.consistent_read) {
+            Ok(ttls) => Some(ttls),
+            Err(BypassReason::CacheOff) => None,
+            Err(reason) => return Err(bypass(reason)),
+        };
+        let schema = cache.key_schema(&table);
+        if let Some(s) = &schema {
+            if !s.is_key(t.key_names.iter().map(String::as_str)) {
+                return Err(Bypass {
+                    kind: Kind::Item,
+                    reason: BypassReason::KeyMismatch,
+                    then: Some(SchemaAction::Contradicted(table)),
+                });
+            }
+        }
+        tables.push(TablePlan {
+            table,
+            as_sent: &t.request_name,
+            ttls,
+            schema,
+        });
+    }
+    Ok(BatchPlan { read, tables })
+}
+
+/// The table a read names, if the cache may be used for it: its identity and its plain name
+/// (per-table settings are by name). A name is a table of the request's region; an ARN is the
+/// same table only when it is of the request's region and of the account whose credentials
+/// reach it (as the table's own DescribeTable showed); anything else is foreign.
+fn read_table<'n>(
+    cache: &Cache,
+    region: &str,
+    table_name: &'n str,
+) -> Result<(TableId, &'n str), BypassReason> {
+    let name = match TableRef::parse(table_name) {
+        TableRef::Name(n) => n,
+        TableRef::Arn(a)
+            if a.region == region && cache.local_account(region).as_deref() == Some(a.account) =>
+        {
+            a.name
+        }
+        TableRef::Arn(_) | TableRef::Malformed => return Err(BypassReason::ForeignTable),
+    };
+    Ok((TableId::new(region, name), name))
+}
+
+/// The TTLs of an item read of table `name`: of its item, and of "no such item".
+fn item_ttls(
+    config: &Config,
+    name: &str,
+    consistent_read: bool,
+) -> Result<(Option<Duration>, Option<Duration>), BypassReason> {
     if consistent_read {
-        return ItemDecision::Bypass(BypassReason::ConsistentRead);
+        return Err(BypassReason::ConsistentRead);
     }
     match config.table_ttls(name) {
         TableTtls {
             item: None,
             negative: None,
             ..
-        } => ItemDecision::Bypass(BypassReason::CacheOff),
-        TableTtls { item, negative, .. } => ItemDecision::Cache {
-            found: item,
-            absent: negative,
-        },
+        } => Err(BypassReason::CacheOff),
+        TableTtls { item, negative, .. } => Ok((item, negative)),
     }
 }
 
-/// Rule 1 for a Query or Scan of table `name`.
-pub(crate) fn query_read(config: &Config, name: &str, consistent_read: bool) -> QueryDecision {
-    if consistent_read {
-        return QueryDecision::Bypass(BypassReason::ConsistentRead);
-    }
-    match config.table_ttls(name).query {
-        Some(ttl) => QueryDecision::Cache { ttl },
-        None => QueryDecision::Bypass(BypassReason::CacheOff),
+/// The capacity a hit reports, when the request asked for it.
+pub(crate) fn zero_capacity<'a>(
+    capacity: Capacity,
+    table: &'a str,
+    index: Option<(&'a str, bool)>,
+) -> Option<ZeroCapacity<'a>> {
+    match capacity {
+        Capacity::None => None,
+        Capacity::Total => Some(ZeroCapacity {
+            indexes: false,
+            table,
+            index: None,
+        }),
+        Capacity::Indexes => Some(ZeroCapacity {
+            indexes: true,
+            table,
+            index,
+        }),
     }
 }
 
@@ -196,17 +458,22 @@ pub(crate) fn query_read(config: &Config, name: &str, consistent_read: bool) -> 
 pub(crate) enum MissRead {
     /// As the client sent it; the answer may be stored.
     AsSent,
-    /// With `ConsistentRead: true` (rule 3); the answer may be stored.
+    /// With `ConsistentRead: true` (rule 4); the answer may be stored.
     Consistent,
     /// As the client sent it; the answer must not be stored, for this reason.
     Unstored(Unstored),
 }
 
-/// Rule 3: how to send a miss, given the marks on what it reads (`restrictions`), whether
+/// Rule 4 for a planned read: how to send its miss, given the marks on what it reads.
+pub(crate) fn miss_of(plan: &Plan<'_>, restrictions: Restrictions) -> MissRead {
+    miss_read(restrictions, plan.consistent_allowed, plan.wants_capacity)
+}
+
+/// Rule 4: how to send a miss, given the marks on what it reads (`restrictions`), whether
 /// DynamoDB allows a consistent read of it (`consistent_allowed`), and whether the client asked
 /// for consumed capacity.
 pub(crate) fn miss_read(
-    restrictions: crate::cache::Restrictions,
+    restrictions: Restrictions,
     consistent_allowed: bool,
     wants_capacity: bool,
 ) -> MissRead {
@@ -221,13 +488,71 @@ pub(crate) fn miss_read(
     }
 }
 
-/// Whether a Query or Scan on `index` may be sent with `ConsistentRead` (the base table and local
-/// secondary indexes allow it; global ones do not).
-pub(crate) fn consistent_allowed(schema: Option<&KeySchema>, index: Option<&str>) -> bool {
-    schema.and_then(|s| s.index_shares_partitions(index)) == Some(true)
+/// What of a miss's answer to keep (rule 5).
+#[derive(Debug)]
+pub(crate) enum Keeping {
+    /// Store this body (with the `Item`'s place in it) for `ttl`.
+    Store {
+        body: Bytes,
+        item: Option<Range<usize>>,
+        ttl: Duration,
+    },
+    /// Nothing: the answer is fine, but its TTL is off (a negative answer without a negative
+    /// TTL).
+    Nothing,
+    /// Not stored, for this reason.
+    Not(Unstored),
+    /// Not stored: the key schema, fetched with the miss, contradicts the read's key.
+    Contradicted,
 }
 
-/// Rule 4, first part: whether an upstream answer to `op` may be stored at all — a 200 with a
+/// Rule 5 for a planned read's miss, sent as `how`, answered `answer`, with the key schema as
+/// known after the miss (`schema`).
+pub(crate) fn keep(
+    plan: &Plan<'_>,
+    how: MissRead,
+    op: Operation,
+    answer: &UpstreamResponse,
+    schema: Option<&KeySchema>,
+) -> Keeping {
+    if let MissRead::Unstored(reason) = how {
+        return Keeping::Not(reason);
+    }
+    if let Err(reason) = storable(answer, op) {
+        return Keeping::Not(reason);
+    }
+    let (found, absent) = match plan.keep {
+        Keep::Page { .. } => (None, None),
+        Keep::Item {
+            found,
+            absent,
+            key_names,
+        } => match schema {
+            None => return Keeping::Not(Unstored::Schema),
+            Some(s) if !s.is_key(key_names.iter().map(|n| n.as_ref())) => {
+                return Keeping::Contradicted
+            }
+            Some(_) => (found, absent),
+        },
+    };
+    let Some(body) = answers::without_consumed_capacity(&answer.body).map(Bytes::from) else {
+        return Keeping::Not(Unstored::Answer);
+    };
+    let (item, ttl) = match plan.keep {
+        Keep::Page { ttl } => (None, Some(ttl)),
+        Keep::Item { .. } => match answers::get_item_output(&body) {
+            Some(Some(item)) => (Some(item), found),
+            Some(None) => (None, absent),
+            None => return Keeping::Not(Unstored::Answer),
+        },
+    };
+    match ttl {
+        Some(ttl) => Keeping::Store { body, item, ttl },
+        None => Keeping::Nothing,
+    }
+}
+
+/// Rule 5, first part: whether an upstream answer to `op` may be stored at all — a 200 with a
 /// plain body (a hit answers with the stored bytes as they are, so they must be the plain JSON),
 /// matching the upstream's `x-amz-crc32` when it sent one, of the shape DynamoDB's answers to
 /// `op` have.
@@ -252,101 +577,4 @@ pub(crate) fn storable(answer: &UpstreamResponse, op: Operation) -> Result<(), U
         return Err(Unstored::Shape);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::Restrictions;
-
-    fn answer(status: u16, body: &'static [u8], crc: Option<&str>) -> UpstreamResponse {
-        let mut headers = http::HeaderMap::new();
-        if let Some(crc) = crc {
-            headers.insert(HEADER_CRC32, crc.parse().unwrap());
-        }
-        UpstreamResponse {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers,
-            body: bytes::Bytes::from_static(body),
-            elapsed: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn only_intact_answers_of_dynamodb_shape_are_stored() {
-        let item = br#"{"Item":{"pk":{"S":"a"}}}"#;
-        let crc = crc32fast::hash(item).to_string();
-        let get = |a: &UpstreamResponse| storable(a, Operation::GetItem);
-        assert_eq!(get(&answer(200, item, Some(&crc))), Ok(()));
-        assert_eq!(get(&answer(200, item, None)), Ok(()));
-        assert_eq!(
-            get(&answer(200, item, Some("12345"))),
-            Err(Unstored::Checksum)
-        );
-        assert_eq!(get(&answer(500, item, None)), Err(Unstored::Answer));
-        assert_eq!(
-            get(&answer(200, br#"{"message":"x"}"#, None)),
-            Err(Unstored::Shape)
-        );
-        assert_eq!(
-            storable(&answer(200, br#"{"Count":0}"#, None), Operation::Query),
-            Err(Unstored::Shape)
-        );
-    }
-
-    #[test]
-    fn consistent_read_and_zero_ttl_bypass_with_their_reason() {
-        let config = Config::from_toml(
-            "[tables.off]\nitem_ttl = \"0s\"\nnegative_ttl = \"0s\"\nquery_ttl = \"0s\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            item_read(&config, "t", true),
-            ItemDecision::Bypass(BypassReason::ConsistentRead)
-        );
-        assert_eq!(
-            item_read(&config, "off", false),
-            ItemDecision::Bypass(BypassReason::CacheOff)
-        );
-        assert_eq!(
-            query_read(&config, "off", false),
-            QueryDecision::Bypass(BypassReason::CacheOff)
-        );
-        assert!(matches!(
-            item_read(&config, "t", false),
-            ItemDecision::Cache {
-                found: Some(_),
-                absent: Some(_)
-            }
-        ));
-    }
-
-    #[test]
-    fn a_recent_write_makes_a_miss_consistent_where_it_can_and_unstored_where_it_cannot() {
-        let recent = Restrictions {
-            recently_written: true,
-            in_doubt: false,
-        };
-        assert_eq!(
-            miss_read(Restrictions::default(), true, true),
-            MissRead::AsSent
-        );
-        assert_eq!(miss_read(recent, true, false), MissRead::Consistent);
-        assert_eq!(
-            miss_read(recent, false, false),
-            MissRead::Unstored(Unstored::RecentWrite)
-        );
-        assert_eq!(
-            miss_read(recent, true, true),
-            MissRead::Unstored(Unstored::RecentWrite)
-        );
-        let doubt = Restrictions {
-            recently_written: true,
-            in_doubt: true,
-        };
-        assert_eq!(
-            miss_read(doubt, true, false),
-            MissRead::Unstored(Unstored::InDoubt)
-        );
-    }
 }

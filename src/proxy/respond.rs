@@ -73,6 +73,8 @@ pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, enabled: bool) {
 pub(crate) fn hit(entry: &Entry, capacity: Option<&ZeroCapacity<'_>>) -> Response<Body> {
     let stored = || {
         let (body, crc32) = entry.response_parts();
+        let crc32 =
+            HeaderValue::from_maybe_shared(crc32).unwrap_or_else(|_| HeaderValue::from_static("0"));
         json_response(StatusCode::OK, body, crc32)
     };
     let Some(capacity) = capacity else {

@@ -2,136 +2,97 @@
 //!
 //! What a write may change is invalidated before it is forwarded and again once the upstream
 //! answered — or failed to: a write that got no answer may still have happened, so what it touched
-//! is also "in doubt" for a while (misses on it are not stored). Once sent, a write runs to its
-//! end in a task of its own: a client that hangs up (an SDK timeout, a cancelled context) must not
-//! cancel the invalidation that follows the upstream's answer.
+//! is also "in doubt" for a while (misses on it are not stored). The cache applies those rules
+//! itself ([`crate::cache::WriteInFlight`]); this path names the scope, forwards, and tells the
+//! fleet before the client hears of it. Once sent, a write runs to its end in a task of its own: a
+//! client that hangs up (an SDK timeout, a cancelled context) must not cancel the invalidation
+//! that follows the upstream's answer.
 
-use std::sync::Arc;
-
-use crate::cache::{Cache, InvalidationCause};
+use crate::cache::{WriteKind, WriteOutcome};
 use crate::fleet::Origin;
-use crate::protocol::partiql;
 use crate::protocol::table::TableId;
 use crate::protocol::writes::{self, WriteContext, WriteScope};
-use crate::protocol::ProtocolError;
+use crate::protocol::{answers, partiql, ProtocolError};
+use crate::upstream::UpstreamResponse;
 
 use super::admit::Inbound;
+use super::forward::Encoding;
 use super::respond::{self, Outcome};
-use super::tables::contradicts_schema;
-use super::{Answered, Encoding, Proxy};
+use super::{tables, Answered, Cached};
 
-impl Proxy {
-    /// PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems.
-    pub(super) async fn item_write(
-        self: &Arc<Self>,
-        cache: &Arc<Cache>,
-        inb: &Inbound,
-    ) -> Answered {
-        let schema = |id: &TableId| cache.schemas().get(id);
-        let scope = writes::parse_write(
-            inb.op,
-            &inb.json,
-            &WriteContext {
-                region: inb.region.as_str(),
-                schema: &schema,
-            },
-        );
-        // Tables written without a known schema were invalidated whole; learn it for next time.
-        for id in &scope.tables {
-            if cache.schemas().get(id).is_none() {
-                self.prefetch_schema(cache, id, id.name(), inb);
-            }
-        }
-        self.write(cache, inb, scope, InvalidationCause::Write)
-            .await
-    }
-
-    /// ExecuteStatement, BatchExecuteStatement, ExecuteTransaction: reads pass through, writes
-    /// invalidate the tables their statements name.
-    pub(super) async fn partiql(self: &Arc<Self>, cache: &Arc<Cache>, inb: &Inbound) -> Answered {
-        let scope = partiql::parse_partiql(inb.op, &inb.json, inb.region.as_str());
-        if scope.is_empty() {
-            self.pass_through(inb).await
-        } else {
-            self.write(cache, inb, scope, InvalidationCause::Write)
-                .await
+/// PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems.
+pub(super) async fn item_write(cx: &Cached, inb: &Inbound) -> Answered {
+    let schema = |id: &TableId| cx.cache.key_schema(id);
+    let scope = writes::parse_write(
+        inb.op,
+        &inb.json,
+        &WriteContext {
+            region: inb.region.as_str(),
+            schema: &schema,
+        },
+    );
+    // Tables written without a known schema were invalidated whole; learn it for next time.
+    for id in &scope.tables {
+        if cx.cache.key_schema(id).is_none() {
+            tables::prefetch(cx, id, id.name(), inb);
         }
     }
-
-    /// An operation ddbcache does not know (DynamoDB adds operations over time): it may have
-    /// written anything.
-    pub(super) async fn unknown(self: &Arc<Self>, cache: &Arc<Cache>, inb: &Inbound) -> Answered {
-        self.write(
-            cache,
-            inb,
-            WriteScope::everything(),
-            InvalidationCause::Write,
-        )
-        .await
-    }
-
-    /// Control-plane calls: the table's entries and key schema go, before and after.
-    pub(super) async fn control(self: &Arc<Self>, cache: &Arc<Cache>, inb: &Inbound) -> Answered {
-        let scope = writes::control_scope(inb.op, &inb.json, inb.region.as_str());
-        self.write(cache, inb, scope, InvalidationCause::Control)
-            .await
-    }
-
-    /// Invalidate, forward, invalidate again, whatever the outcome — in a task that outlives the
-    /// client's connection.
-    async fn write(
-        self: &Arc<Self>,
-        cache: &Arc<Cache>,
-        inb: &Inbound,
-        scope: WriteScope,
-        cause: InvalidationCause,
-    ) -> Answered {
-        let (this, cache, inb) = (self.clone(), cache.clone(), inb.clone());
-        let task = tokio::spawn(async move {
-            let control = cause == InvalidationCause::Control;
-            if control {
-                forget_schemas(&cache, &scope);
-            }
-            cache.write_started(&scope, cause);
-            let result = this.forward(&inb, Encoding::AsClientAsked).await;
-            let mut scope = scope;
-            scope.in_doubt = match &result {
-                Err(_) => true,
-                Ok(answer) => answer.status.is_server_error(),
-            };
-            cache.write_finished(&scope);
-            if control {
-                forget_schemas(&cache, &scope);
-            }
-            // Before the client hears of it, so that a read through a peer sees it.
-            let origin = if control {
-                Origin::Control
-            } else {
-                Origin::Write
-            };
-            this.fleet.publish(&scope, origin).await;
-            if let Ok(answer) = &result {
-                if contradicts_schema(answer) {
-                    for id in scope.items.iter().map(|i| &i.table).chain(&scope.tables) {
-                        cache.schema_contradicted(id);
-                    }
-                }
-            }
-            result
-        });
-        let answer = task
-            .await
-            .map_err(|e| ProtocolError::Internal(format!("the write's task failed: {e}")))??;
-        Ok((respond::relayed(answer), Outcome::NotCacheable))
-    }
+    forward(cx, inb, scope, WriteKind::Item).await
 }
 
-/// A control-plane call may recreate, restore or re-key a table: its schema is no longer known.
-fn forget_schemas(cache: &Cache, scope: &WriteScope) {
-    if scope.everything {
-        cache.schemas().forget_all();
+/// ExecuteStatement, BatchExecuteStatement, ExecuteTransaction: reads pass through, writes
+/// invalidate the tables their statements name.
+pub(super) async fn partiql(cx: &Cached, inb: &Inbound) -> Answered {
+    let scope = partiql::parse_partiql(inb.op, &inb.json, inb.region.as_str());
+    if scope.is_empty() {
+        let upstream = cx.upstream.send(inb, Encoding::AsClientAsked).await?;
+        return Ok((respond::relayed(upstream), Outcome::NotCacheable));
     }
-    for id in &scope.tables {
-        cache.schemas().forget(id);
+    forward(cx, inb, scope, WriteKind::Item).await
+}
+
+/// Control-plane calls: the table's entries and key schema go, before and after.
+pub(super) async fn control(cx: &Cached, inb: &Inbound) -> Answered {
+    let scope = writes::control_scope(inb.op, &inb.json, inb.region.as_str());
+    forward(cx, inb, scope, WriteKind::Control).await
+}
+
+/// An operation ddbcache does not know (DynamoDB adds operations over time): it may have
+/// written anything.
+pub(super) async fn unknown(cx: &Cached, inb: &Inbound) -> Answered {
+    forward(cx, inb, WriteScope::everything(), WriteKind::Item).await
+}
+
+/// Invalidate, forward, invalidate again, whatever the outcome, and publish — in a task that
+/// outlives the client's connection.
+async fn forward(cx: &Cached, inb: &Inbound, scope: WriteScope, kind: WriteKind) -> Answered {
+    let (cx, inb) = (cx.clone(), inb.clone());
+    let task = tokio::spawn(async move {
+        let write = cx.cache.write_started(scope, kind);
+        let result = cx.upstream.send(&inb, Encoding::AsClientAsked).await;
+        let scope = write.finished(outcome(&result));
+        // Before the client hears of it, so that a read through a peer sees it.
+        let origin = match kind {
+            WriteKind::Item => Origin::Write,
+            WriteKind::Control => Origin::Control,
+        };
+        cx.fleet.publish(&scope, origin).await;
+        result
+    });
+    let answer = task
+        .await
+        .map_err(|e| ProtocolError::Internal(format!("the write's task failed: {e}")))??;
+    Ok((respond::relayed(answer), Outcome::NotCacheable))
+}
+
+/// How a forwarded write ended, as the cache needs to know it.
+fn outcome(result: &Result<UpstreamResponse, ProtocolError>) -> WriteOutcome {
+    match result {
+        Err(_) => WriteOutcome::Unknown,
+        Ok(answer) if answer.status.is_server_error() => WriteOutcome::Unknown,
+        Ok(answer) if answers::contradicts_schema(answer.status.as_u16(), &answer.body) => {
+            WriteOutcome::ContradictedSchema
+        }
+        Ok(_) => WriteOutcome::Answered,
     }
 }

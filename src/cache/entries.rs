@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use http::HeaderValue;
 use prometheus::IntCounter;
 use quick_cache::sync::{Cache as QuickCache, PlaceholderGuard};
 use quick_cache::{Equivalent, Lifecycle, OptionsBuilder, Weighter};
@@ -275,20 +274,16 @@ impl Entry {
         })
     }
 
-    /// The body and its `x-amz-crc32`, sharing the entry's memory: no copy, one small allocation
-    /// (a compressed body: decompressed into a buffer of its own).
-    pub fn response_parts(&self) -> (Bytes, HeaderValue) {
+    /// The body and the decimal digits of its `x-amz-crc32`, sharing the entry's memory: no copy,
+    /// one small allocation (a compressed body: decompressed into a buffer of its own).
+    pub fn response_parts(&self) -> (Bytes, Bytes) {
         let body = self.body_range();
         let crc = body.end..self.0.slice.len();
-        if self.header().compressed {
-            let crc32 = HeaderValue::from_bytes(&self.0.slice[crc])
-                .unwrap_or_else(|_| HeaderValue::from_static("0"));
-            return (Bytes::from(self.decompressed()), crc32);
-        }
         let whole = Bytes::from_owner(Whole(self.clone()));
-        let crc32 = HeaderValue::from_maybe_shared(whole.slice(crc))
-            .unwrap_or_else(|_| HeaderValue::from_static("0"));
-        (whole.slice(body), crc32)
+        if self.header().compressed {
+            return (Bytes::from(self.decompressed()), whole.slice(crc));
+        }
+        (whole.slice(body), whole.slice(crc))
     }
 
     pub(crate) fn table(&self) -> &TableGenerations {
@@ -614,7 +609,7 @@ mod tests {
         assert_eq!(e.expires(), 42);
         let (b, crc) = e.response_parts();
         assert_eq!(&b[..], body);
-        assert_eq!(crc, crate::protocol::crc32_header(body));
+        assert_eq!(crc, crc32fast::hash(body).to_string().as_bytes());
         let negative = entry(b"t\0k", b"{}", None);
         assert!(negative.is_negative() && negative.item_json().is_none());
     }
@@ -635,7 +630,7 @@ mod tests {
         assert_eq!(packed.item_json().as_deref(), Some(item.as_bytes()));
         let (bytes, crc) = packed.response_parts();
         assert_eq!(&bytes[..], body.as_bytes());
-        assert_eq!(crc, crate::protocol::crc32_header(body.as_bytes()));
+        assert_eq!(crc, crc32fast::hash(body.as_bytes()).to_string().as_bytes());
         // What would not shrink is kept as it came.
         let short = entry_stored(b"t\0k", b"{}", None, true);
         assert!(!short.header().compressed);
