@@ -9,11 +9,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ddbcache::cache::CacheKey;
-use ddbcache::protocol::front_door::{self, Verdict};
 use ddbcache::protocol::reads::{self, Parsed, Read, ReadParse};
 use ddbcache::protocol::region::Region;
 use ddbcache::protocol::table::TableId;
 use ddbcache::protocol::{validate, Operation};
+use ddbcache::proxy::front_door::{self, Verdict};
 use http::{HeaderMap, HeaderValue, Method};
 
 const GET_ITEM: &[u8] =
@@ -98,7 +98,7 @@ fn front_door(c: &mut Criterion) {
     let region = Region::parse("us-east-1").expect("a region");
     c.bench_function("front_door/GetItem", |b| {
         b.iter(|| {
-            let inbound = front_door::Inbound {
+            let inbound = front_door::Request {
                 method: &Method::POST,
                 path_and_query: "/",
                 headers: black_box(&headers),

@@ -1,8 +1,7 @@
-//! The errors ddbcache answers itself, in DynamoDB's JSON shape, and the one place that turns them
-//! into HTTP responses' parts.
+//! The errors ddbcache answers itself, in DynamoDB's JSON shape: their `__type`, message and
+//! status code (the proxy's `respond::error` makes the HTTP response).
 
 use bytes::Bytes;
-use http::StatusCode;
 
 /// An error answered by ddbcache rather than by the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,18 +28,15 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// HTTP status. Upstream trouble is 503 and internal trouble 500: every AWS SDK retries both.
-    pub fn status(&self) -> StatusCode {
+    /// The HTTP status code. Upstream trouble is 503 and internal trouble 500: every AWS SDK
+    /// retries both.
+    pub fn status(&self) -> u16 {
         match self {
-            ProtocolError::Serialization(_) | ProtocolError::UnknownOperation(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ProtocolError::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProtocolError::UpstreamUnavailable(_) | ProtocolError::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProtocolError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProtocolError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProtocolError::Serialization(_) | ProtocolError::UnknownOperation(_) => 400,
+            ProtocolError::RequestTooLarge(_) => 413,
+            ProtocolError::UpstreamUnavailable(_) | ProtocolError::Overloaded(_) => 503,
+            ProtocolError::RequestTimeout(_) => 408,
+            ProtocolError::Internal(_) => 500,
         }
     }
 
@@ -86,11 +82,7 @@ mod tests {
 
     #[test]
     fn upstream_trouble_is_retryable_status() {
-        assert!(ProtocolError::UpstreamUnavailable("x".into())
-            .status()
-            .is_server_error());
-        assert!(ProtocolError::Internal("x".into())
-            .status()
-            .is_server_error());
+        assert_eq!(ProtocolError::UpstreamUnavailable("x".into()).status(), 503);
+        assert_eq!(ProtocolError::Internal("x".into()).status(), 500);
     }
 }

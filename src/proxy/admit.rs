@@ -15,8 +15,8 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::front_door::{self, Admission, Verdict};
 use crate::config::UpstreamConfig;
-use crate::protocol::front_door::{self, Admission, Verdict};
 use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
 
@@ -184,7 +184,7 @@ pub(crate) async fn admit(
         .uri
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-    let inbound = front_door::Inbound {
+    let inbound = front_door::Request {
         method: &parts.method,
         path_and_query: &path,
         headers: &parts.headers,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::front_door;
 use crate::metrics::Metrics;
-use crate::protocol::front_door;
 use crate::protocol::ProtocolError;
 use crate::upstream::{error_chain, Upstream, UpstreamError, UpstreamResponse};
 

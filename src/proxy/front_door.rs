@@ -17,9 +17,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use super::operation::{DYNAMODB_PREFIX, STREAMS_PREFIX};
-use super::region::Region;
-use super::{crc32_header, request_id, Operation, HEADER_CRC32, HEADER_REQUEST_ID, HEADER_TARGET};
+use super::respond::{crc32_header, request_id};
+use crate::protocol::operation::{DYNAMODB_PREFIX, STREAMS_PREFIX};
+use crate::protocol::region::Region;
+use crate::protocol::{Operation, HEADER_CRC32, HEADER_REQUEST_ID, HEADER_TARGET};
 
 /// The content types of DynamoDB's JSON protocol. DynamoDB answers in the one the client used,
 /// and in `application/json` when the client named none.
@@ -28,7 +29,7 @@ pub const JSON: &str = "application/json";
 
 /// The parts of a request the front door looks at.
 #[derive(Debug, Clone, Copy)]
-pub struct Inbound<'r> {
+pub struct Request<'r> {
     pub method: &'r Method,
     /// The request target as sent: path and query string.
     pub path_and_query: &'r str,
@@ -85,7 +86,9 @@ impl Admission {
             allow_any_origin(headers);
         }
         // ddbcache's own answers are already in the usual content type.
-        if self.content_type != super::CONTENT_TYPE && headers.contains_key(header::CONTENT_TYPE) {
+        if self.content_type != crate::protocol::CONTENT_TYPE
+            && headers.contains_key(header::CONTENT_TYPE)
+        {
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(self.content_type),
@@ -96,7 +99,7 @@ impl Admission {
 
 /// Runs the front door's checks in DynamoDB's order. `default_region` names the endpoint in the
 /// health answer when the request names no region of its own.
-pub fn examine(req: &Inbound<'_>, default_region: &Region) -> Verdict {
+pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
     let headers = req.headers;
     let cors = joined(headers, header::ORIGIN).is_some_and(|o| !o.is_empty());
     let query = QueryString::new(req.path_and_query);
@@ -650,7 +653,7 @@ mod tests {
 
         fn examine(&self) -> Verdict {
             examine(
-                &Inbound {
+                &Request {
                     method: &self.method,
                     path_and_query: &self.path,
                     headers: &self.headers,
