@@ -24,7 +24,7 @@ mod writes;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -212,10 +212,10 @@ impl Proxy {
             .inc();
     }
 
-    /// How long a request may take upstream: one `upstream.timeout_ms` from its admission,
+    /// How long a request may take upstream: one `upstream.timeout` from its admission,
     /// whether it spends it waiting for another request's fill or on its own upstream call.
     fn upstream_deadline(&self, inb: &Inbound) -> Instant {
-        inb.admitted + Duration::from_millis(self.config.upstream.timeout_ms)
+        inb.admitted + self.config.upstream.timeout
     }
 
     /// Sends a request upstream and returns the whole answer; no answer at all (unreachable,
@@ -235,7 +235,7 @@ impl Proxy {
         let deadline = self.upstream_deadline(inb);
         let timed_out = || UpstreamError::Timeout {
             endpoint: self.upstream.endpoint().to_string(),
-            timeout: Duration::from_millis(self.config.upstream.timeout_ms),
+            timeout: self.config.upstream.timeout,
         };
         let send = self.upstream.send(
             inb.op,
