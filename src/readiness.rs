@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::upstream::{error_chain, Upstream};
+use crate::wait::Backoff;
 
 pub struct Readiness {
     upstream_ok: AtomicBool,
@@ -65,7 +66,7 @@ impl Readiness {
 /// Marks the upstream usable once credentials load and it answers a ListTables; retries with
 /// backoff until then.
 pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match upstream.probe().await {
             Ok(()) => {
@@ -73,9 +74,8 @@ pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upst
                 info!("upstream reachable: ready");
                 return;
             }
-            Err(e) => warn!(error = %error_chain(&e), retry_in = ?delay, "not ready yet"),
+            Err(e) => warn!(error = %error_chain(&e), retry_in = ?backoff.next(), "not ready yet"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
