@@ -23,3 +23,4 @@ pub mod readiness;
 pub mod server;
 mod tls;
 pub mod upstream;
+mod wait;

@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
+use crate::wait::Backoff;
+
 /// First and longest pause after a failed accept.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -102,7 +104,7 @@ impl Listener {
             .acquire_owned()
             .await
             .expect("the slot semaphore is never closed");
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
@@ -118,9 +120,8 @@ impl Listener {
                     };
                 }
                 Err(e) => {
-                    warn!(port = self.port, error = %e, retry_in = ?backoff, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    warn!(port = self.port, error = %e, retry_in = ?backoff.next(), "accept failed");
+                    backoff.wait().await;
                 }
             }
         }

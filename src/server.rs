@@ -27,6 +27,7 @@ use crate::proxy::Proxy;
 use crate::readiness::Readiness;
 use crate::tls::TlsAcceptor;
 use crate::upstream::{error_chain, Upstream};
+use crate::wait::Backoff;
 
 /// A bound, not yet running, ddbcache.
 pub struct Server {
@@ -245,8 +246,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 /// Marks the upstream usable once credentials load and it answers a ListTables; retries with
 /// backoff until then.
-pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
-    let mut delay = Duration::from_millis(50);
+async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match upstream.probe().await {
             Ok(()) => {
@@ -254,10 +255,9 @@ pub(crate) async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upst
                 info!("upstream reachable: ready");
                 return;
             }
-            Err(e) => warn!(error = %error_chain(&e), retry_in = ?delay, "not ready yet"),
+            Err(e) => warn!(error = %error_chain(&e), retry_in = ?backoff.next(), "not ready yet"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! The documentation against the code: the environment variables in `config/ddbcache.toml`, the
-//! README and `deploy/` against `config::ENV_OVERRIDES`; the README's metrics table, the Grafana
+//! The documentation against the code: the keys and defaults of `config/ddbcache.toml` against
+//! `config::Config`; the environment variables in `config/ddbcache.toml`, the README and `deploy/`
+//! against `config::ENV_OVERRIDES`; the README's metrics table, the Grafana
 //! dashboard's queries and the ServiceMonitor against `metrics::Metrics`. What operators read
 //! must name what the program reads and exports; these tests fail when the two drift apart.
 
@@ -54,6 +55,33 @@ fn shipped_config_lists_every_environment_variable() {
         })
         .collect();
     assert_eq!(listed, overrides());
+}
+
+/// The dotted keys of a TOML table's leaves.
+fn dotted_keys(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
+    for (name, value) in table {
+        let key = format!("{prefix}{name}");
+        match value {
+            toml::Value::Table(t) => dotted_keys(t, &format!("{key}."), out),
+            _ => {
+                out.insert(key);
+            }
+        }
+    }
+}
+
+#[test]
+fn shipped_config_sets_every_key_with_a_default_to_it_in_its_current_spelling() {
+    // The file is where operators read what each key does: it sets each key that has a default
+    // (the others are comments), under the name the code reads first, and to that default.
+    let text = read("config/ddbcache.toml");
+    let (mut shipped, mut defaults) = (BTreeSet::new(), BTreeSet::new());
+    dotted_keys(&toml::from_str(&text).unwrap(), "", &mut shipped);
+    let default = Config::default();
+    dotted_keys(&toml::Table::try_from(&default).unwrap(), "", &mut defaults);
+    assert_eq!(shipped, defaults, "config/ddbcache.toml");
+    let read = Config::from_toml(&text).unwrap();
+    assert_eq!(read.to_toml(), default.to_toml(), "config/ddbcache.toml");
 }
 
 #[test]

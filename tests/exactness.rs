@@ -249,7 +249,7 @@ async fn a_write_that_lands_after_its_timeout_is_in_doubt_and_never_cached_over(
         let engine = Engine::dynalite().await;
         let relay = Relay::start(&engine.endpoint()).await;
         let proxy = start_proxy_with(&relay.endpoint, |c| {
-            c.upstream.timeout_ms = 300;
+            c.upstream.timeout = Duration::from_millis(300);
             c.cache.in_doubt_window = Some(in_doubt_window);
         })
         .await;

@@ -583,10 +583,7 @@ async fn concurrent_misses_during_an_outage_are_all_answered_within_one_upstream
     let engine = Engine::dynalite().await;
     let relay = Relay::start(&engine.endpoint()).await;
     let timeout = Duration::from_millis(1000);
-    let proxy = start_proxy_with(&relay.endpoint, |c| {
-        c.upstream.timeout_ms = timeout.as_millis() as u64
-    })
-    .await;
+    let proxy = start_proxy_with(&relay.endpoint, |c| c.upstream.timeout = timeout).await;
     let client = sdk_client(&proxy.endpoint).await;
     let table = unique_table("outage");
     create_table(&client, &table).await;

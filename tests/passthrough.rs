@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
@@ -646,7 +646,10 @@ async fn a_stopped_upstream_gives_retryable_errors_and_the_proxy_recovers() {
 async fn a_write_that_times_out_is_answered_retryably_and_sent_once() {
     let engine = Engine::dynalite().await;
     let relay = Relay::start(&engine.endpoint()).await;
-    let proxy = start_proxy_with(&relay.endpoint, |c| c.upstream.timeout_ms = 300).await;
+    let proxy = start_proxy_with(&relay.endpoint, |c| {
+        c.upstream.timeout = Duration::from_millis(300)
+    })
+    .await;
     let client = sdk_client_with_attempts(&proxy.endpoint, 1).await;
     create_table(&client, "slow").await;
 
@@ -991,11 +994,15 @@ fn check_config_json_has_bytes_seconds_and_the_container_memory() {
             capacities[0],
             capacities[1],
             ("DDBCACHE_SHUTDOWN_GRACE", "10s"),
+            // The old spelling, in milliseconds, printed under the new name.
+            ("DDBCACHE_UPSTREAM_TIMEOUT_MS", "250"),
         ],
     );
     let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(effective["cache"]["item"]["capacity"], 64 << 20);
     assert_eq!(effective["server"]["shutdown_grace"], 10.0);
+    assert_eq!(effective["upstream"]["timeout"], 0.25);
+    assert_eq!(effective["upstream"].get("timeout_ms"), None);
     // 128MiB × 1.25 + 64MiB of bodies + 2 × 1024 connections × 32KiB + 30MiB.
     assert_eq!(effective["derived"]["container_memory_bytes"], 318 << 20);
 

@@ -29,6 +29,7 @@ use crate::cache::{Cache, InvalidationCause, Learned};
 use crate::config::{redacted_url, FleetConfig};
 use crate::metrics::FleetMetrics;
 use crate::protocol::writes::WriteScope;
+use crate::wait::{within, Backoff, TimedOut};
 
 /// The message format's version. A peer that receives a newer one than it knows invalidates
 /// everything instead of guessing.
@@ -38,7 +39,8 @@ const VERSION: u32 = 1;
 const LINK_DOWN: u8 = 1;
 const BACKLOG: u8 = 2;
 
-/// Longest wait between two reconnection attempts.
+/// First and longest wait between two reconnection attempts.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Why this sidecar serves no hits at the moment.
@@ -94,8 +96,8 @@ struct Incoming {
 enum LinkError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Timeout(#[from] TimedOut),
     #[error("the subscription connection closed")]
     Closed,
 }
@@ -328,7 +330,7 @@ impl Bus {
 
     /// Keeps a publisher connection open and empties the retry queue. Runs on the fleet thread.
     pub(crate) async fn run_publisher(&self) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let waiting = self.queued.notified();
             let front = self
@@ -390,7 +392,7 @@ impl Bus {
     /// Keeps the subscription: subscribe, drop the cache, open the gate, apply messages and ping
     /// until the link fails; then close the gate and start again. Runs on the fleet thread.
     pub(crate) async fn run_subscriber(&self) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let result = self.session(&mut backoff).await;
             let was_up = self.gate.fetch_or(LINK_DOWN, Ordering::AcqRel) & LINK_DOWN == 0;
@@ -479,38 +481,10 @@ impl Bus {
     }
 }
 
-async fn within<F: std::future::Future>(limit: Duration, f: F) -> Result<F::Output, LinkError> {
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| LinkError::Timeout(limit))
-}
-
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Exponential backoff between reconnection attempts: 50ms doubling up to [`MAX_BACKOFF`].
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new() -> Backoff {
-        Backoff {
-            next: Duration::from_millis(50),
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Duration::from_millis(50);
-    }
-
-    pub(crate) async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-    }
 }
 
 #[cfg(test)]

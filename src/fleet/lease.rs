@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 
 use super::bus::Bus;
+use crate::wait::{within, TimedOut};
 
 /// A checkpoint value meaning "this shard was read to its end".
 pub(crate) const END: &str = "END";
@@ -37,8 +38,8 @@ pub(crate) enum LeaseError {
     Redis(#[from] redis::RedisError),
     #[error("the lease was lost (expired, or taken over)")]
     Lost,
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("redis did not answer within {:?}", .0.0)]
+    Timeout(#[from] TimedOut),
 }
 
 /// A held lease on one table's stream.
@@ -204,10 +205,4 @@ impl Checkpoints<'_> {
             Checkpoints::Fleet { lease, .. } => Some(lease),
         }
     }
-}
-
-async fn within<F: std::future::Future>(limit: Duration, f: F) -> Result<F::Output, LeaseError> {
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| LeaseError::Timeout(limit))
 }

@@ -31,10 +31,12 @@ use crate::protocol::table::TableId;
 use crate::protocol::writes::{ItemWrite, WriteScope};
 use crate::protocol::Operation;
 use crate::upstream::{error_chain, Upstream};
+use crate::wait::Backoff;
 
 /// First wait after an empty read; it doubles up to `streams.poll_interval`.
 const FIRST_IDLE_WAIT: Duration = Duration::from_millis(50);
-/// Longest wait after throttling or an upstream failure.
+/// First and longest wait after throttling or an upstream failure.
+const FIRST_ERROR_WAIT: Duration = Duration::from_millis(100);
 const MAX_ERROR_WAIT: Duration = Duration::from_secs(10);
 
 /// What every reader shares.
@@ -214,8 +216,14 @@ async fn read_stream(
     let mut started_latest: HashSet<String> = HashSet::new();
     let mut first = true;
     let mut described = Instant::now();
-    let mut idle_wait = FIRST_IDLE_WAIT;
-    let mut error_wait = Duration::from_millis(100);
+    // After reading nothing anywhere: wait longer each time, up to `poll_interval`, but renew a
+    // lease in time.
+    let poll = ctx.config.poll_interval;
+    let idle_cap = checkpoints
+        .lease_mut()
+        .map_or(poll, |lease| poll.min(lease.ttl() / 4));
+    let mut idle_wait = Backoff::new(FIRST_IDLE_WAIT, idle_cap);
+    let mut error_wait = Backoff::new(FIRST_ERROR_WAIT, MAX_ERROR_WAIT);
     let mut renewed = Instant::now();
     let mut partition_key: Option<String> = None;
     loop {
@@ -283,14 +291,13 @@ async fn read_stream(
                 Ok(ShardRead { records, closed }) => {
                     read_any |= records > 0;
                     closed_any |= closed;
-                    error_wait = Duration::from_millis(100);
+                    error_wait.reset();
                 }
                 Err(ShardError::Stop(stop)) => return Err(stop),
                 Err(ShardError::Retry(e)) => {
                     count_error(ctx, e.kind);
                     debug!(table, shard = id, error = %e, "stream: GetRecords failed; backing off");
-                    tokio::time::sleep(error_wait).await;
-                    error_wait = (error_wait * 2).min(MAX_ERROR_WAIT);
+                    error_wait.wait().await;
                 }
             }
         }
@@ -300,16 +307,11 @@ async fn read_stream(
             continue;
         }
         if read_any {
-            idle_wait = FIRST_IDLE_WAIT;
+            idle_wait.reset();
             continue;
         }
-        // Nothing new anywhere: wait, longer each time, but renew a lease in time.
-        let mut cap = ctx.config.poll_interval;
-        if let Some(lease) = checkpoints.lease_mut() {
-            cap = cap.min(lease.ttl() / 4);
-        }
-        tokio::time::sleep(idle_wait.min(cap)).await;
-        idle_wait = (idle_wait * 2).min(cap);
+        // Nothing new anywhere.
+        idle_wait.wait().await;
     }
 }
 

@@ -85,7 +85,7 @@ impl Proxy {
     ) -> Proxy {
         let forwarder = Arc::new(Forwarder::new(
             upstream,
-            std::time::Duration::from_millis(config.upstream.timeout_ms),
+            config.upstream.timeout,
             metrics.clone(),
         ));
         let counters = Arc::new(Counters::new(metrics.clone()));

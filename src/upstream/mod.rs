@@ -198,7 +198,7 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_connect_timeout(Some(config.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(30)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
@@ -216,7 +216,7 @@ impl Upstream {
             endpoint: Route::parse(&config.endpoint_template(), &config.region)?,
             streams_endpoint: Route::parse(&config.streams_endpoint_template(), &config.region)?,
             signer,
-            timeout: Duration::from_millis(config.timeout_ms),
+            timeout: config.timeout,
             region: config.region.clone(),
         })
     }

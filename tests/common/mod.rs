@@ -117,7 +117,7 @@ pub fn test_config(upstream: &str) -> Config {
     config.listen.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.upstream.endpoint = Some(upstream.to_string());
     config.upstream.sign = false;
-    config.upstream.timeout_ms = 5000;
+    config.upstream.timeout = Duration::from_secs(5);
     config.server.shutdown_grace = Duration::from_secs(10);
     config
 }

@@ -1,0 +1,560 @@
+//! The config's sections: one struct per `[section]` of `config/ddbcache.toml`, each key a field
+//! with its doc, its unit (`units::duration`, `units::size`, or their `positive_` forms, which
+//! validation holds to more than zero) and, in the section's `Default`, its default. Nothing else
+//! names a key's unit or rule: rendering and validation follow these declarations.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Data port: where applications send DynamoDB requests.
+    pub addr: SocketAddr,
+    /// Admin port: /metrics, /healthz, /readyz, /cache.
+    pub admin_addr: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 8000).into(),
+            admin_addr: ([127, 0, 0, 1], 9000).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Full endpoint URL; `{region}` in it stands for the request's region. When absent,
+    /// `https://dynamodb.{region}.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// Endpoint of DynamoDB Streams calls (`{region}` as in `endpoint`). When absent: `endpoint`
+    /// if that is set (local engines serve both), else `https://streams.dynamodb.{region}.amazonaws.com`.
+    pub streams_endpoint: Option<String>,
+    /// The region of a request whose signature names none (or an invalid one), and of every
+    /// request when `pin_region` is set or the endpoint is one fixed URL that ddbcache signs for.
+    pub region: String,
+    /// Send and sign every request for `region`, whatever region its client signed for: for
+    /// engines that keep one set of tables whatever the region (dynalite, DynamoDB Local).
+    pub pin_region: bool,
+    /// Re-sign requests with SigV4 using the standard AWS credential chain.
+    pub sign: bool,
+    /// Time allowed to open a connection to the upstream (old spelling: `connect_timeout_ms`, in
+    /// whole milliseconds).
+    #[serde(with = "units::positive_duration")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout for one upstream call (old spelling: `timeout_ms`, in whole
+    /// milliseconds).
+    #[serde(with = "units::positive_duration")]
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per upstream host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            streams_endpoint: None,
+            region: "us-east-1".into(),
+            pin_region: false,
+            sign: true,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+            max_idle_per_host: 64,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// Where requests go, `{region}` standing for the request's region.
+    pub fn endpoint_template(&self) -> String {
+        match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => format!("https://dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
+        }
+    }
+
+    /// Where DynamoDB Streams requests go, `{region}` standing for the request's region.
+    pub fn streams_endpoint_template(&self) -> String {
+        match (&self.streams_endpoint, &self.endpoint) {
+            (Some(e), _) => e.trim_end_matches('/').to_string(),
+            (None, Some(_)) => self.endpoint_template(),
+            (None, None) => format!("https://streams.dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
+        }
+    }
+
+    /// The endpoint URL of requests of `region` (the configured one).
+    pub fn endpoint_url(&self) -> String {
+        self.endpoint_template()
+            .replace(REGION_PLACEHOLDER, &self.region)
+    }
+
+    /// The endpoint URL of DynamoDB Streams requests of `region` (the configured one).
+    pub fn streams_endpoint_url(&self) -> String {
+        self.streams_endpoint_template()
+            .replace(REGION_PLACEHOLDER, &self.region)
+    }
+
+    /// Whether a request is sent to, and signed for, the region its client signed for (else
+    /// every request is `region`'s). Not when pinned, and not when ddbcache signs for a fixed
+    /// endpoint: one URL serves one region, and a signature for another would be refused.
+    pub fn follows_client_region(&self) -> bool {
+        let fixed = self
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| !e.contains(REGION_PLACEHOLDER));
+        let signs_for_one_url = self.sign && fixed;
+        !(self.pin_region || signs_for_one_url)
+    }
+}
+
+/// What an endpoint's URL says where the request's region goes.
+pub const REGION_PLACEHOLDER: &str = "{region}";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Request bodies larger than this are answered with 413.
+    #[serde(with = "units::positive_size")]
+    pub max_body_bytes: u64,
+    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
+    #[serde(with = "units::duration")]
+    pub shutdown_grace: Duration,
+    /// Runtime worker threads; 0: as many as the CPUs the process may use (cgroup quotas count).
+    pub worker_threads: usize,
+    /// Open connections per port; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, from its first byte.
+    #[serde(with = "units::positive_duration")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body, once its headers arrived.
+    #[serde(with = "units::positive_duration")]
+    pub body_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(with = "units::positive_duration")]
+    pub idle_timeout: Duration,
+    /// Request body bytes buffered at once across all requests.
+    #[serde(with = "units::size")]
+    pub max_buffered_bytes: u64,
+    /// How long a request waits for room within `max_buffered_bytes` before a retryable 503.
+    #[serde(with = "units::duration")]
+    pub buffer_wait: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            worker_threads: 0,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_buffered_bytes: 64 * 1024 * 1024,
+            buffer_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The runtime's worker threads: `worker_threads`, or the CPUs this process may use.
+    pub fn effective_worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Who may use the admin port's mutating endpoints (`POST /cache/flush`). Probes and metrics
+/// stay open to anyone who can reach the port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token that mutating requests must present. Never printed by `check-config`.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the token (a mounted Kubernetes Secret); read on every mutating request, so
+    /// a rotated Secret takes effect without a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("(set, not shown)"),
+        None => s.serialize_none(),
+    }
+}
+
+/// TLS on the data port (off unless `cert_file` and `key_file` are set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate they signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// How often the files are checked for changes (a renewed certificate is picked up).
+    #[serde(with = "units::positive_duration")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `ddbcache=debug,hyper=info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Master switch: false turns ddbcache into a pure pass-through proxy.
+    pub enabled: bool,
+    /// Add `x-ddbcache: hit|miss|bypass` to responses of cacheable operations.
+    pub header: bool,
+    pub item: ItemCacheConfig,
+    pub query: QueryCacheConfig,
+    /// After a write, misses on what it touched read with `ConsistentRead` (or are not stored)
+    /// for this long: an eventually consistent read may reach a replica that lacks the write.
+    #[serde(with = "units::duration")]
+    pub consistency_window: Duration,
+    /// After a write whose outcome is unknown (no answer, or a 5xx), misses on what it touched are
+    /// not stored for this long: it may still land. Default: 4 × `upstream.timeout`.
+    #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub in_doubt_window: Option<Duration>,
+    /// How stored bodies are kept: `none`, or `lz4` (more entries per byte, a decompression per
+    /// hit).
+    pub compression: Compression,
+}
+
+/// How the caches keep stored response bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// As the upstream sent them: a hit answers with the stored bytes, copying nothing.
+    #[default]
+    None,
+    /// LZ4-compressed, where that makes a body smaller: a hit decompresses into a new buffer.
+    Lz4,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header: true,
+            item: ItemCacheConfig::default(),
+            query: QueryCacheConfig::default(),
+            consistency_window: Duration::from_secs(1),
+            in_doubt_window: None,
+            compression: Compression::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ItemCacheConfig {
+    #[serde(with = "units::duration")]
+    pub ttl: Duration,
+    /// TTL of "no such item" answers.
+    #[serde(with = "units::duration")]
+    pub negative_ttl: Duration,
+    #[serde(with = "units::size")]
+    pub capacity: u64,
+}
+
+impl Default for ItemCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(300),
+            capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryCacheConfig {
+    #[serde(with = "units::duration")]
+    pub ttl: Duration,
+    #[serde(with = "units::size")]
+    pub capacity: u64,
+}
+
+impl Default for QueryCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[fleet]`: the Redis (or Valkey, ElastiCache, MemoryDB) the sidecars of a fleet publish their
+/// writes on. Off when `redis_url` is unset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://...` (TLS). Printed without its
+    /// password.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted_url"
+    )]
+    pub redis_url: Option<String>,
+    /// Namespace of the bus channel and of the stream leases: fleets sharing one Redis differ here.
+    pub channel: String,
+    /// How long a write waits for its invalidation to be published before it is answered anyway
+    /// (the message is then retried from a queue, and this sidecar serves no hits until it went).
+    #[serde(with = "units::positive_duration")]
+    pub publish_timeout: Duration,
+    /// Messages the retry queue holds; past it they collapse into one "invalidate everything".
+    pub publish_queue: usize,
+    /// How often the subscription connection is pinged to detect a dead link.
+    #[serde(with = "units::positive_duration")]
+    pub ping_interval: Duration,
+    /// A ping (or a connection attempt) not answered within this marks the link down.
+    #[serde(with = "units::positive_duration")]
+    pub ping_timeout: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            channel: "ddbcache".into(),
+            publish_timeout: Duration::from_millis(50),
+            publish_queue: 1024,
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FleetConfig {
+    pub fn enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+}
+
+/// A URL with the password of its user part replaced, for printing.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:****@{host}")
+        }
+        Some((_, host)) => format!("{scheme}://****@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    v: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(url) => s.serialize_str(&redacted_url(url)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Which tables' streams are read: a list, or `"*"` for every table ddbcache has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StreamTables {
+    #[default]
+    None,
+    All,
+    Named(Vec<String>),
+}
+
+impl Serialize for StreamTables {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StreamTables::None => Vec::<String>::new().serialize(s),
+            StreamTables::All => s.serialize_str("*"),
+            StreamTables::Named(names) => names.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamTables {
+    /// A list of names, `"*"`, or (as an environment variable gives it) a comma-separated string.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            List(Vec<String>),
+        }
+        let names = match Raw::deserialize(d)? {
+            Raw::One(s) if s.trim() == "*" => return Ok(StreamTables::All),
+            Raw::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+            Raw::List(l) if l.len() == 1 && l[0] == "*" => return Ok(StreamTables::All),
+            Raw::List(l) => l,
+        };
+        let names: Vec<String> = names.into_iter().filter(|t| !t.is_empty()).collect();
+        Ok(if names.is_empty() {
+            StreamTables::None
+        } else {
+            StreamTables::Named(names)
+        })
+    }
+}
+
+/// `[streams]`: DynamoDB Streams read to invalidate what was written around every sidecar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// `["orders", ...]`, or `"*"` for every table ddbcache has seen. Empty: no stream is read.
+    pub tables: StreamTables,
+    /// Longest wait between two GetRecords on a shard that had nothing new (the wait doubles from
+    /// 50ms up to this while a shard stays empty).
+    #[serde(with = "units::positive_duration")]
+    pub poll_interval: Duration,
+    /// With `[fleet]`: how long a sidecar's lease on a table's stream lasts without renewal, and so
+    /// how long the others wait before taking over from one that died.
+    #[serde(with = "units::duration")]
+    pub lease_ttl: Duration,
+    /// How often the stream's shards are listed again (new shards, a re-enabled stream).
+    #[serde(with = "units::positive_duration")]
+    pub describe_interval: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            tables: StreamTables::None,
+            poll_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(10),
+            describe_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Per-table TTLs; an absent key inherits the cache's. `0s` turns that cache off for the table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableOverrides {
+    #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub item_ttl: Option<Duration>,
+    #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<Duration>,
+    #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub query_ttl: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    #[test]
+    fn fleet_and_streams_sections() {
+        let c = Config::from_toml(
+            "[fleet]\nredis_url = \"redis://u:secret@r:6379\"\n[streams]\ntables = \"*\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.fleet.enabled());
+        assert_eq!(c.streams.tables, StreamTables::All);
+        assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
+        let c = Config::from_toml("[streams]\ntables = [\"orders\"]\n").unwrap();
+        assert_eq!(c.streams.tables, StreamTables::Named(vec!["orders".into()]));
+        assert!(!Config::default().fleet.enabled());
+        let mut bad = Config::default();
+        bad.fleet.redis_url = Some("http://r:6379".into());
+        assert!(bad.validate().is_err());
+        assert_eq!(redacted_url("rediss://:pw@h:6380"), "rediss://:****@h:6380");
+    }
+
+    #[test]
+    fn endpoints_follow_the_clients_region_unless_pinned_or_fixed_and_signed() {
+        let mut u = UpstreamConfig::default();
+        assert_eq!(
+            u.endpoint_template(),
+            "https://dynamodb.{region}.amazonaws.com"
+        );
+        assert_eq!(u.endpoint_url(), "https://dynamodb.us-east-1.amazonaws.com");
+        assert_eq!(
+            u.streams_endpoint_url(),
+            "https://streams.dynamodb.us-east-1.amazonaws.com"
+        );
+        assert!(u.follows_client_region());
+        u.pin_region = true;
+        assert!(!u.follows_client_region());
+        u.pin_region = false;
+        u.endpoint = Some("https://dynamodb.eu-west-1.amazonaws.com/".into());
+        assert!(
+            !u.follows_client_region(),
+            "one URL is one region to sign for"
+        );
+        assert_eq!(
+            u.streams_endpoint_template(),
+            "https://dynamodb.eu-west-1.amazonaws.com"
+        );
+        u.sign = false;
+        assert!(
+            u.follows_client_region(),
+            "unsigned, the client's signature decides"
+        );
+        u.sign = true;
+        u.endpoint = Some("https://ddb.{region}.example.com".into());
+        assert!(u.follows_client_region());
+        assert_eq!(u.endpoint_url(), "https://ddb.us-east-1.example.com");
+    }
+}
