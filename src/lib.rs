@@ -10,6 +10,8 @@
 //! DynamoDB wire format), [`cache`] (entries, generations, single-flight, key schemas),
 //! [`upstream`] (HTTP client, signing), [`readiness`], [`admin`] and [`metrics`].
 
+pub use ddbcache_protocol as protocol;
+
 mod admin;
 pub mod cache;
 pub mod config;
@@ -17,7 +19,6 @@ mod connection;
 mod fleet;
 pub mod listener;
 pub mod metrics;
-pub mod protocol;
 pub mod proxy;
 pub mod readiness;
 pub mod server;

@@ -5,16 +5,16 @@
 //! accepts ([`validate`]). No HTTP, no I/O, no clock and no cache in here: these are functions of
 //! bytes. What DynamoDB's HTTP front door answers is the proxy's (`proxy::front_door`).
 
-pub(crate) mod answers;
-pub(crate) mod canonical;
+pub mod answers;
+pub mod canonical;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod operation;
-pub(crate) mod partiql;
+pub mod partiql;
 pub mod reads;
 pub mod region;
-pub(crate) mod reserved_words;
+pub mod reserved_words;
 pub mod table;
 pub mod validate;
 pub mod writes;

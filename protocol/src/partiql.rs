@@ -7,7 +7,7 @@ use super::writes::{tables_named, WriteScope};
 
 /// What a PartiQL request (ExecuteStatement, BatchExecuteStatement, ExecuteTransaction) for
 /// `region` writes.
-pub(crate) fn parse_partiql(op: super::Operation, body: &[u8], region: &str) -> WriteScope {
+pub fn parse_partiql(op: super::Operation, body: &[u8], region: &str) -> WriteScope {
     use super::Operation::*;
     #[derive(Deserialize)]
     struct Stmt {
@@ -129,7 +129,7 @@ fn partiql_identifier(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::table::TableId;
+    use crate::table::TableId;
 
     /// Table identities written `region/name`.
     fn ids(ids: &[&str]) -> Vec<TableId> {
@@ -140,7 +140,7 @@ mod tests {
             })
             .collect()
     }
-    use crate::protocol::Operation;
+    use crate::Operation;
 
     #[test]
     fn partiql_targets() {

@@ -63,7 +63,7 @@ impl WriteScope {
         self.items.iter().map(|i| &i.table).chain(&self.tables)
     }
 
-    pub(crate) fn add_table(&mut self, id: TableId) {
+    pub fn add_table(&mut self, id: TableId) {
         if !self.tables.contains(&id) {
             self.tables.push(id);
         }
@@ -71,10 +71,10 @@ impl WriteScope {
 }
 
 /// What a write is read against: the request's region and the key schemas ddbcache knows.
-pub(crate) struct WriteContext<'a> {
-    pub(crate) region: &'a str,
+pub struct WriteContext<'a> {
+    pub region: &'a str,
     /// The key schema of a table identity, when known.
-    pub(crate) schema: &'a dyn Fn(&TableId) -> Option<Arc<KeySchema>>,
+    pub schema: &'a dyn Fn(&TableId) -> Option<Arc<KeySchema>>,
 }
 
 impl WriteContext<'_> {
@@ -118,7 +118,7 @@ impl WriteContext<'_> {
 /// The identities a `TableName` may denote in a request for `region`. A name is one table of the
 /// request's region; an ARN is its own region's table, and — in case the upstream resolves it
 /// otherwise — the request region's table of that name too. `None` for a malformed ARN.
-pub(crate) fn tables_named(region: &str, table_name: &str) -> Option<Vec<TableId>> {
+pub fn tables_named(region: &str, table_name: &str) -> Option<Vec<TableId>> {
     match TableRef::parse(table_name) {
         TableRef::Name(n) => Some(vec![TableId::new(region, n)]),
         TableRef::Arn(a) => {
@@ -148,7 +148,7 @@ struct Target<'a> {
 
 /// What a PutItem / UpdateItem / DeleteItem / BatchWriteItem / TransactWriteItems may change.
 /// Anything not understood widens the scope.
-pub(crate) fn parse_write(op: Operation, body: &[u8], ctx: &WriteContext<'_>) -> WriteScope {
+pub fn parse_write(op: Operation, body: &[u8], ctx: &WriteContext<'_>) -> WriteScope {
     let mut scope = WriteScope::default();
     let understood = match op {
         Operation::PutItem | Operation::UpdateItem | Operation::DeleteItem => {
@@ -259,7 +259,7 @@ fn transact_write(body: &[u8], ctx: &WriteContext<'_>, scope: &mut WriteScope) -
 
 /// What a control-plane call may change: the table it names in the member the engine reads for
 /// that operation, or everything when that member is missing or unreadable.
-pub(crate) fn control_scope(op: Operation, body: &[u8], region: &str) -> WriteScope {
+pub fn control_scope(op: Operation, body: &[u8], region: &str) -> WriteScope {
     #[derive(Deserialize)]
     struct Input<'a> {
         #[serde(rename = "TableName", borrow, default)]
@@ -302,7 +302,7 @@ pub(crate) fn control_scope(op: Operation, body: &[u8], region: &str) -> WriteSc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::table::TableId;
+    use crate::table::TableId;
 
     /// Table identities written `region/name`.
     fn ids(ids: &[&str]) -> Vec<TableId> {
@@ -313,7 +313,7 @@ mod tests {
             })
             .collect()
     }
-    use crate::protocol::canonical::{encode_key, KeyAttr};
+    use crate::canonical::{encode_key, KeyAttr};
 
     fn schema(hash: &str, range: Option<&str>) -> Arc<KeySchema> {
         Arc::new(KeySchema {

@@ -63,12 +63,12 @@ fn parse_strict<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<ReadParse<T>, 
     }
 }
 
-pub(crate) fn serialization_error(e: &serde_json::Error) -> ProtocolError {
+pub fn serialization_error(e: &serde_json::Error) -> ProtocolError {
     ProtocolError::Serialization(format!("request body could not be parsed: {e}"))
 }
 
 /// Checks that a body is a JSON object (what every DynamoDB operation takes).
-pub(crate) fn require_object(body: &[u8]) -> Result<(), ProtocolError> {
+pub fn require_object(body: &[u8]) -> Result<(), ProtocolError> {
     serde_json::from_slice::<serde::de::IgnoredAny>(body)
         .map_err(|e| serialization_error(&e))
         .and_then(|_| match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -136,7 +136,7 @@ impl<T> ReadParse<T> {
 
 /// The same request, asking for a strongly consistent read (`ConsistentRead: true`), for a miss
 /// that must not read a replica which may lack a recent write. `None` if it cannot be rewritten.
-pub(crate) fn with_consistent_read(body: &[u8]) -> Option<Vec<u8>> {
+pub fn with_consistent_read(body: &[u8]) -> Option<Vec<u8>> {
     let mut v: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
     v.insert("ConsistentRead".into(), Value::Bool(true));
     serde_json::to_vec(&v).ok()
@@ -448,7 +448,7 @@ pub fn parse_batch_get_item(body: &[u8]) -> Result<ReadParse<BatchGetRead>, Prot
 /// Rewrites a BatchGetItem body to ask only for the keys `keep(table_index, key_index)` selects,
 /// with `ConsistentRead: true` for the tables `consistent(table_index)` selects. Tables left with
 /// no keys are dropped. Everything else in the request is kept as it was.
-pub(crate) fn batch_get_subset(
+pub fn batch_get_subset(
     body: &[u8],
     read: &BatchGetRead,
     keep: impl Fn(usize, usize) -> bool,

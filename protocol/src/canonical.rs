@@ -24,7 +24,7 @@ pub struct KeyAttr<'a> {
 impl<'a> KeyAttr<'a> {
     /// A key value given by its type member (`S`, `N` or `B`) and that member's string, as
     /// read from JSON without escapes. `None` for any other type.
-    pub(crate) fn new(tag: &str, value: &'a str) -> Option<KeyAttr<'a>> {
+    pub fn new(tag: &str, value: &'a str) -> Option<KeyAttr<'a>> {
         let value = Some(Cow::Borrowed(value));
         let (s, n, b) = match tag {
             "S" => (value, None, None),
