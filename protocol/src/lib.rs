@@ -12,6 +12,7 @@ pub mod error;
 mod fuzz;
 pub mod operation;
 pub mod partiql;
+pub mod projection;
 pub mod reads;
 pub mod region;
 pub mod reserved_words;

@@ -37,8 +37,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::canonical::{encode_key, normalize_number, KeyAttr};
+use super::projection::{self, is_identifier_byte, Step};
 use super::region::Region;
-use super::reserved_words::is_reserved;
 use super::table::TableRef;
 use super::Operation;
 
@@ -97,40 +97,6 @@ pub enum NotProven {
     EmptyRequestItems,
     #[error("RequestItems names the same table twice")]
     DuplicateTable,
-}
-
-impl NotProven {
-    /// The reason as a metric label.
-    pub fn label(self) -> &'static str {
-        use NotProven::*;
-        match self {
-            NotARead => "not_a_read",
-            NotAnObject => "not_an_object",
-            UnknownParameter => "unknown_parameter",
-            MissingParameter => "missing_parameter",
-            WrongType => "wrong_type",
-            DuplicateMember => "duplicate_member",
-            TableName => "table_name",
-            ReturnConsumedCapacity => "return_consumed_capacity",
-            AttributeValue => "attribute_value",
-            KeyValue => "key_value",
-            Number => "number",
-            ExpressionSyntax => "expression_syntax",
-            ReservedWord => "reserved_word",
-            UndefinedName => "undefined_name",
-            UnusedName => "unused_name",
-            AttributeNames => "attribute_names",
-            ProjectionWithAttributesToGet => "projection_with_attributes_to_get",
-            AttributesToGet => "attributes_to_get",
-            OverlappingPaths => "overlapping_paths",
-            MixedKeyAttributes => "mixed_key_attributes",
-            DuplicateKeys => "duplicate_keys",
-            TooManyKeys => "too_many_keys",
-            EmptyKeys => "empty_keys",
-            EmptyRequestItems => "empty_request_items",
-            DuplicateTable => "duplicate_table",
-        }
-    }
 }
 
 type Proof = Result<(), NotProven>;
@@ -404,45 +370,20 @@ impl<'n> AttributeNames<'n> {
 // ---------------------------------------------------------------------------------------------
 // ProjectionExpression
 
-/// DynamoDB refuses expressions longer than 4 KB.
-const MAX_EXPRESSION_BYTES: usize = 4096;
-/// Document paths nest at most 32 levels deep.
-const MAX_PATH_DEPTH: usize = 32;
-
-/// One step of a document path, names resolved. Indexes order before names, so that sorted
-/// paths put every index-versus-name conflict next to each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Step<'s> {
-    Index(u32),
-    Name(&'s str),
-}
-
-/// Parses a projection (`path, path, ...`, a path being `name` or `#placeholder` followed by
-/// `[index]` or `.name` steps, blanks allowed around punctuation) and checks it as DynamoDB does:
-/// no bare reserved word, every placeholder defined (marked in `used`), no two paths overlapping
-/// (`a, a.b`, `a, a`) or conflicting (`a[0], a.b`).
+/// Parses a projection ([`projection`]) and checks it as DynamoDB does: no bare reserved word,
+/// every placeholder defined (marked in `used`), no two paths overlapping (`a, a.b`, `a, a`) or
+/// conflicting (`a[0], a.b`).
 fn check_projection(expression: &str, names: Option<&AttributeNames>, used: &mut [bool]) -> Proof {
-    if expression.len() > MAX_EXPRESSION_BYTES {
-        return Err(NotProven::ExpressionSyntax);
-    }
-    let mut parser = Parser {
-        s: expression.as_bytes(),
-        text: expression,
-        pos: 0,
-        names,
-        used,
+    let resolve = |placeholder: &str| {
+        let (i, name) = names?.resolve(placeholder)?;
+        used[i] = true;
+        Some(name)
     };
-    let mut paths: Vec<Vec<Step>> = Vec::new();
-    parser.blanks();
-    loop {
-        paths.push(parser.path()?);
-        parser.blanks();
-        match parser.next() {
-            None => break,
-            Some(b',') => parser.blanks(),
-            Some(_) => return Err(NotProven::ExpressionSyntax),
-        }
-    }
+    let mut paths = projection::parse(expression, resolve).map_err(|e| match e {
+        projection::Error::Syntax => NotProven::ExpressionSyntax,
+        projection::Error::ReservedWord => NotProven::ReservedWord,
+        projection::Error::UndefinedName => NotProven::UndefinedName,
+    })?;
     paths.sort_unstable();
     for pair in paths.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
@@ -456,110 +397,6 @@ fn check_projection(expression: &str, names: Option<&AttributeNames>, used: &mut
         }
     }
     Ok(())
-}
-
-struct Parser<'s, 'n, 'u> {
-    s: &'s [u8],
-    text: &'s str,
-    pos: usize,
-    names: Option<&'n AttributeNames<'n>>,
-    used: &'u mut [bool],
-}
-
-impl<'s, 'n: 's, 'u> Parser<'s, 'n, 'u> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    fn blanks(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            self.pos += 1;
-        }
-    }
-
-    fn path(&mut self) -> Result<Vec<Step<'s>>, NotProven> {
-        let mut path = vec![self.name()?];
-        loop {
-            let before = self.pos;
-            self.blanks();
-            match self.peek() {
-                Some(b'[') => {
-                    self.pos += 1;
-                    self.blanks();
-                    let start = self.pos;
-                    while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                        self.pos += 1;
-                    }
-                    let index = self.text[start..self.pos]
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|i| *i <= i32::MAX as u32)
-                        .ok_or(NotProven::ExpressionSyntax)?;
-                    self.blanks();
-                    if self.next() != Some(b']') {
-                        return Err(NotProven::ExpressionSyntax);
-                    }
-                    path.push(Step::Index(index));
-                }
-                Some(b'.') => {
-                    self.pos += 1;
-                    self.blanks();
-                    path.push(self.name()?);
-                }
-                _ => {
-                    self.pos = before;
-                    break;
-                }
-            }
-            if path.len() > MAX_PATH_DEPTH {
-                return Err(NotProven::ExpressionSyntax);
-            }
-        }
-        Ok(path)
-    }
-
-    /// An identifier (`[A-Za-z_][A-Za-z0-9_]*`, not reserved) or a defined `#placeholder`.
-    fn name(&mut self) -> Result<Step<'s>, NotProven> {
-        let start = self.pos;
-        let placeholder = self.peek() == Some(b'#');
-        if placeholder {
-            self.pos += 1;
-        } else if !self
-            .peek()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        {
-            return Err(NotProven::ExpressionSyntax);
-        }
-        while self.peek().is_some_and(is_identifier_byte) {
-            self.pos += 1;
-        }
-        let word = &self.text[start..self.pos];
-        if placeholder {
-            if word.len() == 1 {
-                return Err(NotProven::ExpressionSyntax);
-            }
-            let (i, resolved) = self
-                .names
-                .and_then(|n| n.resolve(word))
-                .ok_or(NotProven::UndefinedName)?;
-            self.used[i] = true;
-            Ok(Step::Name(resolved))
-        } else if is_reserved(word) {
-            Err(NotProven::ReservedWord)
-        } else {
-            Ok(Step::Name(word))
-        }
-    }
-}
-
-fn is_identifier_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1044,7 +881,7 @@ mod tests {
             assert_eq!(proj(expr, names), Err(reason), "{expr:?} {names}");
         }
         assert_eq!(proj("a1, a2, a3.b2, b[0], b[1].c, c.d, c.e", ""), Ok(()));
-        let deep = vec!["a"; MAX_PATH_DEPTH].join(".");
+        let deep = vec!["a"; projection::MAX_PATH_DEPTH].join(".");
         assert_eq!(proj(&deep, ""), Ok(()));
         assert_eq!(proj(&format!("{deep}.a"), ""), Err(ExpressionSyntax));
         let long = (0..1000).map(|i| format!("a{i}")).collect::<Vec<_>>();
@@ -1291,45 +1128,6 @@ mod tests {
             get(r#"{"TableName":"t01","Key":{"pk":{"S":"a"}},"ProjectionExpression":"n\u0061me"}"#),
             Err(NotProven::ReservedWord)
         );
-    }
-
-    #[test]
-    fn labels_are_distinct_metric_labels() {
-        use NotProven::*;
-        let all = [
-            NotARead,
-            NotAnObject,
-            UnknownParameter,
-            MissingParameter,
-            WrongType,
-            DuplicateMember,
-            TableName,
-            ReturnConsumedCapacity,
-            AttributeValue,
-            KeyValue,
-            Number,
-            ExpressionSyntax,
-            ReservedWord,
-            UndefinedName,
-            UnusedName,
-            AttributeNames,
-            ProjectionWithAttributesToGet,
-            AttributesToGet,
-            OverlappingPaths,
-            MixedKeyAttributes,
-            DuplicateKeys,
-            TooManyKeys,
-            EmptyKeys,
-            EmptyRequestItems,
-            DuplicateTable,
-        ];
-        let mut labels: Vec<_> = all.iter().map(|r| r.label()).collect();
-        assert!(labels
-            .iter()
-            .all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
-        labels.sort_unstable();
-        labels.dedup();
-        assert_eq!(labels.len(), all.len());
     }
 
     proptest! {
