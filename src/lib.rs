@@ -15,6 +15,7 @@ pub mod cache;
 pub mod config;
 mod connection;
 mod fleet;
+pub mod inject;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
