@@ -525,45 +525,13 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // The webhook
 
-/// A webhook serving on a free port with a certificate from its own CA.
-struct TestWebhook {
+/// HTTPS requests to a webhook at `addr` whose certificate `ca` signed.
+struct Client {
     addr: String,
     ca: tls::Ca,
-    dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-impl TestWebhook {
-    async fn start(flags: &[&str], max_review_bytes: usize) -> TestWebhook {
-        let dir = std::env::temp_dir().join(format!("ddbcache-webhook-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = tls::Ca::new("webhook test CA");
-        let (cert, key) = ca.issue("localhost");
-        std::fs::write(dir.join("tls.crt"), cert).unwrap();
-        std::fs::write(dir.join("tls.key"), key).unwrap();
-        let options = WebhookOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert_file: dir.join("tls.crt"),
-            key_file: dir.join("tls.key"),
-            reload_interval: Duration::from_millis(50),
-            max_review_bytes,
-        };
-        let webhook = Webhook::bind(injector(flags), options).await.unwrap();
-        let addr = webhook.local_addr().to_string();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(webhook.run(async {
-            let _ = stopped.await;
-        }));
-        TestWebhook {
-            addr,
-            ca,
-            dir,
-            stop: Some(stop),
-            task,
-        }
-    }
-
+impl Client {
     /// `method path` with `body`, trusting `ca`: the status and the body.
     async fn request(
         &self,
@@ -590,6 +558,19 @@ impl TestWebhook {
         Ok((status, body.to_bytes().to_vec()))
     }
 
+    /// Waits until the webhook answers its probe.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self
+            .request(&self.ca, "GET", "/healthz", Vec::new())
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the webhook never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POSTs a review; the answer's `response`, checked to be an allowed AdmissionReview v1.
     async fn review(&self, body: Vec<u8>) -> Value {
         let (status, body) = self.request(&self.ca, "POST", PATH, body).await.unwrap();
@@ -600,9 +581,69 @@ impl TestWebhook {
         assert_eq!(answer["response"]["allowed"], true, "{answer}");
         answer["response"].clone()
     }
+}
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+/// `response`'s JSON Patch applied to `object` (which stays as it is without a patch).
+fn patched(object: &Value, response: &Value) -> Value {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}),
+    )
+    .unwrap();
+    let mut patched = object.clone();
+    if let Some(patch) = review.response.unwrap().patch {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    patched
+}
+
+/// A certificate for `localhost` from a new CA, written as `tls.crt` and `tls.key` into a new
+/// directory.
+fn certificate_files() -> (tls::Ca, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ddbcache-webhook-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = tls::Ca::new("webhook test CA");
+    let (cert, key) = ca.issue("localhost");
+    std::fs::write(dir.join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.join("tls.key"), key).unwrap();
+    (ca, dir)
+}
+
+/// A webhook serving in-process on a free port with a certificate from its own CA.
+struct TestWebhook {
+    client: Client,
+    dir: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWebhook {
+    async fn start(flags: &[&str], max_review_bytes: usize) -> TestWebhook {
+        let (ca, dir) = certificate_files();
+        let options = WebhookOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_file: dir.join("tls.crt"),
+            key_file: dir.join("tls.key"),
+            reload_interval: Duration::from_millis(50),
+            max_review_bytes,
+        };
+        let webhook = Webhook::bind(injector(flags), options).await.unwrap();
+        let addr = webhook.local_addr().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(webhook.run(async {
+            let _ = stopped.await;
+        }));
+        TestWebhook {
+            client: Client { addr, ca },
+            dir,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
         std::fs::remove_dir_all(&self.dir).unwrap();
     }
@@ -646,17 +687,13 @@ async fn webhook_patches_give_the_cli_output() {
         let mut warnings = Vec::new();
         for (i, object) in documents(&fixture(case)).into_iter().enumerate() {
             let uid = uuid::Uuid::new_v4().to_string();
-            let response = webhook.review(review_of(&object, &uid)).await;
+            let response = webhook.client.review(review_of(&object, &uid)).await;
             assert_eq!(response["uid"], uid.as_str());
-            let review: AdmissionReview<DynamicObject> =
-                serde_json::from_value(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})).unwrap();
-            let mut patched = object.clone();
-            if let Some(patch) = review.response.unwrap().patch {
-                assert_eq!(response["patchType"], "JSONPatch");
-                let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
-                json_patch::patch(&mut patched, &patch).unwrap();
-            }
-            assert_eq!(patched, expected[i], "{case} document {i}");
+            assert_eq!(
+                patched(&object, &response),
+                expected[i],
+                "{case} document {i}"
+            );
             for warning in warnings_of(&response) {
                 let warning = warning
                     .strip_prefix("ddbcache inject: ")
@@ -686,6 +723,7 @@ fn webhook_max() -> usize {
 async fn webhook_admits_what_it_cannot_read_unchanged_with_a_warning() {
     const LIMIT: usize = 64 << 10;
     let webhook = TestWebhook::start(&[], LIMIT).await;
+    let client = &webhook.client;
     let pod = documents(&fixture("pod-yaml11")).remove(0);
     let answered = |response: &Value, uid: &str, says: &str| {
         assert_eq!(response["uid"], uid, "{response}");
@@ -705,19 +743,19 @@ async fn webhook_admits_what_it_cannot_read_unchanged_with_a_warning() {
 
     // Not JSON at all, and JSON that is not a review: the uid when there is one to be found.
     answered(
-        &webhook.review(b"{not json".to_vec()).await,
+        &client.review(b"{not json".to_vec()).await,
         "",
         "not an AdmissionReview",
     );
     let partial = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "partial-1"}});
     answered(
-        &webhook.review(serde_json::to_vec(&partial).unwrap()).await,
+        &client.review(serde_json::to_vec(&partial).unwrap()).await,
         "partial-1",
         "not an AdmissionReview",
     );
     let empty = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
     answered(
-        &webhook.review(serde_json::to_vec(&empty).unwrap()).await,
+        &client.review(serde_json::to_vec(&empty).unwrap()).await,
         "",
         "without a request",
     );
@@ -726,7 +764,7 @@ async fn webhook_admits_what_it_cannot_read_unchanged_with_a_warning() {
     let secret =
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}});
     answered(
-        &webhook.review(review_of(&secret, "kind-1")).await,
+        &client.review(review_of(&secret, "kind-1")).await,
         "kind-1",
         "v1 Secret is not a workload",
     );
@@ -737,21 +775,21 @@ async fn webhook_admits_what_it_cannot_read_unchanged_with_a_warning() {
     let body = review_of(&big, "big-1");
     assert!(body.len() > LIMIT);
     answered(
-        &webhook.review(body).await,
+        &client.review(body).await,
         "big-1",
         &format!("over the {LIMIT} this webhook reads"),
     );
 
     // And then it still injects, and answers its probe.
-    let response = webhook.review(review_of(&pod, "after-1")).await;
+    let response = client.review(review_of(&pod, "after-1")).await;
     assert_eq!(response["patchType"], "JSONPatch");
-    let (status, body) = webhook
-        .request(&webhook.ca, "GET", "/healthz", Vec::new())
+    let (status, body) = client
+        .request(&client.ca, "GET", "/healthz", Vec::new())
         .await
         .unwrap();
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
-    let (status, _) = webhook
-        .request(&webhook.ca, "GET", PATH, Vec::new())
+    let (status, _) = client
+        .request(&client.ca, "GET", PATH, Vec::new())
         .await
         .unwrap();
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
@@ -761,12 +799,13 @@ async fn webhook_admits_what_it_cannot_read_unchanged_with_a_warning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_serves_a_renewed_certificate_without_a_restart() {
     let webhook = TestWebhook::start(&[], webhook_max()).await;
+    let client = &webhook.client;
     let renewed = tls::Ca::new("renewed CA");
     let (cert, key) = renewed.issue("localhost");
     std::fs::write(webhook.dir.join("tls.key"), key).unwrap();
     std::fs::write(webhook.dir.join("tls.crt"), cert).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while webhook
+    while client
         .request(&renewed, "GET", "/healthz", Vec::new())
         .await
         .is_err()
@@ -777,9 +816,79 @@ async fn webhook_serves_a_renewed_certificate_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(webhook
-        .request(&webhook.ca, "GET", "/healthz", Vec::new())
+    assert!(client
+        .request(&client.ca, "GET", "/healthz", Vec::new())
         .await
         .is_err());
     webhook.stop().await;
+}
+
+/// Kills the child when dropped, so that a failing test leaves no webhook running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_webhook_deployment_serves_what_its_configuration_calls() {
+    let dir = root().join("deploy/kubernetes/webhook");
+    let deployment = documents(&dir.join("deployment.yaml")).remove(0);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let hook = &documents(&dir.join("mutatingwebhook.yaml"))[0]["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["service"]["path"], PATH);
+    let port = container["ports"][0]["containerPort"].as_u64().unwrap();
+
+    // The container's own arguments, with the certificate files made here and a free local port.
+    let (ca, certs) = certificate_files();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut args = Vec::new();
+    let mut image = None;
+    for arg in container["args"].as_array().unwrap() {
+        let arg = arg.as_str().unwrap();
+        let (flag, value) = arg.split_once('=').unwrap_or((arg, ""));
+        args.push(match flag {
+            "--listen" => {
+                assert_eq!(value, format!("0.0.0.0:{port}"), "the container port");
+                format!("--listen={free}")
+            }
+            "--tls-cert" => format!("--tls-cert={}", certs.join("tls.crt").display()),
+            "--tls-key" => format!("--tls-key={}", certs.join("tls.key").display()),
+            "--image" => {
+                image = Some(value.to_string());
+                arg.to_string()
+            }
+            _ => arg.to_string(),
+        });
+    }
+    let _webhook = Child(
+        Command::new(env!("CARGO_BIN_EXE_ddbcache"))
+            .arg("--config")
+            .arg(dir.join("sidecar.toml"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client {
+        addr: free.to_string(),
+        ca,
+    };
+    client.wait_ready().await;
+    let pod = documents(&fixture("pod-yaml11")).remove(0);
+    let patched = patched(&pod, &client.review(review_of(&pod, "shipped-1")).await);
+    let sidecar = &patched["spec"]["initContainers"][0];
+    assert_eq!(sidecar["image"].as_str(), image.as_deref());
+    // Sized for the shipped sidecar config.
+    let config = Config::from_file(&dir.join("sidecar.toml")).unwrap();
+    let memory = format!("{}Mi", config.container_memory_bytes().div_ceil(1 << 20));
+    assert_eq!(sidecar["resources"]["limits"]["memory"], memory.as_str());
+    std::fs::remove_dir_all(&certs).unwrap();
 }
