@@ -216,7 +216,8 @@ fn injecting_twice_changes_nothing_and_uninject_gives_back_every_input() {
         let injector = injector(flags);
         for (i, original) in documents(&fixture(case)).into_iter().enumerate() {
             let mut once = original.clone();
-            injected += injector.inject(&mut once).changed;
+            let first = injector.inject(&mut once);
+            injected += first.changed;
             let mut twice = once.clone();
             let again = injector.inject(&mut twice);
             assert_eq!(
@@ -224,6 +225,8 @@ fn injecting_twice_changes_nothing_and_uninject_gives_back_every_input() {
                 "{case} document {i}: a second injection changed it"
             );
             assert_eq!(again.changed, 0, "{case} document {i}");
+            // What it added is not taken for the application's own settings.
+            assert_eq!(again.warnings, first.warnings, "{case} document {i}");
             let mut back = once.clone();
             inject::uninject(&mut back);
             assert_eq!(
@@ -496,7 +499,9 @@ proptest! {
         let report = injector.inject(&mut once);
         prop_assert_eq!(report.found.clone(), Found::Templates(1));
         let mut twice = once.clone();
-        prop_assert_eq!(injector.inject(&mut twice).changed, 0);
+        let again = injector.inject(&mut twice);
+        prop_assert_eq!(again.changed, 0);
+        prop_assert_eq!(&again.warnings, &report.warnings);
         prop_assert_eq!(&twice, &once);
         let mut back = once.clone();
         inject::uninject(&mut back);

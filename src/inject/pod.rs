@@ -223,6 +223,14 @@ pub(crate) fn inject(
     };
     let spec_value = template.get_mut("spec").expect("a template with a spec");
     for (i, container) in spec.containers.iter().enumerate() {
+        // Whether or not it was given the endpoint, and however often inject runs.
+        if env_value(container, IGNORE_ENDPOINTS_VAR)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            warn(Problem::EndpointsIgnored {
+                container: container.name.clone(),
+            });
+        }
         if record.endpoint_env.contains(&container.name) {
             continue;
         }
@@ -232,13 +240,6 @@ pub(crate) fn inject(
                 value: value.to_string(),
             });
             continue;
-        }
-        if env_value(container, IGNORE_ENDPOINTS_VAR)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        {
-            warn(Problem::EndpointsIgnored {
-                container: container.name.clone(),
-            });
         }
         let target = &mut array_at(spec_value, "containers")[i];
         array_at(target, "env").push(to_json(&sidecar::endpoint_env(&injector.sidecar)));
