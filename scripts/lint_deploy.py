@@ -13,7 +13,13 @@
                            file plus its DDBCACHE_* environment): probes on the admin port,
                            AWS_ENDPOINT_URL_DYNAMODB at its listen address, a memory limit of at
                            least the container memory check-config derives, a grace period above
-                           shutdown_grace; every *.toml is a config check-config accepts
+                           shutdown_grace; every *.toml is a config check-config accepts; every
+                           MutatingWebhookConfiguration can never block or loop: failurePolicy
+                           Ignore, sideEffects None, a short timeout, reinvocationPolicy IfNeeded,
+                           a namespaceSelector that matches neither kube-system nor the webhook's
+                           own namespace, a Service that runs `ddbcache inject --serve`, and a CA
+                           bundle (or cert-manager's annotation naming a Certificate for the
+                           Service's name, whose Secret the webhook mounts)
   deploy/grafana/*.json    parses, and every query is valid PromQL
 
 What the documentation and deploy/ name (DDBCACHE_* variables, metric names) is checked against
@@ -40,7 +46,22 @@ K8S_VERSIONS = ["1.29.0", "1.37.0"]
 IMAGE_ADMIN_LINE = 'admin_addr = "127.0.0.1:9000"'
 IMAGE_ADMIN_ADDR = "0.0.0.0:9000"
 # Custom resources kubernetes-validate has no schema for, checked by reference instead.
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v1", "Certificate"),
+        ("cert-manager.io/v1", "Issuer")}
+CERTIFICATE_SPEC = {
+    "secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore",
+    "renewBeforePercentage", "commonName", "ipAddresses", "uris", "emailAddresses", "usages",
+    "isCA", "subject", "literalSubject", "secretTemplate", "keystores", "revisionHistoryLimit",
+    "additionalOutputFormats", "nameConstraints", "otherNames", "encodeUsagesInRequest",
+    "signatureAlgorithm"}
+ISSUER_SPEC = {"selfSigned", "ca", "acme", "vault", "venafi"}
+# The admission webhook: what `ddbcache inject --serve` answers on, and the longest a pod's
+# creation may wait for it.
+WEBHOOK_PATH = "/inject"
+WEBHOOK_MAX_TIMEOUT = 5
+CA_INJECTOR_ANNOTATION = "cert-manager.io/inject-ca-from"
+# Namespaces no ddbcache webhook may ever match, besides its own.
+PROTECTED_NAMESPACES = ["kube-system"]
 SERVICE_MONITOR_SPEC = {
     "selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels",
     "sampleLimit", "targetLimit", "scrapeProtocols", "fallbackScrapeProtocol", "labelLimit",
@@ -238,6 +259,119 @@ def reference_errors(objects):
     return errors
 
 
+# --- the admission webhook -------------------------------------------------------------------
+
+def selector_matches(selector, labels):
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) selects `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        if not {"In": key in labels and labels[key] in values,
+                "NotIn": key not in labels or labels[key] not in values,
+                "Exists": key in labels,
+                "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+def opted_in_labels(selector, namespace):
+    """The labels of `namespace` had it opted in every way `selector` asks for."""
+    labels = {"kubernetes.io/metadata.name": namespace}
+    labels.update(selector.get("matchLabels", {}))
+    for e in selector.get("matchExpressions", []):
+        if e["operator"] == "In" and e["key"] not in labels:
+            labels[e["key"]] = e["values"][0]
+        elif e["operator"] == "Exists" and e["key"] not in labels:
+            labels[e["key"]] = "true"
+    return labels
+
+
+def runs_inject_serve(container):
+    args = container.get("command", []) + container.get("args", [])
+    return "inject" in args and "--serve" in args
+
+
+def webhook_errors(objects):
+    """Each MutatingWebhookConfiguration against what a webhook that never gets in the way needs."""
+    errors = []
+    services = {o["metadata"]["name"]: o for o in of_kind(objects, "Service")}
+    certificates = {o["metadata"]["name"]: o for o in of_kind(objects, "Certificate")}
+    issuers = {o["metadata"]["name"] for o in of_kind(objects, "Issuer")}
+    workloads = of_kind(objects, "Deployment", "StatefulSet", "DaemonSet")
+    for name, cert in certificates.items():
+        spec = cert.get("spec", {})
+        if set(spec) - CERTIFICATE_SPEC:
+            errors.append(f"Certificate/{name}: unknown spec fields {sorted(set(spec) - CERTIFICATE_SPEC)}")
+        issuer = spec.get("issuerRef", {})
+        if issuer.get("kind", "Issuer") == "Issuer" and issuer.get("name") not in issuers:
+            errors.append(f"Certificate/{name}: Issuer {issuer.get('name')} is not defined")
+    for issuer in of_kind(objects, "Issuer"):
+        unknown = set(issuer.get("spec", {})) - ISSUER_SPEC
+        if unknown:
+            errors.append(f"{name_of(issuer)}: unknown spec fields {sorted(unknown)}")
+    for mwc in of_kind(objects, "MutatingWebhookConfiguration"):
+        annotations = mwc["metadata"].get("annotations", {})
+        for hook in mwc.get("webhooks", []):
+            where = f"{name_of(mwc)} {hook.get('name')}"
+            expected = {"failurePolicy": "Ignore", "sideEffects": "None",
+                        "reinvocationPolicy": "IfNeeded"}
+            for key, value in expected.items():
+                if hook.get(key) != value:
+                    errors.append(f"{where}: {key} is {hook.get(key)}, not {value}")
+            if hook.get("timeoutSeconds", 10) > WEBHOOK_MAX_TIMEOUT:
+                errors.append(f"{where}: timeoutSeconds {hook.get('timeoutSeconds', 10)} is over "
+                              f"{WEBHOOK_MAX_TIMEOUT}: every pod creation may wait that long")
+            if "v1" not in hook.get("admissionReviewVersions", []):
+                errors.append(f"{where}: admissionReviewVersions lacks v1")
+            ref = hook.get("clientConfig", {}).get("service")
+            if not ref:
+                errors.append(f"{where}: clientConfig names no Service")
+                continue
+            own = ref.get("namespace", "default")
+            selector = hook.get("namespaceSelector")
+            for namespace in PROTECTED_NAMESPACES + [own]:
+                if selector is None or selector_matches(selector,
+                                                        opted_in_labels(selector, namespace)):
+                    errors.append(f"{where}: namespaceSelector matches {namespace} (even labelled "
+                                  "to opt in, it must not)")
+            if ref.get("path") != WEBHOOK_PATH:
+                errors.append(f"{where}: path {ref.get('path')} is not {WEBHOOK_PATH}")
+            svc = services.get(ref["name"])
+            if svc is None:
+                errors.append(f"{where}: Service {ref['name']} is not defined")
+                continue
+            port = ref.get("port", 443)
+            if port not in [p["port"] for p in svc["spec"].get("ports", [])]:
+                errors.append(f"{where}: Service {ref['name']} has no port {port}")
+            pods = [w["spec"]["template"]["spec"] for w in workloads
+                    if selects(svc["spec"].get("selector", {}),
+                               w["spec"]["template"]["metadata"].get("labels", {}))]
+            if not any(runs_inject_serve(c) for pod in pods for c in pod.get("containers", [])):
+                errors.append(f"{where}: Service {ref['name']} selects no `ddbcache inject "
+                              "--serve` container")
+            if hook.get("clientConfig", {}).get("caBundle"):
+                continue
+            source = annotations.get(CA_INJECTOR_ANNOTATION, "")
+            cert = certificates.get(source.rpartition("/")[2])
+            if cert is None:
+                errors.append(f"{where}: no caBundle, and {CA_INJECTOR_ANNOTATION} "
+                              f"({source or 'absent'}) names no Certificate defined here")
+                continue
+            dns = f"{ref['name']}.{own}.svc"
+            if source != f"{own}/{cert['metadata']['name']}":
+                errors.append(f"{where}: {CA_INJECTOR_ANNOTATION} {source} is not in the "
+                              f"Service's namespace {own}")
+            if dns not in cert["spec"].get("dnsNames", []):
+                errors.append(f"{name_of(cert)}: dnsNames lack {dns}, the name the API server "
+                              "calls")
+            secret = cert["spec"].get("secretName")
+            if not any(v.get("secret", {}).get("secretName") == secret
+                       for pod in pods for v in pod.get("volumes", [])):
+                errors.append(f"{name_of(cert)}: the webhook mounts no Secret {secret}")
+    return errors
+
+
 # --- the ddbcache sidecar against its own config ---------------------------------------------
 
 def mounted_config(pod, container, configmaps):
@@ -372,8 +506,9 @@ def lint(root, check_config, say=print):
             objects += kustomization_objects(kfile.parent)
     objects = distinct(objects)
     say(f"kubernetes-validate --strict ({', '.join(K8S_VERSIONS)}) of {len(objects)} objects, "
-        "references, and ddbcache sidecars against check-config")
+        "references, webhooks, and ddbcache sidecars against check-config")
     errors += schema_errors(objects) + reference_errors(objects)
+    errors += webhook_errors(objects)
     errors += sidecar_errors(objects, check_config)
     for toml in sorted((deploy / "kubernetes").rglob("*.toml")):
         try:

@@ -143,6 +143,111 @@ def test_quantities():
         ld.parse_quantity("lots")
 
 
+def webhook_objects():
+    """`ddbcache inject --serve` behind a Service, its configuration, and its certificate."""
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+         "metadata": {"name": "inject",
+                      "annotations": {"cert-manager.io/inject-ca-from": "sys/hook"}},
+         "webhooks": [{
+             "name": "inject.ddbcache.io", "admissionReviewVersions": ["v1"],
+             "clientConfig": {"service": {"name": "hook", "namespace": "sys", "path": "/inject",
+                                          "port": 443}},
+             "namespaceSelector": {
+                 "matchLabels": {"ddbcache.io/inject": "enabled"},
+                 "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                       "values": ["kube-system", "sys"]}]},
+             "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 5,
+             "reinvocationPolicy": "IfNeeded"}]},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook"},
+         "spec": {"selector": {"app": "hook"}, "ports": [{"port": 443, "targetPort": "https"}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hook"},
+         "spec": {"selector": {"matchLabels": {"app": "hook"}}, "template": {
+             "metadata": {"labels": {"app": "hook"}},
+             "spec": {"containers": [{"name": "webhook", "image": "ddbcache",
+                                      "args": ["inject", "--serve"],
+                                      "ports": [{"name": "https", "containerPort": 8443}]}],
+                      "volumes": [{"name": "tls", "secret": {"secretName": "hook-tls"}}]}}}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "hook"},
+         "spec": {"secretName": "hook-tls", "dnsNames": ["hook.sys.svc"],
+                  "issuerRef": {"name": "self", "kind": "Issuer"}}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {"name": "self"},
+         "spec": {"selfSigned": {}}},
+    ]
+
+
+def test_a_webhook_that_never_gets_in_the_way_has_no_errors():
+    assert ld.webhook_errors(webhook_objects()) == []
+    assert ld.reference_errors(webhook_objects()) == []
+
+
+def test_a_webhook_that_could_block_or_loop_is_reported():
+    objects = webhook_objects()
+    hook = objects[0]["webhooks"][0]
+    hook.update(failurePolicy="Fail", sideEffects="Unknown", timeoutSeconds=30)
+    del hook["reinvocationPolicy"]
+    errors = ld.webhook_errors(objects)
+    for expected in ["failurePolicy is Fail", "sideEffects is Unknown", "timeoutSeconds 30",
+                     "reinvocationPolicy is None"]:
+        assert any(expected in e for e in errors), (expected, errors)
+
+
+def test_a_namespace_selector_that_reaches_kube_system_or_its_own_namespace_is_reported():
+    objects = webhook_objects()
+    selector = objects[0]["webhooks"][0]["namespaceSelector"]
+    selector["matchExpressions"][0]["values"] = ["kube-system"]
+    errors = ld.webhook_errors(objects)
+    assert [e for e in errors if "matches" in e] == [
+        "MutatingWebhookConfiguration/inject inject.ddbcache.io: namespaceSelector matches sys "
+        "(even labelled to opt in, it must not)"], errors
+    del selector["matchExpressions"]
+    errors = ld.webhook_errors(objects)
+    assert any("matches kube-system" in e for e in errors), errors
+    del objects[0]["webhooks"][0]["namespaceSelector"]
+    assert any("matches kube-system" in e for e in ld.webhook_errors(objects))
+
+
+def test_selector_operators():
+    labels = {"a": "1", "b": "2"}
+    assert ld.selector_matches({"matchLabels": {"a": "1"}}, labels)
+    assert not ld.selector_matches({"matchLabels": {"a": "2"}}, labels)
+    assert ld.selector_matches({"matchExpressions": [{"key": "a", "operator": "In",
+                                                      "values": ["1", "3"]}]}, labels)
+    assert not ld.selector_matches({"matchExpressions": [{"key": "b", "operator": "NotIn",
+                                                          "values": ["2"]}]}, labels)
+    assert ld.selector_matches({"matchExpressions": [{"key": "c", "operator": "DoesNotExist"}]},
+                               labels)
+    assert not ld.selector_matches({"matchExpressions": [{"key": "c", "operator": "Exists"}]},
+                                   labels)
+
+
+def test_a_certificate_the_api_server_cannot_use_is_reported():
+    objects = webhook_objects()
+    objects[3]["spec"]["dnsNames"] = ["hook.default.svc"]
+    objects[3]["spec"]["secretName"] = "elsewhere"
+    objects[3]["spec"]["dnsName"] = "typo"
+    errors = ld.webhook_errors(objects)
+    assert any("dnsNames lack hook.sys.svc" in e for e in errors), errors
+    assert any("mounts no Secret elsewhere" in e for e in errors), errors
+    assert any("unknown spec fields ['dnsName']" in e for e in errors), errors
+    objects[0]["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] = "sys/missing"
+    errors = ld.webhook_errors(objects)
+    assert any("names no Certificate" in e for e in errors), errors
+    # A CA bundle set by hand needs no Certificate.
+    objects[0]["webhooks"][0]["clientConfig"]["caBundle"] = "LS0t"
+    errors = ld.webhook_errors(objects)
+    assert not any("names no Certificate" in e or "dnsNames" in e for e in errors), errors
+
+
+def test_a_webhook_service_that_runs_something_else_is_reported():
+    objects = webhook_objects()
+    objects[2]["spec"]["template"]["spec"]["containers"][0]["args"] = ["run"]
+    objects[0]["webhooks"][0]["clientConfig"]["service"]["path"] = "/mutate"
+    errors = ld.webhook_errors(objects)
+    assert any("selects no `ddbcache inject --serve` container" in e for e in errors), errors
+    assert any("path /mutate is not /inject" in e for e in errors), errors
+
+
 @pytest.mark.skipif(not os.environ.get("LINT_DDBCACHE"), reason="LINT_DDBCACHE names a built ddbcache")
 def test_the_shipped_deploy_directory_is_clean():
     assert ld.lint(ROOT, ld.CheckConfig(os.environ["LINT_DDBCACHE"]), say=lambda m: None) == []

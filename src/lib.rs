@@ -17,6 +17,7 @@ pub mod cache;
 pub mod config;
 mod connection;
 mod fleet;
+pub mod inject;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -35,6 +35,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add ddbcache to Kubernetes manifests as a native sidecar (sized for this config), or
+    /// remove it with --uninject; with --serve, run the mutating admission webhook that does the
+    /// same to pods as they are created.
+    Inject(Box<ddbcache::inject::InjectArgs>),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,12 @@ fn main() -> ExitCode {
                 memory.div_ceil(1 << 20),
                 ddbcache::config::CONTAINER_MEMORY_RULE
             ))
+        }
+        Command::Inject(args) => {
+            if args.serves() {
+                init_tracing(&config);
+            }
+            ddbcache::inject::main(*args, &config)
         }
         Command::Run => run(config),
     }

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::tls::{self, Ca};
 use common::*;
 use http::StatusCode;
 
@@ -626,40 +627,6 @@ async fn concurrent_misses_during_an_outage_are_all_answered_within_one_upstream
 // ---------------------------------------------------------------------------------------------
 // TLS on the data port
 
-/// A certificate authority made for one test.
-struct Ca {
-    cert: rcgen::Certificate,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            cert,
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `name` and its key, both PEM.
-    fn issue(&self, name: &str) -> (String, String) {
-        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-}
-
 /// Sends one request over TLS trusting `ca` (and presenting `client`, a PEM cert and key, if
 /// given); the status, or the error that stopped it.
 async fn tls_request(
@@ -667,38 +634,7 @@ async fn tls_request(
     ca: &Ca,
     client: Option<&(String, String)>,
 ) -> Result<StatusCode, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use std::sync::Arc;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let config = match client {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    let tcp = tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let mut sender = tls::connect(endpoint.trim_start_matches("http://"), ca, client).await?;
     let req = http::Request::post("/")
         .header("host", "localhost")
         .header("x-amz-target", "DynamoDB_20120810.NoSuchOperation")

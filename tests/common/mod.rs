@@ -8,6 +8,7 @@ pub mod engines;
 pub mod raw;
 pub mod redis;
 pub mod replica;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
