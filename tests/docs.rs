@@ -273,3 +273,139 @@ fn service_monitor_scrapes_the_admin_port_metrics_path() {
         "{dir}/service.yaml"
     );
 }
+
+/// Every Rust source file of the workspace's server and protocol crates, as text.
+fn sources() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in ["src", "protocol/src", "benches/load/src", "tests"] {
+        walk(&root().join(dir), &mut out);
+    }
+    out
+}
+
+/// Whether a file of that name is in the source tree (a codemap names files by their folder).
+fn file_named(name: &str) -> bool {
+    fn walk(dir: &Path, name: &str) -> bool {
+        std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+            let path = entry.path();
+            path.file_name().is_some_and(|n| n == name) || (path.is_dir() && walk(&path, name))
+        })
+    }
+    ["src", "protocol/src", "benches/load/src"]
+        .iter()
+        .any(|dir| walk(&root().join(dir), name))
+}
+
+/// Whether some source defines `name`: a type, trait or variant when it is CamelCase; a
+/// function, module, constant, static, field or crate alias otherwise. A CamelCase name the
+/// sources only quote is one of DynamoDB's own (`ConsumedCapacity`).
+fn defined(sources: &[String], name: &str) -> bool {
+    let camel = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.chars().any(|c| c.is_ascii_lowercase());
+    let kinds: &[&str] = if camel {
+        &["struct", "enum", "trait", "type"]
+    } else {
+        &["fn", "mod", "const", "static"]
+    };
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sources.iter().any(|text| {
+        text.lines().any(|line| {
+            let line = line.trim_start();
+            let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
+            let line = line.strip_prefix("pub(super) ").unwrap_or(line);
+            let line = line.strip_prefix("pub ").unwrap_or(line);
+            let line = line.strip_prefix("async ").unwrap_or(line);
+            let declares = kinds.iter().any(|kind| {
+                line.strip_prefix(kind)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|rest| rest.strip_prefix(name))
+                    .is_some_and(|rest| !rest.starts_with(is_word))
+            });
+            // An enum variant: a line that is the variant's name, then its fields or a comma.
+            let variant = camel
+                && line.strip_prefix(name).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with([',', ' ', '(', '{'])
+                });
+            let field = !camel && line.strip_prefix(name).is_some_and(|r| r.starts_with(": "));
+            let alias = line.contains(&format!(" as {name};"));
+            let quoted = camel && line.contains(&format!("\"{name}\""));
+            declares || variant || field || alias || quoted
+        })
+    })
+}
+
+#[test]
+fn architecture_names_only_files_types_functions_and_keys_that_exist() {
+    // ARCHITECTURE.md is the codemap a new contributor reads first: a name it gives that the
+    // code no longer has sends them looking for nothing.
+    let text = read("ARCHITECTURE.md");
+    let sources = sources();
+    let mut keys = BTreeSet::new();
+    dotted_keys(
+        &toml::Table::try_from(Config::default()).unwrap(),
+        "",
+        &mut keys,
+    );
+    let is_ident = |s: &str| {
+        !s.is_empty()
+            && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for span in text.split('`').skip(1).step_by(2) {
+        let span = span.trim_end_matches("()");
+        let path_like = span.ends_with(".rs") || (span.ends_with('/') && !span.contains(' '));
+        if path_like {
+            checked += 1;
+            let exists = root().join(span).exists() || (!span.contains('/') && file_named(span));
+            if !exists {
+                missing.push(format!("file {span}"));
+            }
+        } else if span.split("::").all(is_ident) {
+            // A type, a function, `Type::method`, `module::item`: each part must be defined
+            // (a lower-case word alone may be an English word or a field; only paths and
+            // CamelCase names are checked).
+            let parts: Vec<&str> = span.split("::").collect();
+            let camel = |p: &str| {
+                p.starts_with(|c: char| c.is_ascii_uppercase())
+                    && p.chars().any(|c| c.is_ascii_lowercase())
+            };
+            if parts.len() == 1 && !camel(parts[0]) {
+                continue;
+            }
+            checked += 1;
+            // The crates themselves.
+            for part in parts.into_iter().filter(|p| *p != "ddbcache") {
+                if !defined(&sources, part) {
+                    missing.push(format!("{part} (in `{span}`)"));
+                }
+            }
+        } else if span.contains('.')
+            && !span.contains(' ')
+            && span.split('.').all(is_ident)
+            && span.starts_with(|c: char| c.is_ascii_lowercase())
+        {
+            // A config key (`server.max_body_bytes`) or a section.
+            checked += 1;
+            let known = keys.contains(span)
+                || keys.iter().any(|k| k.starts_with(&format!("{span}.")))
+                || ["upstream.timeout_ms", "cache.in_doubt_window"].contains(&span);
+            if !known {
+                missing.push(format!("config key {span}"));
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} names were checked");
+    assert!(missing.is_empty(), "ARCHITECTURE.md names what the code does not have: {missing:#?}");
+}
