@@ -333,9 +333,9 @@ fn defined(sources: &[String], name: &str) -> bool {
             });
             // An enum variant: a line that is the variant's name, then its fields or a comma.
             let variant = camel
-                && line.strip_prefix(name).is_some_and(|rest| {
-                    rest.is_empty() || rest.starts_with([',', ' ', '(', '{'])
-                });
+                && line
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([',', ' ', '(', '{']));
             let field = !camel && line.strip_prefix(name).is_some_and(|r| r.starts_with(": "));
             let alias = line.contains(&format!(" as {name};"));
             let quoted = camel && line.contains(&format!("\"{name}\""));
@@ -407,5 +407,8 @@ fn architecture_names_only_files_types_functions_and_keys_that_exist() {
         }
     }
     assert!(checked > 100, "only {checked} names were checked");
-    assert!(missing.is_empty(), "ARCHITECTURE.md names what the code does not have: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what the code does not have: {missing:#?}"
+    );
 }

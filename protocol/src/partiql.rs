@@ -130,16 +130,6 @@ fn partiql_identifier(s: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::table::TableId;
-
-    /// Table identities written `region/name`.
-    fn ids(ids: &[&str]) -> Vec<TableId> {
-        ids.iter()
-            .map(|id| {
-                let (region, name) = id.split_once('/').unwrap();
-                TableId::new(region, name)
-            })
-            .collect()
-    }
     use crate::Operation;
 
     #[test]
@@ -163,6 +153,6 @@ mod tests {
             br#"{"TransactStatements":[{"Statement":"UPDATE a SET x=1 WHERE k='1'"},{"Statement":"EXISTS(SELECT * FROM b WHERE k='2')"}]}"#,
             "r",
         );
-        assert_eq!(set.tables, ids(&["r/a"]));
+        assert_eq!(set.tables, TableId::list(&["r/a"]));
     }
 }

@@ -121,6 +121,19 @@ impl TableId {
     }
 }
 
+#[cfg(test)]
+impl TableId {
+    /// Table identities written `region/name`, for tests.
+    pub fn list(ids: &[&str]) -> Vec<TableId> {
+        ids.iter()
+            .map(|id| {
+                let (region, name) = id.split_once('/').expect("region/name");
+                TableId::new(region, name)
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for TableId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -302,18 +302,8 @@ pub fn control_scope(op: Operation, body: &[u8], region: &str) -> WriteScope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::TableId;
-
-    /// Table identities written `region/name`.
-    fn ids(ids: &[&str]) -> Vec<TableId> {
-        ids.iter()
-            .map(|id| {
-                let (region, name) = id.split_once('/').unwrap();
-                TableId::new(region, name)
-            })
-            .collect()
-    }
     use crate::canonical::{encode_key, KeyAttr};
+    use crate::table::TableId;
 
     fn schema(hash: &str, range: Option<&str>) -> Arc<KeySchema> {
         Arc::new(KeySchema {
@@ -353,7 +343,10 @@ mod tests {
     #[test]
     fn put_item_is_keyed_by_its_item_with_the_schema_and_widens_without_it() {
         let body = r#"{"TableName":"t","Item":{"pk":{"S":"a"},"v":{"N":"1"}}}"#;
-        assert_eq!(parse(Operation::PutItem, body, None).tables, ids(&["r/t"]));
+        assert_eq!(
+            parse(Operation::PutItem, body, None).tables,
+            TableId::list(&["r/t"])
+        );
         let with = parse(Operation::PutItem, body, Some(schema("pk", None)));
         assert_eq!(
             with.items,
@@ -375,12 +368,12 @@ mod tests {
         let body = r#"{"TableName":"t","Key":{"pk":{"S":"a"},"extra":{"S":"x"}}}"#;
         let set = parse(Operation::DeleteItem, body, Some(schema("pk", None)));
         assert!(set.items.is_empty());
-        assert_eq!(set.tables, ids(&["r/t"]));
+        assert_eq!(set.tables, TableId::list(&["r/t"]));
         // Without a schema an UpdateItem widens to its table.
         let body = r#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#;
         assert_eq!(
             parse(Operation::UpdateItem, body, None).tables,
-            ids(&["r/t"])
+            TableId::list(&["r/t"])
         );
     }
 
@@ -390,7 +383,7 @@ mod tests {
         let tw = r#"{"TransactItems":[{"Update":{"TableName":"a","Key":{"k":{"S":"1"}}}},{"ConditionCheck":{"TableName":"c","Key":{"k":{"S":"9"}}}},{"Delete":{"TableName":"b","Key":{"k":{"S":"2"}}}}]}"#;
         let set = parse(Operation::TransactWriteItems, tw, s.clone());
         let tables: Vec<_> = set.items.iter().map(|i| i.table.clone()).collect();
-        assert_eq!(tables, ids(&["r/a", "r/b"]));
+        assert_eq!(tables, TableId::list(&["r/a", "r/b"]));
         let bw = r#"{"RequestItems":{"a":[{"DeleteRequest":{"Key":{"k":{"S":"1"}}}},{"PutRequest":{"Item":{"k":{"S":"2"}}}}]}}"#;
         let set = parse(Operation::BatchWriteItem, bw, s.clone());
         assert_eq!(set.items.len(), 2);
@@ -407,7 +400,7 @@ mod tests {
             r#"{"TableName":"arn:aws:dynamodb:x-1:123456789012:table/t","Item":{"pk":{"S":"a"}}}"#,
             Some(schema("pk", None)),
         );
-        assert_eq!(set.tables, ids(&["x-1/t", "r/t"]));
+        assert_eq!(set.tables, TableId::list(&["x-1/t", "r/t"]));
         assert!(parse(Operation::PutItem, r#"{"Item":{}}"#, None).everything);
         assert!(
             parse(
@@ -429,7 +422,7 @@ mod tests {
                 r#"{"TargetTableName":"restored","BackupArn":"x"}"#
             )
             .tables,
-            ids(&["r/restored"])
+            TableId::list(&["r/restored"])
         );
         assert_eq!(
             scope(
@@ -437,7 +430,7 @@ mod tests {
                 r#"{"TableCreationParameters":{"TableName":"imp"}}"#
             )
             .tables,
-            ids(&["r/imp"])
+            TableId::list(&["r/imp"])
         );
         // DeleteTable changes TableName; a stray TargetTableName does not steer it.
         assert_eq!(
@@ -446,7 +439,7 @@ mod tests {
                 r#"{"TableName":"t","TargetTableName":"other"}"#
             )
             .tables,
-            ids(&["r/t"])
+            TableId::list(&["r/t"])
         );
         assert!(scope(Operation::DeleteTable, r#"{"TargetTableName":"other"}"#).everything);
         assert!(scope(Operation::UpdateTable, "{}").everything);
