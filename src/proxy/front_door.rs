@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use super::respond::{crc32_header, request_id};
+use super::headers::{crc32_header, request_id};
 use crate::protocol::operation::{DYNAMODB_PREFIX, STREAMS_PREFIX};
 use crate::protocol::region::Region;
 use crate::protocol::{Operation, HEADER_CRC32, HEADER_REQUEST_ID, HEADER_TARGET};

@@ -22,6 +22,7 @@ mod batch_get;
 mod budget;
 mod forward;
 pub mod front_door;
+pub mod headers;
 mod policy;
 mod reads;
 mod record;

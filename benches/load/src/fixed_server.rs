@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use bytes::Bytes;
 use ddbcache::listener::Listener;
-use ddbcache::proxy::respond::crc32_header;
+use ddbcache::proxy::headers::crc32_header;
 use ddbcache::proxy::respond::json_response;
 use ddbcache::proxy::Body;
 use http::{HeaderValue, Request, Response, StatusCode};
