@@ -49,6 +49,104 @@ pub struct Metrics {
     pub(crate) request_duration: Histogram,
     /// The fleet bus and the stream readers (`crate::fleet`).
     pub(crate) fleet: FleetMetrics,
+    /// The shared tier (`crate::fleet::shared`).
+    pub(crate) shared: SharedMetrics,
+}
+
+/// The metrics of the shared tier: what the caches asked of it and what came of it.
+pub(crate) struct SharedMetrics {
+    pub(crate) hits: IntCounterVec,
+    pub(crate) lookups: IntCounterVec,
+    pub(crate) fills: IntCounterVec,
+    pub(crate) lease_waits: IntCounterVec,
+    pub(crate) confirms: IntCounterVec,
+    pub(crate) duration: Histogram,
+    pub(crate) up: IntGauge,
+}
+
+impl SharedMetrics {
+    fn new(registry: &Registry, latency_buckets: &[f64]) -> SharedMetrics {
+        fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str], values: &[&str]| {
+            let c = reg(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            );
+            // Zeros from the start, so rate() works from the first scrape.
+            for v in values {
+                c.with_label_values(&[v]);
+            }
+            c
+        };
+        SharedMetrics {
+            hits: counter_vec(
+                "ddbcache_cache_shared_hits_total",
+                "Reads answered from the shared tier (an entry another sidecar, or this one, kept in Redis), by cache.",
+                &["cache"],
+                &CACHES,
+            ),
+            lookups: counter_vec(
+                "ddbcache_shared_lookups_total",
+                "Keys looked up in the shared tier, by outcome (hit, miss, refused: an entry that does not open or match its key, error: no answer within fleet.shared.timeout).",
+                &["outcome"],
+                &["hit", "miss", "refused", "error"],
+            ),
+            fills: counter_vec(
+                "ddbcache_shared_fills_total",
+                "Entries offered to the shared tier, by outcome (stored; raced, in_doubt, recent, gone: refused by Redis; error).",
+                &["outcome"],
+                &["stored", "raced", "in_doubt", "recent", "gone", "error"],
+            ),
+            lease_waits: counter_vec(
+                "ddbcache_shared_lease_waits_total",
+                "Misses that waited for another sidecar's fill lease, by how the wait ended (filled, gave_up).",
+                &["outcome"],
+                &["filled", "gave_up"],
+            ),
+            confirms: counter_vec(
+                "ddbcache_shared_confirms_total",
+                "Hits confirmed against the versions in Redis (fleet.shared.consistency = strict), by outcome (current, stale, error).",
+                &["outcome"],
+                &["current", "stale", "error"],
+            ),
+            duration: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ddbcache_shared_duration_seconds",
+                        "Time of one shared-tier round trip (lookup, fill or confirm), as the sidecar saw it.",
+                    )
+                    .buckets(latency_buckets.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            up: reg(
+                registry,
+                IntGauge::new(
+                    "ddbcache_shared_up",
+                    "1 while the shared tier has a connection to Redis; 0 while lookups go straight upstream.",
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 7] {
+        let SharedMetrics {
+            hits,
+            lookups,
+            fills,
+            lease_waits,
+            confirms,
+            duration,
+            up,
+        } = self;
+        [hits, lookups, fills, lease_waits, confirms, duration, up]
+    }
 }
 
 /// The metrics of the fleet bus and of the DynamoDB Streams readers.
@@ -385,6 +483,7 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             fleet: FleetMetrics::new(&registry, &latency_buckets),
+            shared: SharedMetrics::new(&registry, &latency_buckets),
             registry,
         };
         for cache in CACHES {
@@ -438,6 +537,7 @@ impl Metrics {
             ready,
             request_duration,
             fleet,
+            shared,
             connections_open,
             connections_closed,
             buffered_bytes,
@@ -471,6 +571,7 @@ impl Metrics {
         collectors
             .into_iter()
             .chain(fleet.collectors())
+            .chain(shared.collectors())
             .flat_map(|c| c.desc().into_iter().zip(c.collect()))
             .map(|(desc, family)| Family {
                 name: desc.fq_name.clone(),

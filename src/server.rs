@@ -20,7 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::cache::{Cache, MonotonicClock};
 use crate::config::Config;
 use crate::connection::{self, CloseReason, Limits, Port};
-use crate::fleet::{self, Fleet};
+use crate::fleet::{self, Fleet, SharedTier};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -86,11 +86,15 @@ impl Server {
         };
         let (data, admin) = (listener(data, "data"), listener(admin, "admin"));
         let config = Arc::new(config);
-        let cache = config
-            .cache
-            .enabled
-            .then(|| Arc::new(Cache::new(&config, metrics.clone(), MonotonicClock::new())));
-        let fleet = Fleet::new(&config, cache.as_ref(), &metrics)?;
+        let shared = SharedTier::new(&config, &metrics)?;
+        let cache = config.cache.enabled.then(|| {
+            let cache = Cache::new(&config, metrics.clone(), MonotonicClock::new());
+            Arc::new(match &shared {
+                Some(tier) => cache.with_tier(Arc::new(tier.clone())),
+                None => cache,
+            })
+        });
+        let fleet = Fleet::new(&config, cache.as_ref(), shared, &metrics)?;
         let proxy = Arc::new(Proxy::new(
             config.clone(),
             upstream.clone(),

@@ -104,6 +104,9 @@ struct Header {
     item_end: u32,
     /// Milliseconds on the cache's clock after which the entry is dead.
     expires: u64,
+    /// The digest of the shared tier's versions the entry was read under (0: none), for strict
+    /// consistency's confirmation.
+    shared: u64,
     /// Set on a reservation's key once its filled entry replaces it as the index's key.
     rekeyed: AtomicBool,
     /// The body is stored LZ4-compressed, its length prepended ([`lz4_flex::compress_prepend_size`]).
@@ -138,6 +141,8 @@ pub(crate) struct NewEntry<'a> {
     pub(crate) table: Arc<TableGenerations>,
     pub(crate) stamp: Stamp,
     pub(crate) expires: u64,
+    /// The shared tier's stamp ([`Entry::shared`]).
+    pub(crate) shared: u64,
     /// Store the body LZ4-compressed if that makes it smaller.
     pub(crate) compress: bool,
 }
@@ -211,6 +216,7 @@ impl Entry {
             item_start,
             item_end,
             expires: e.expires,
+            shared: e.shared,
             rekeyed: AtomicBool::new(false),
             compressed: compressed.is_some(),
         };
@@ -302,6 +308,11 @@ impl Entry {
         self.header().expires
     }
 
+    /// The digest of the shared tier's versions the entry was read under (0: none).
+    pub(crate) fn shared(&self) -> u64 {
+        self.header().shared
+    }
+
     fn same(&self, other: &Entry) -> bool {
         std::ptr::eq(self.0.slice.as_ptr(), other.0.slice.as_ptr())
     }
@@ -325,6 +336,7 @@ impl Entry {
             table,
             stamp,
             expires: 0,
+            shared: 0,
             compress: false,
         })
     }
@@ -593,6 +605,7 @@ mod tests {
             table,
             stamp,
             expires: 42,
+            shared: 0,
             compress,
         })
     }
@@ -655,6 +668,7 @@ mod tests {
             table,
             stamp,
             expires: 0,
+            shared: 0,
             compress: true,
         });
         assert!(!random.header().compressed);

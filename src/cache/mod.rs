@@ -22,6 +22,7 @@ pub mod clock;
 mod entries;
 mod generations;
 mod schemas;
+pub mod tier;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use generations::Restrictions;
 use generations::{Generations, Marks, Scope, Stamp, TableGenerations};
 use schemas::KeySchemas;
 pub(crate) use schemas::Need;
+pub use tier::{SharedEntry, Tier, TierAnswer, TierFill, TierFuture};
 
 /// Which cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,9 +164,22 @@ pub struct Address<'a> {
 #[allow(clippy::large_enum_variant)]
 pub enum Lookup<'a> {
     /// A current entry. `coalesced`: it arrived by waiting on another request's fill.
-    Hit { entry: Entry, coalesced: bool },
+    Hit {
+        entry: Entry,
+        coalesced: bool,
+        source: Source,
+    },
     /// Go upstream, then call [`Fill::complete`] (or drop the fill to give up).
     Miss(Fill<'a>),
+}
+
+/// Where a hit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This process's own cache.
+    Local,
+    /// The shared tier: an entry kept for the whole fleet (now kept here too).
+    Shared,
 }
 
 /// The right to fill one entry, held while the miss is upstream. Other lookups of the same key
@@ -178,23 +193,42 @@ pub struct Fill<'a> {
     table: Arc<TableGenerations>,
     scope: Scope,
     restrictions: Restrictions,
+    /// The right to fill the shared tier's entry too, when there is one and it answered.
+    shared: Option<Box<dyn TierFill>>,
 }
 
 impl Fill<'_> {
-    /// What the marks on this entry's scope allow, as they were when the read started: whether
-    /// the miss must read consistently, or must not be stored.
+    /// What the marks on this entry's scope allow, as they were when the read started (here,
+    /// and in the shared tier): whether the miss must read consistently, or must not be stored.
     pub fn restrictions(&self) -> Restrictions {
         self.restrictions
     }
 
+    fn restrict(&mut self, more: Restrictions) {
+        self.restrictions.recently_written |= more.recently_written;
+        self.restrictions.in_doubt |= more.in_doubt;
+    }
+
     /// Stores an upstream answer if no write began since the read started and no write whose
-    /// outcome is unknown may still land on it.
+    /// outcome is unknown may still land on it. The shared tier, when there is one, is offered
+    /// the answer too, and decides for itself by its own versions and marks (which every
+    /// sidecar's writes change): a sidecar that missed a peer's message still cannot fill it
+    /// stale. Nothing waits for its answer.
     pub fn complete(
-        self,
+        mut self,
         body: Bytes,
         item: Option<Range<usize>>,
         ttl: Duration,
     ) -> Result<(), Refusal> {
+        if ttl.is_zero() {
+            return Err(Refusal::Raced);
+        }
+        let mut shared_stamp = 0;
+        if let Some(shared) = self.shared.take() {
+            shared_stamp = shared.stamp();
+            let consistent = self.restrictions.recently_written;
+            tokio::spawn(shared.store(body.clone(), item.clone(), ttl, consistent));
+        }
         let cache = self.cache;
         let generations = &cache.generations;
         if generations.stamp(&self.table, self.scope) != self.stamp {
@@ -206,18 +240,28 @@ impl Fill<'_> {
         {
             return Err(Refusal::InDoubt);
         }
-        if ttl.is_zero() {
-            return Err(Refusal::Raced);
-        }
-        // The entry is a copy: an upstream body is usually a slice of the connection's read
-        // buffer, which it would otherwise keep alive.
+        self.keep(&body, item, ttl, shared_stamp)
+    }
+
+    /// Keeps an answer in this process's cache, stamped as the read started. The entry is a
+    /// copy: an upstream body is usually a slice of the connection's read buffer, which it
+    /// would otherwise keep alive.
+    fn keep(
+        self,
+        body: &[u8],
+        item: Option<Range<usize>>,
+        ttl: Duration,
+        shared: u64,
+    ) -> Result<(), Refusal> {
+        let cache = self.cache;
         let entry = Entry::new(NewEntry {
             key: self.key.bytes(),
-            body: &body,
+            body,
             item,
             table: self.table,
             stamp: self.stamp,
             expires: cache.clock.now_ms().saturating_add(ttl.as_millis() as u64),
+            shared,
             compress: cache.compress,
         });
         if cache
@@ -229,6 +273,33 @@ impl Fill<'_> {
         } else {
             Err(Refusal::Raced)
         }
+    }
+
+    /// Keeps a shared entry in this process's cache too, and returns it as the hit to answer —
+    /// whether or not it could be kept: it was current when the shared tier answered.
+    fn keep_shared(self, found: SharedEntry) -> Entry {
+        let cache = self.cache;
+        let current = cache.generations.stamp(&self.table, self.scope) == self.stamp;
+        let entry = Entry::new(NewEntry {
+            key: self.key.bytes(),
+            body: &found.body,
+            item: found.item,
+            table: self.table.clone(),
+            stamp: self.stamp,
+            expires: cache
+                .clock
+                .now_ms()
+                .saturating_add(found.ttl.as_millis() as u64),
+            shared: found.stamp,
+            compress: cache.compress,
+        });
+        if current && !found.ttl.is_zero() {
+            cache
+                .store(self.kind)
+                .entries
+                .insert(entry.clone(), self.reservation);
+        }
+        entry
     }
 }
 
@@ -334,6 +405,8 @@ pub struct Cache {
     clock: Arc<dyn Clock>,
     /// Store bodies LZ4-compressed (`cache.compression`).
     compress: bool,
+    /// The shared second tier, when the fleet keeps one.
+    tier: Option<Arc<dyn Tier>>,
     metrics: Arc<Metrics>,
 }
 
@@ -360,8 +433,15 @@ impl Cache {
             in_doubt_window: config.in_doubt_window(),
             clock,
             compress: config.cache.compression == Compression::Lz4,
+            tier: None,
             metrics,
         }
+    }
+
+    /// The cache with a shared second tier behind it.
+    pub fn with_tier(mut self, tier: Arc<dyn Tier>) -> Cache {
+        self.tier = Some(tier);
+        self
     }
 
     fn store(&self, kind: Kind) -> &Store {
@@ -394,7 +474,8 @@ impl Cache {
     // Reads
 
     /// Looks a read up. On a miss, the returned [`Fill`] holds the key: concurrent lookups of it
-    /// wait for this one's answer instead of going upstream too.
+    /// wait for this one's answer instead of going upstream too. With a shared tier, a miss here
+    /// asks it before it is a miss (and may wait briefly for another sidecar's fill of the key).
     ///
     /// A hit is judged by the cells its entry names (the ones its read depended on, which every
     /// write that could change it bumps); the address's table and dependency are only needed for
@@ -403,11 +484,12 @@ impl Cache {
         let store = self.store(at.kind);
         // The plain get answers hits without touching placeholders; only a miss reserves.
         if let Some(found) = store.entries.get(at.key) {
-            if self.is_current(&found) {
+            if self.is_current(&found) && self.confirmed(at, &found).await {
                 self.count_hit(at.kind, &found, false);
                 return Lookup::Hit {
                     entry: found,
                     coalesced: false,
+                    source: Source::Local,
                 };
             }
             store.entries.remove_if_same(at.key, &found);
@@ -426,6 +508,7 @@ impl Cache {
                 table: state.clone(),
                 stamp,
                 expires: 0,
+                shared: 0,
                 compress: false,
             });
             let (found, coalesced) = match store.entries.get_or_reserve(placeholder).await {
@@ -433,48 +516,150 @@ impl Cache {
                 // there all along.
                 Ok(entry) => (entry, true),
                 Err(reservation) => {
-                    store.misses.inc();
-                    return Lookup::Miss(self.fill(
-                        at.kind,
-                        Some(reservation),
-                        at.key.clone(),
-                        state,
-                        scope,
-                    ));
+                    let fill = self.fill(at.kind, Some(reservation), at.key.clone(), state, scope);
+                    return self.shared_lookup(at, fill).await;
                 }
             };
-            if self.is_current(&found) {
+            if self.is_current(&found) && self.confirmed(at, &found).await {
                 self.count_hit(at.kind, &found, coalesced);
                 return Lookup::Hit {
                     entry: found,
                     coalesced,
+                    source: Source::Local,
                 };
             }
             // Filled under generations that are no longer current, or expired: drop it and look
             // again (a concurrent fill may be fresh).
             store.entries.remove_if_same(at.key, &found);
         }
-        store.misses.inc();
-        Lookup::Miss(self.fill(at.kind, None, at.key.clone(), state, scope))
+        let fill = self.fill(at.kind, None, at.key.clone(), state, scope);
+        self.shared_lookup(at, fill).await
     }
 
-    /// Looks a read up without waiting or reserving (BatchGetItem's keys). On a miss, returns the
-    /// [`Fill`] to complete once the upstream answered; it does not hold the key.
-    pub fn peek(&self, at: Address<'_>) -> Lookup<'_> {
+    /// A miss of this process's cache, asked of the shared tier (when there is one): its entry
+    /// is kept here too and answered, or the fill also gets the right to fill the shared entry.
+    /// When another sidecar holds the key's fill lease, the miss waits (within
+    /// `fleet.shared.lease_wait`) for that fill rather than reading upstream too.
+    async fn shared_lookup<'a>(&'a self, at: Address<'_>, fill: Fill<'a>) -> Lookup<'a> {
+        let Some(tier) = &self.tier else {
+            self.store(at.kind).misses.inc();
+            return Lookup::Miss(fill);
+        };
+        let waits = &self.metrics.shared.lease_waits;
+        let waiting_until = self.clock.now_ms() + tier.lease_wait().as_millis() as u64;
+        let mut pause = Duration::from_millis(1);
+        let mut waited = false;
+        loop {
+            let answer = tier.lookup(std::slice::from_ref(&at), true).await.pop();
+            match &answer {
+                Some(TierAnswer::Miss {
+                    leased_elsewhere: true,
+                    ..
+                }) if self.clock.now_ms() < waiting_until => {
+                    waited = true;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(8));
+                    continue;
+                }
+                Some(TierAnswer::Hit(_)) if waited => {
+                    waits.with_label_values(&["filled"]).inc();
+                }
+                Some(_) if waited => waits.with_label_values(&["gave_up"]).inc(),
+                _ => {}
+            }
+            return self.shared_answer(at.kind, fill, answer);
+        }
+    }
+
+    /// Whether a hit of this process's cache may answer: always, unless consistency is strict —
+    /// then only once the shared tier confirmed the versions it was read under.
+    async fn confirmed(&self, at: Address<'_>, entry: &Entry) -> bool {
+        let Some(tier) = self.tier.as_ref().filter(|t| t.strict()) else {
+            return true;
+        };
+        entry.shared() != 0 && tier.confirm(at, entry.shared()).await
+    }
+
+    /// Looks many item reads up at once (BatchGetItem's keys), without waiting for or
+    /// reserving any: hits here, then the shared tier's for the rest in one round trip; each
+    /// miss gets the [`Fill`] to complete once the upstream answered. With strict consistency,
+    /// every key is asked of the shared tier.
+    pub async fn lookup_many<'a>(&'a self, at: &[Address<'_>]) -> Vec<Lookup<'a>> {
+        let strict = self.tier.as_ref().is_some_and(|t| t.strict());
+        let peeked: Vec<Lookup<'a>> = at.iter().map(|a| self.peek(*a, strict)).collect();
+        let asked: Vec<Address<'_>> = at
+            .iter()
+            .zip(&peeked)
+            .filter(|(_, l)| matches!(l, Lookup::Miss(_)))
+            .map(|(a, _)| *a)
+            .collect();
+        let answers = match &self.tier {
+            Some(tier) if !asked.is_empty() => tier.lookup(&asked, false).await,
+            _ => Vec::new(),
+        };
+        let mut answers = answers.into_iter();
+        peeked
+            .into_iter()
+            .zip(at)
+            .map(|(lookup, a)| match lookup {
+                Lookup::Miss(fill) => self.shared_answer(a.kind, fill, answers.next()),
+                hit => hit,
+            })
+            .collect()
+    }
+
+    /// What a miss of this process's cache becomes with the shared tier's answer for it.
+    fn shared_answer<'a>(
+        &self,
+        kind: Kind,
+        mut fill: Fill<'a>,
+        answer: Option<TierAnswer>,
+    ) -> Lookup<'a> {
+        match answer {
+            Some(TierAnswer::Hit(found)) => {
+                self.count_shared_hit(kind);
+                Lookup::Hit {
+                    entry: fill.keep_shared(found),
+                    coalesced: false,
+                    source: Source::Shared,
+                }
+            }
+            Some(TierAnswer::Miss {
+                fill: shared,
+                restrictions,
+                ..
+            }) => {
+                fill.restrict(restrictions);
+                fill.shared = Some(shared);
+                self.store(kind).misses.inc();
+                Lookup::Miss(fill)
+            }
+            Some(TierAnswer::Unavailable) | None => {
+                self.store(kind).misses.inc();
+                Lookup::Miss(fill)
+            }
+        }
+    }
+
+    /// One key of [`Cache::lookup_many`], in this process's cache only; `ask_shared`: treat a
+    /// hit as a miss to be confirmed by the shared tier.
+    fn peek<'a>(&'a self, at: Address<'_>, ask_shared: bool) -> Lookup<'a> {
         let store = self.store(at.kind);
         if let Some(entry) = store.entries.get(at.key) {
-            if self.is_current(&entry) {
+            if self.is_current(&entry) && !ask_shared {
                 self.count_hit(at.kind, &entry, false);
                 return Lookup::Hit {
                     entry,
                     coalesced: false,
+                    source: Source::Local,
                 };
             }
-            store.entries.remove_if_same(at.key, &entry);
+            if !self.is_current(&entry) {
+                store.entries.remove_if_same(at.key, &entry);
+            }
         }
         let state = self.generations.table(at.table);
         let scope = self.scope_of(at.table, at.dependency);
-        store.misses.inc();
         Lookup::Miss(self.fill(at.kind, None, at.key.clone(), state, scope))
     }
 
@@ -501,7 +686,16 @@ impl Cache {
             table,
             scope,
             restrictions,
+            shared: None,
         }
+    }
+
+    fn count_shared_hit(&self, kind: Kind) {
+        self.metrics
+            .shared
+            .hits
+            .with_label_values(&[kind.label()])
+            .inc();
     }
 
     fn count_hit(&self, kind: Kind, entry: &Entry, coalesced: bool) {

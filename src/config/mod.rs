@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{CONFIG_ENV, ENV_OVERRIDES};
 pub use schema::{
-    redacted_url, AdminConfig, CacheConfig, Compression, FleetConfig, ItemCacheConfig,
-    ListenConfig, LogConfig, LogFormat, QueryCacheConfig, ServerConfig, StreamTables,
+    redacted_url, AdminConfig, CacheConfig, Compression, Consistency, FleetConfig, ItemCacheConfig,
+    ListenConfig, LogConfig, LogFormat, QueryCacheConfig, ServerConfig, SharedConfig, StreamTables,
     StreamsConfig, TableOverrides, TlsConfig, UpstreamConfig, REGION_PLACEHOLDER,
 };
 pub use sizing::CONTAINER_MEMORY_RULE;

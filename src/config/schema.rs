@@ -353,6 +353,10 @@ pub struct FleetConfig {
         serialize_with = "serialize_redacted_url"
     )]
     pub redis_url: Option<String>,
+    /// PEM certificates to trust for a `rediss://` URL instead of the Mozilla roots (a private
+    /// CA's, as a Kubernetes Secret would mount it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Namespace of the bus channel and of the stream leases: fleets sharing one Redis differ here.
     pub channel: String,
     /// How long a write waits for its invalidation to be published before it is answered anyway
@@ -367,17 +371,71 @@ pub struct FleetConfig {
     /// A ping (or a connection attempt) not answered within this marks the link down.
     #[serde(with = "units::positive_duration")]
     pub ping_timeout: Duration,
+    /// The shared second tier: entries kept in the fleet's Redis for every sidecar.
+    pub shared: SharedConfig,
+}
+
+/// `[fleet.shared]`: a second tier of entries in the fleet's Redis, behind each sidecar's own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedConfig {
+    /// Keep entries in Redis for the whole fleet (needs `fleet.redis_url` and the cache).
+    pub enabled: bool,
+    /// How long a read waits for one answer of the shared tier before it goes upstream.
+    #[serde(with = "units::positive_duration")]
+    pub timeout: Duration,
+    /// How long a sidecar that finds another's fill lease on a missing entry waits for that fill
+    /// before reading upstream itself (`0s`: it does not wait).
+    #[serde(with = "units::duration")]
+    pub lease_wait: Duration,
+    /// How long a fill lease lasts when its holder never fills (it died, or its read failed).
+    #[serde(with = "units::positive_duration")]
+    pub lease_ttl: Duration,
+    /// `bus`: a sidecar's own hits are current within the bus lag. `strict`: every hit is
+    /// confirmed against the versions in Redis first, in one round trip.
+    pub consistency: Consistency,
+    /// A file holding a 32-byte key (raw, 64 hex digits, or base64): entries are sealed with it
+    /// and refused when they do not open, and keys in Redis are keyed hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// How current a sidecar's own hits are, with the shared tier on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Current within the bus lag (about 2 ms): a peer's write reaches this sidecar as a message.
+    #[default]
+    Bus,
+    /// Every hit is confirmed against the versions in Redis: no window at all, a round trip per
+    /// hit.
+    Strict,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            timeout: Duration::from_millis(5),
+            lease_wait: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(2),
+            consistency: Consistency::Bus,
+            key_file: None,
+        }
+    }
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_ca_file: None,
             channel: "ddbcache".into(),
             publish_timeout: Duration::from_millis(50),
             publish_queue: 1024,
             ping_interval: Duration::from_secs(1),
             ping_timeout: Duration::from_secs(1),
+            shared: SharedConfig::default(),
         }
     }
 }

@@ -75,6 +75,12 @@ impl Config {
         if self.fleet.channel.is_empty() {
             return invalid("fleet.channel", "must not be empty");
         }
+        if self.fleet.shared.enabled && self.fleet.redis_url.is_none() {
+            return invalid("fleet.shared.enabled", "needs fleet.redis_url");
+        }
+        if self.fleet.shared.enabled && !self.cache.enabled {
+            return invalid("fleet.shared.enabled", "needs cache.enabled");
+        }
         if self.fleet.publish_queue == 0 {
             return invalid("fleet.publish_queue", "must be at least 1");
         }
@@ -104,7 +110,7 @@ mod tests {
     use super::*;
 
     /// The durations and sizes that refuse zero: timeouts and intervals, and the largest body.
-    const POSITIVE: [&str; 12] = [
+    const POSITIVE: [&str; 14] = [
         "upstream.connect_timeout",
         "upstream.timeout",
         "server.max_body_bytes",
@@ -115,6 +121,8 @@ mod tests {
         "fleet.publish_timeout",
         "fleet.ping_interval",
         "fleet.ping_timeout",
+        "fleet.shared.timeout",
+        "fleet.shared.lease_ttl",
         "streams.poll_interval",
         "streams.describe_interval",
     ];

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use super::shared::{SharedError, SharedTier};
 use crate::cache::{Cache, InvalidationCause, Learned};
 use crate::config::{redacted_url, FleetConfig};
 use crate::metrics::FleetMetrics;
@@ -100,12 +101,17 @@ enum LinkError {
     Timeout(#[from] TimedOut),
     #[error("the subscription connection closed")]
     Closed,
+    #[error("shared tier: {0}")]
+    Shared(#[from] SharedError),
 }
 
 /// A queued message and its place in the queue (so a retry removes what it sent, not what a
 /// collapse put there meanwhile).
 struct Queued {
     id: u64,
+    /// What the message invalidates: the shared tier's versions are changed for it with the
+    /// message, when there is a shared tier.
+    scope: WriteScope,
     payload: Vec<u8>,
 }
 
@@ -130,6 +136,12 @@ pub(crate) struct Bus {
     publisher: Mutex<Option<MultiplexedConnection>>,
     queue: Mutex<Queue>,
     queued: Notify,
+    /// The shared tier, when the fleet keeps one: a message is then published by the script that
+    /// changes the tier's versions, in one round trip.
+    shared: Option<SharedTier>,
+    /// Whether the subscription was ever up: after a loss, a new one ends the shared tier's
+    /// entries too.
+    subscribed_before: std::sync::atomic::AtomicBool,
     cache: Arc<Cache>,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -139,20 +151,11 @@ impl Bus {
         config: &FleetConfig,
         region: &str,
         cache: Arc<Cache>,
+        shared: Option<SharedTier>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Bus> {
-        let url = config
-            .redis_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("fleet.redis_url is not set"))?;
-        // redis-rs builds its rustls config from the process-wide provider, and more than one is
-        // compiled in (the AWS SDK brings aws-lc-rs): name the one the upstream client uses.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        // Every message is one small write whose answer a request waits for: without TCP_NODELAY
-        // (redis-rs leaves it off) Nagle's algorithm and delayed ACKs add tens of milliseconds.
-        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
+        let client = super::redis_client(config)?;
+        let url = config.redis_url.clone().unwrap_or_default();
         metrics.fleet.link_up.set(0);
         Ok(Bus {
             client,
@@ -167,6 +170,8 @@ impl Bus {
             publisher: Mutex::new(None),
             queue: Mutex::new(Queue::default()),
             queued: Notify::new(),
+            shared,
+            subscribed_before: std::sync::atomic::AtomicBool::new(false),
             cache,
             metrics,
         })
@@ -225,21 +230,24 @@ impl Bus {
     /// Publishes a scope, waiting at most `fleet.publish_timeout`; on failure the message is
     /// queued for retry (and hits stop until it went out). Never fails.
     pub(crate) async fn publish(&self, scope: &WriteScope, kind: Origin) {
-        let payload = self.encode(scope, kind);
+        let message = Queued {
+            id: 0,
+            scope: scope.clone(),
+            payload: self.encode(scope, kind),
+        };
         if self.gate.load(Ordering::Acquire) & BACKLOG != 0 {
             // Redis is in trouble already: do not make every write wait for it.
-            self.enqueue(payload);
+            self.enqueue(message);
             return;
         }
-        let Some(mut conn) = self.connection() else {
+        let conn = self.connection();
+        if conn.is_none() && self.shared.is_none() {
             self.count_failure("no_connection");
-            self.enqueue(payload);
+            self.enqueue(message);
             return;
-        };
+        }
         let started = Instant::now();
-        let sent = self
-            .send(&mut conn, &payload, self.config.publish_timeout)
-            .await;
+        let sent = self.send(conn, &message, self.config.publish_timeout).await;
         self.fleet_metrics()
             .publish_duration
             .observe(started.elapsed().as_secs_f64());
@@ -251,30 +259,39 @@ impl Bus {
                     timeout = ?self.config.publish_timeout,
                     "fleet: publish timed out; queued for retry, hits paused"
                 );
-                self.enqueue(payload);
+                self.enqueue(message);
             }
             Err(e) => {
                 self.count_failure("error");
                 warn!(error = %e, "fleet: publish failed; queued for retry, hits paused");
                 self.forget_connection();
-                self.enqueue(payload);
+                self.enqueue(message);
             }
         }
     }
 
-    /// One PUBLISH, answered within `limit`.
+    /// One message, answered within `limit`: with a shared tier, the script that changes its
+    /// versions for the message's scope and publishes it; else one PUBLISH on `conn`.
     async fn send(
         &self,
-        conn: &mut MultiplexedConnection,
-        payload: &[u8],
+        conn: Option<MultiplexedConnection>,
+        message: &Queued,
         limit: Duration,
     ) -> Result<(), LinkError> {
+        if let Some(shared) = &self.shared {
+            return Ok(shared
+                .change(&message.scope, &message.payload, limit)
+                .await?);
+        }
+        let Some(mut conn) = conn else {
+            return Err(LinkError::Closed);
+        };
         within(
             limit,
             redis::cmd("PUBLISH")
                 .arg(&self.channel)
-                .arg(payload)
-                .query_async::<i64>(conn),
+                .arg(&message.payload)
+                .query_async::<i64>(&mut conn),
         )
         .await??;
         Ok(())
@@ -293,24 +310,30 @@ impl Bus {
         self.queued.notify_one();
     }
 
-    fn enqueue(&self, payload: Vec<u8>) {
+    fn enqueue(&self, mut message: Queued) {
         let mut queue = self.queue.lock();
         // Closed before the write is answered: from now on this sidecar serves no hits.
         self.close(BACKLOG);
         let id = queue.next_id;
         queue.next_id += 1;
+        message.id = id;
         if queue.items.len() >= self.config.publish_queue {
             // Too much to remember: one message that ends everything says at least as much.
             queue.items.clear();
-            let payload = self.encode(&WriteScope::everything(), Origin::Control);
-            queue.items.push_back(Queued { id, payload });
+            let everything = WriteScope::everything();
+            let payload = self.encode(&everything, Origin::Control);
+            queue.items.push_back(Queued {
+                id,
+                scope: everything,
+                payload,
+            });
             self.fleet_metrics().queue_overflows.inc();
             warn!(
                 bound = self.config.publish_queue,
                 "fleet: publish queue overflowed; peers will drop everything"
             );
         } else {
-            queue.items.push_back(Queued { id, payload });
+            queue.items.push_back(message);
         }
         self.fleet_metrics()
             .publish_queue
@@ -333,14 +356,13 @@ impl Bus {
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let waiting = self.queued.notified();
-            let front = self
-                .queue
-                .lock()
-                .items
-                .front()
-                .map(|q| (q.id, q.payload.clone()));
+            let front = self.queue.lock().items.front().map(|q| Queued {
+                id: q.id,
+                scope: q.scope.clone(),
+                payload: q.payload.clone(),
+            });
             let conn = self.connection();
-            let mut conn = match (conn, &front) {
+            let conn = match (conn, &front) {
                 (Some(_), None) => {
                     waiting.await;
                     continue;
@@ -358,11 +380,12 @@ impl Bus {
                     }
                 },
             };
-            let Some((id, payload)) = front else {
+            let Some(message) = front else {
                 continue;
             };
+            let id = message.id;
             match self
-                .send(&mut conn, &payload, self.config.ping_timeout)
+                .send(Some(conn), &message, self.config.ping_timeout)
                 .await
             {
                 Ok(()) => {
@@ -421,7 +444,15 @@ impl Bus {
         let (mut sink, mut messages) = pubsub.split();
         within(limit, sink.subscribe(&self.channel)).await??;
         // Subscribed: every message published from now on arrives. What was published while the
-        // link was down is unknown, so nothing cached before this point may be served.
+        // link was down is unknown, so nothing cached before this point may be served. Nor may
+        // anything in the shared tier from before: this sidecar may have answered writes whose
+        // invalidation never reached Redis while its link was down.
+        if let Some(shared) = &self.shared {
+            if self.subscribed_before.load(Ordering::Acquire) {
+                shared.resync(limit).await?;
+            }
+        }
+        self.subscribed_before.store(true, Ordering::Release);
         self.cache.flush(InvalidationCause::FleetResync);
         self.open(LINK_DOWN);
         self.fleet_metrics().link_up.set(1);

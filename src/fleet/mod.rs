@@ -14,6 +14,7 @@
 
 mod bus;
 mod lease;
+mod shared;
 mod streams;
 
 use std::sync::Arc;
@@ -22,17 +23,49 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, FleetConfig};
 use crate::metrics::Metrics;
 use crate::protocol::writes::WriteScope;
 use crate::upstream::Upstream;
 use bus::Bus;
 pub(crate) use bus::{Blocked, Origin};
+pub(crate) use shared::SharedTier;
+
+/// A client of the fleet's Redis: `fleet.redis_url`, with TCP_NODELAY (every message and lookup
+/// is a small exchange a request waits for: Nagle's algorithm and delayed ACKs would add tens of
+/// milliseconds), trusting `fleet.redis_ca_file` when it names one.
+pub(crate) fn redis_client(config: &FleetConfig) -> anyhow::Result<redis::Client> {
+    let url = config
+        .redis_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("fleet.redis_url is not set"))?;
+    // redis-rs builds its rustls config from the process-wide provider, and more than one is
+    // compiled in (the AWS SDK brings aws-lc-rs): name the one the upstream client uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    Ok(match &config.redis_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("fleet.redis_ca_file {}: {e}", path.display()))?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )?
+        }
+        None => redis::Client::open(info)?,
+    })
+}
 
 /// The proxy's handle on the bus; `None` inside when `[fleet]` is off (or the cache is).
 #[derive(Clone, Default)]
 pub(crate) struct Fleet {
     bus: Option<Arc<Bus>>,
+    /// The shared tier, when the fleet keeps one (its connection is kept by [`start`]).
+    shared: Option<SharedTier>,
 }
 
 impl Fleet {
@@ -41,6 +74,7 @@ impl Fleet {
     pub(crate) fn new(
         config: &Config,
         cache: Option<&Arc<Cache>>,
+        shared: Option<SharedTier>,
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Fleet> {
         let bus = match (cache, config.fleet.enabled()) {
@@ -48,11 +82,12 @@ impl Fleet {
                 &config.fleet,
                 &config.upstream.region,
                 cache.clone(),
+                shared.clone(),
                 metrics.clone(),
             )?)),
             _ => None,
         };
-        Ok(Fleet { bus })
+        Ok(Fleet { bus, shared })
     }
 
     /// Why hits may not be served now (`None`: they may). Off: no cost but a branch.
@@ -100,6 +135,7 @@ pub(crate) fn start(
         stop: None,
         tasks: Vec::new(),
     };
+    let shared = fleet.shared.clone().map(|s| tokio::spawn(s.run()));
     if let Some(bus) = &fleet.bus {
         let (stop, stopped) = oneshot::channel::<()>();
         let bus = bus.clone();
@@ -138,5 +174,6 @@ pub(crate) fn start(
             fleet.bus.clone(),
         );
     }
+    background.tasks.extend(shared);
     background
 }

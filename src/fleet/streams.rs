@@ -210,8 +210,18 @@ async fn read_stream(
         .with_label_values(&[table])
         .set(1);
     let saved = checkpoints.load().await?;
-    // Nobody read this stream before: start at its present.
+    // Nobody read this stream before, or what was read is forgotten (Redis lost the checkpoints
+    // with the rest of its data): start at its present. What changed before it is unknown, so
+    // the table's entries go, here, for the fleet and in the shared tier.
     let fresh = saved.is_empty();
+    if fresh {
+        let scope = WriteScope {
+            tables: vec![TableId::new(&ctx.region, table)],
+            ..Default::default()
+        };
+        ctx.cache.learned(&scope, Learned::Stream);
+        publish(ctx, &scope).await;
+    }
     let mut shards: HashMap<String, Shard> = HashMap::new();
     let mut started_latest: HashSet<String> = HashSet::new();
     let mut first = true;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::{CacheKey, Entry, Fill, Kind, Lookup};
+use crate::cache::{CacheKey, Entry, Fill, Kind, Lookup, Source};
 use crate::protocol::answers::{self, BatchGetItemOutput};
 use crate::protocol::reads::{self, BatchGetRead, Capacity};
 use crate::protocol::table::KeySchema;
@@ -34,43 +34,60 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: BatchPlan<'_>) -> An
     let read = plan.read;
     let wants_capacity = read.capacity != Capacity::None;
 
-    // Look every key up: per table, the entries that hit and a mask of which keys did.
-    let mut hits: Vec<Vec<Entry>> = Vec::with_capacity(read.tables.len());
-    let mut hit_mask: Vec<Vec<bool>> = Vec::with_capacity(read.tables.len());
+    // Look every key up at once: per table, the entries that hit and a mask of which keys did.
+    let cached: Vec<(usize, usize, CacheKey)> = read
+        .tables
+        .iter()
+        .zip(&plan.tables)
+        .enumerate()
+        .filter(|(_, (_, tp))| tp.ttls.is_some())
+        .flat_map(|(ti, (t, tp))| {
+            t.keys
+                .iter()
+                .enumerate()
+                .map(move |(ki, k)| (ti, ki, CacheKey::item(&tp.table, k, &t.projection)))
+        })
+        .collect();
+    let addresses: Vec<_> = cached
+        .iter()
+        .map(|(ti, ki, key)| plan.tables[*ti].address(&read.tables[*ti].keys[*ki], key))
+        .collect();
+    let looked_up = cx.cache.lookup_many(&addresses).await;
+    let mut hits: Vec<Vec<Entry>> = vec![Vec::new(); read.tables.len()];
+    let mut hit_mask: Vec<Vec<bool>> = read
+        .tables
+        .iter()
+        .map(|t| vec![false; t.keys.len()])
+        .collect();
     let mut misses = Vec::new();
-    for (ti, (t, tp)) in read.tables.iter().zip(&plan.tables).enumerate() {
-        let mut table_hits = Vec::new();
-        let mut mask = Vec::with_capacity(t.keys.len());
-        for (ki, k) in t.keys.iter().enumerate() {
-            if tp.ttls.is_none() {
-                mask.push(false);
-                continue;
+    let mut shared = false;
+    for ((ti, ki, _), lookup) in cached.iter().zip(looked_up) {
+        match lookup {
+            Lookup::Hit { entry, source, .. } => {
+                shared |= source == Source::Shared;
+                hits[*ti].push(entry);
+                hit_mask[*ti][*ki] = true;
             }
-            let cache_key = CacheKey::item(&tp.table, k, &t.projection);
-            match cx.cache.peek(tp.address(k, &cache_key)) {
-                Lookup::Hit { entry, .. } => {
-                    table_hits.push(entry);
-                    mask.push(true);
-                }
-                Lookup::Miss(fill) => {
-                    let how = policy::miss_read(fill.restrictions(), true, wants_capacity);
-                    misses.push(Missed {
-                        table: ti,
-                        key: ki,
-                        how,
-                        fill,
-                    });
-                    mask.push(false);
-                }
+            Lookup::Miss(fill) => {
+                let how = policy::miss_read(fill.restrictions(), true, wants_capacity);
+                misses.push(Missed {
+                    table: *ti,
+                    key: *ki,
+                    how,
+                    fill,
+                });
             }
         }
-        hits.push(table_hits);
-        hit_mask.push(mask);
     }
     let any_hit = hit_mask.iter().flatten().any(|h| *h);
     if hit_mask.iter().flatten().all(|h| *h) {
         let body = merge(read, &hits, None)?;
-        return Ok((respond::composed(body), Outcome::Hit));
+        let outcome = if shared {
+            Outcome::HitShared
+        } else {
+            Outcome::Hit
+        };
+        return Ok((respond::composed(body), outcome));
     }
 
     // Forward the misses only (the whole request when nothing hit), reading consistently the

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::cache::{Kind, Lookup};
+use crate::cache::{Kind, Lookup, Source};
 use crate::protocol::{answers, reads};
 
 use super::admit::Inbound;
@@ -17,8 +17,19 @@ use super::{tables, Answered, Cached};
 /// Serves one planned read: a hit from its entry, a miss from upstream.
 pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: Plan<'_>) -> Answered {
     let fill = match cx.cache.lookup(plan.address()).await {
-        Lookup::Hit { entry, .. } => {
-            return Ok((respond::hit(&entry, plan.capacity.as_ref()), Outcome::Hit))
+        Lookup::Hit { entry, source, .. } => {
+            let outcome = match source {
+                Source::Local => Outcome::Hit,
+                Source::Shared => {
+                    // Answered by another sidecar's read: this one may never have fetched the
+                    // table's key schema, which its writes need to name their items.
+                    if plan.schema.is_none() && cx.cache.key_schema(&plan.table).is_none() {
+                        tables::prefetch(cx, &plan.table, plan.as_sent, inb);
+                    }
+                    Outcome::HitShared
+                }
+            };
+            return Ok((respond::hit(&entry, plan.capacity.as_ref()), outcome));
         }
         Lookup::Miss(fill) => fill,
     };

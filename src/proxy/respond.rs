@@ -23,6 +23,8 @@ pub const HEADER_OUTCOME: &str = "x-ddbcache";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Hit,
+    /// A hit of the shared tier (an entry kept in the fleet's Redis).
+    HitShared,
     Miss,
     /// A cacheable operation that went around the cache (see `policy::BypassReason`).
     Bypass,
@@ -34,6 +36,7 @@ impl Outcome {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
+            Outcome::HitShared => "hit-shared",
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
             Outcome::NotCacheable => "not_cacheable",

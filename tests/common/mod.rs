@@ -5,6 +5,7 @@
 
 pub mod differential;
 pub mod engines;
+pub mod fleet;
 pub mod raw;
 pub mod redis;
 pub mod replica;
