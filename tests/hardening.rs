@@ -517,7 +517,7 @@ async fn garbage_and_damaged_upstream_answers_are_passed_on_but_never_stored() {
             Fault::Answer(r#"{"Items":[{"pk":"a"}],"Count":1,"ScannedCount":1}"#),
         ),
         // Damaged in transit: the client gets the damaged bytes with the upstream's checksum,
-        // so its own check fails; nothing is stored.
+        // so an SDK that checks it sees the damage as it would direct; nothing is stored.
         ("GetItem", Fault::CorruptBody),
         ("Query", Fault::CorruptBody),
     ];
