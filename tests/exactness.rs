@@ -261,14 +261,7 @@ async fn a_write_its_client_gave_up_on_is_sent_once_and_in_doubt_once_ddbcache_s
         let table = unique_table("in-doubt");
         create_table(&client, &table).await;
         // Written straight to the engine: the relay counts only the write under test.
-        put_v(
-            &sdk_client(&engine.endpoint()).await,
-            &table,
-            "a",
-            "1",
-            "old",
-        )
-        .await;
+        put_v_direct(&engine, &table, "a", "1", "old").await;
         assert_eq!(
             get_v(&client, &table, "a", "1").await.as_deref(),
             Some("old")

@@ -113,14 +113,7 @@ async fn a_miss_waiting_on_a_read_whose_client_hung_up_sends_its_own() {
     let client = sdk_client(&proxy.endpoint).await;
     let table = unique_table("waiter");
     create_table(&client, &table).await;
-    put_v(
-        &sdk_client(&engine.endpoint()).await,
-        &table,
-        "a",
-        "1",
-        "v1",
-    )
-    .await;
+    put_v_direct(&engine, &table, "a", "1", "v1").await;
     // The table's key schema learned, so that the read below is one GetItem upstream.
     assert_eq!(
         get_v(&client, &table, "a", "2").await,

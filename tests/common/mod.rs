@@ -437,6 +437,11 @@ pub async fn put_v(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str, sk:
         .expect("PutItem");
 }
 
+/// [`put_v`] straight to the engine, around ddbcache (which then knows nothing of the write).
+pub async fn put_v_direct(engine: &Engine, table: &str, pk: &str, sk: &str, v: &str) {
+    put_v(&sdk_client(&engine.endpoint()).await, table, pk, sk, v).await;
+}
+
 /// Query of partition `pk`: the items' `v`s.
 pub async fn query_vs(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Vec<String> {
     let out = client
