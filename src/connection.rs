@@ -147,7 +147,7 @@ impl Activity {
     }
 
     /// The next deadline and what passing it means; `None` while a request is in flight (the
-    /// body and upstream timeouts bound those).
+    /// body timeout bounds its body; its answer is waited for as long as its client waits).
     fn deadline(&self, limits: &Limits) -> Option<(Instant, CloseReason)> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;

@@ -369,7 +369,7 @@ impl Metrics {
             ),
             upstream_errors: counter(
                 "ddbcache_upstream_errors_total",
-                "Upstream calls that got no response, by kind (connect, timeout, io, signing).",
+                "Upstream calls that got no response, by kind (connect, timeout, backstop, io, signing).",
                 &["kind"],
             ),
             cache_hits: counter(

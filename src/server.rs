@@ -176,7 +176,11 @@ impl Server {
             closed: metrics.connections_closed.clone(),
         };
         let mut background = vec![
-            tokio::spawn(probe_upstream(readiness.clone(), upstream.clone())),
+            tokio::spawn(probe_upstream(
+                readiness.clone(),
+                upstream.clone(),
+                config.upstream.backstop,
+            )),
             tokio::spawn(credentials_refresher(upstream.clone())),
             tokio::spawn(admin::serve(
                 admin,
@@ -248,12 +252,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Server::bind(config).await?.run(shutdown).await
 }
 
+/// How long the readiness probe's first attempt waits for its answer.
+const PROBE_FIRST_WAIT: Duration = Duration::from_secs(1);
+
 /// Marks the upstream usable once credentials load and it answers a ListTables; retries with
-/// backoff until then.
-async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
+/// backoff until then. Requests wait for a slow upstream as long as their clients do, so a slow
+/// answer is an answer here too: each attempt waits longer than the last ([`probe_waits`]), while
+/// a hung connection holds readiness back for no longer than the attempt on it.
+async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>, backstop: Duration) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    loop {
-        match upstream.probe().await {
+    for wait in probe_waits(backstop) {
+        match upstream.probe(wait).await {
             Ok(()) => {
                 readiness.upstream_answered();
                 info!("upstream reachable: ready");
@@ -263,6 +272,13 @@ async fn probe_upstream(readiness: Arc<Readiness>, upstream: Arc<Upstream>) {
         }
         backoff.wait().await;
     }
+}
+
+/// How long each attempt of the readiness probe waits for its answer: [`PROBE_FIRST_WAIT`], then
+/// twice as long each time, up to `upstream.backstop` (the probe is a call no client waits for).
+fn probe_waits(backstop: Duration) -> impl Iterator<Item = Duration> {
+    let first = PROBE_FIRST_WAIT.min(backstop);
+    std::iter::successors(Some(first), move |wait| Some((*wait * 2).min(backstop)))
 }
 
 /// Keeps signing credentials fresh ahead of their expiry, off the request path.
@@ -292,5 +308,19 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_probe_waits_twice_as_long_as_the_last_up_to_the_backstop() {
+        let s = Duration::from_secs;
+        let waits: Vec<_> = probe_waits(s(60)).take(8).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60].map(s));
+        let short = Duration::from_millis(200);
+        assert!(probe_waits(short).take(3).all(|w| w == short));
     }
 }

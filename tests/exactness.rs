@@ -244,21 +244,30 @@ async fn members_the_engine_ignores_never_choose_what_is_invalidated() {
 // Writes whose outcome ddbcache cannot know.
 
 #[tokio::test]
-async fn a_write_that_lands_after_its_timeout_is_in_doubt_and_never_cached_over() {
+async fn a_write_its_client_gave_up_on_is_sent_once_and_in_doubt_once_ddbcache_stops_waiting() {
     for in_doubt_window in [Duration::from_secs(600), Duration::ZERO] {
         let engine = Engine::dynalite().await;
         let relay = Relay::start(&engine.endpoint()).await;
+        // No upstream.timeout: the client's own governs. The backstop is short, so that ddbcache
+        // stops waiting for the write its client gave up on within the test.
         let proxy = start_proxy_with(&relay.endpoint, |c| {
-            c.upstream.timeout = Duration::from_millis(300);
+            c.upstream.backstop = Duration::from_millis(300);
             c.cache.in_doubt_window = Some(in_doubt_window);
         })
         .await;
-        let client = sdk_client_with_attempts(&proxy.endpoint, 1).await;
+        let client = sdk_client(&proxy.endpoint).await;
+        let impatient =
+            sdk_client_giving_up_after(&proxy.endpoint, Duration::from_millis(200)).await;
         let table = unique_table("in-doubt");
         create_table(&client, &table).await;
-        put_v(&client, &table, "a", "1", "old").await;
+        // Written straight to the engine: the relay counts only the write under test.
+        put_v_direct(&engine, &table, "a", "1", "old").await;
+        assert_eq!(
+            get_v(&client, &table, "a", "1").await.as_deref(),
+            Some("old")
+        );
 
-        // The write reaches the upstream but is not executed before ddbcache gives up on it.
+        // The write reaches the upstream but is not executed before its client gives up.
         let held = relay
             .hold_request_next(|target, body| {
                 target.ends_with(".PutItem") && String::from_utf8_lossy(body).contains("new")
@@ -266,23 +275,40 @@ async fn a_write_that_lands_after_its_timeout_is_in_doubt_and_never_cached_over(
             .await;
         let mut item = key("a", "1");
         item.insert("v".into(), s("new"));
-        let err = client
+        let err = impatient
             .put_item()
             .table_name(&table)
             .set_item(Some(item))
             .send()
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Some("ServiceUnavailable"));
+        assert!(
+            matches!(err, aws_sdk_dynamodb::error::SdkError::TimeoutError(_)),
+            "the client's own timeout: {err:?}"
+        );
         held.reached.await.unwrap();
+        // ddbcache waits one backstop more for the answer nobody waits for, then stops: what the
+        // write touched is in doubt.
+        proxy
+            .wait_metric(
+                r#"ddbcache_upstream_errors_total{kind="backstop"}"#,
+                Duration::from_secs(10),
+                |v| v == 1.0,
+            )
+            .await;
         // A miss now reads the old value: it may be answered, but not stored.
         assert_eq!(
             get_v(&client, &table, "a", "1").await.as_deref(),
             Some("old")
         );
-        // The write lands after all.
+        // The write lands after all, sent once.
         held.release.send(()).unwrap();
         held.landed.await.unwrap();
+        assert_eq!(
+            relay.sent("PutItem").await,
+            1,
+            "ddbcache sent the write again"
+        );
         let after = get_v(&client, &table, "a", "1").await;
         if in_doubt_window.is_zero() {
             // Without the in-doubt window the old value was stored and is served stale: the

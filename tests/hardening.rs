@@ -517,7 +517,7 @@ async fn garbage_and_damaged_upstream_answers_are_passed_on_but_never_stored() {
             Fault::Answer(r#"{"Items":[{"pk":"a"}],"Count":1,"ScannedCount":1}"#),
         ),
         // Damaged in transit: the client gets the damaged bytes with the upstream's checksum,
-        // so its own check fails; nothing is stored.
+        // so an SDK that checks it sees the damage as it would direct; nothing is stored.
         ("GetItem", Fault::CorruptBody),
         ("Query", Fault::CorruptBody),
     ];
@@ -583,8 +583,9 @@ async fn garbage_and_damaged_upstream_answers_are_passed_on_but_never_stored() {
 async fn concurrent_misses_during_an_outage_are_all_answered_within_one_upstream_timeout() {
     let engine = Engine::dynalite().await;
     let relay = Relay::start(&engine.endpoint()).await;
+    // The shorter limit, opted into: without it each miss waits as long as its client does.
     let timeout = Duration::from_millis(1000);
-    let proxy = start_proxy_with(&relay.endpoint, |c| c.upstream.timeout = timeout).await;
+    let proxy = start_proxy_with(&relay.endpoint, |c| c.upstream.timeout = Some(timeout)).await;
     let client = sdk_client(&proxy.endpoint).await;
     let table = unique_table("outage");
     create_table(&client, &table).await;

@@ -643,26 +643,29 @@ async fn a_stopped_upstream_gives_retryable_errors_and_the_proxy_recovers() {
 }
 
 #[tokio::test]
-async fn a_write_that_times_out_is_answered_retryably_and_sent_once() {
+async fn a_write_cut_short_is_answered_retryably_seen_through_and_sent_once() {
     let engine = Engine::dynalite().await;
     let relay = Relay::start(&engine.endpoint()).await;
+    // The shorter limit, opted into.
     let proxy = start_proxy_with(&relay.endpoint, |c| {
-        c.upstream.timeout = Duration::from_millis(300)
+        c.upstream.timeout = Some(Duration::from_millis(300))
     })
     .await;
     let client = sdk_client_with_attempts(&proxy.endpoint, 1).await;
     create_table(&client, "slow").await;
+    let put = || {
+        client
+            .put_item()
+            .table_name("slow")
+            .set_item(Some(key("a", "1")))
+            .send()
+    };
 
+    // No answer within upstream.timeout: the client is answered, the write goes on.
     let held = relay
         .hold_next(|target, _| target.ends_with("PutItem"))
         .await;
-    let err = client
-        .put_item()
-        .table_name("slow")
-        .set_item(Some(key("a", "1")))
-        .send()
-        .await
-        .unwrap_err();
+    let err = put().await.unwrap_err();
     assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
     assert_eq!(
         proxy
@@ -670,14 +673,27 @@ async fn a_write_that_times_out_is_answered_retryably_and_sent_once() {
             .await,
         1.0
     );
-    drop(held);
-    let puts = relay
-        .captured()
-        .await
-        .iter()
-        .filter(|c| c.headers["x-amz-target"] == "DynamoDB_20120810.PutItem")
-        .count();
-    assert_eq!(puts, 1, "the proxy must not retry a write on its own");
+    held.release.send(()).unwrap();
+    // ddbcache still waited for the answer, to invalidate when it came.
+    proxy
+        .wait_metric(
+            r#"ddbcache_upstream_request_duration_seconds_count{operation="PutItem"}"#,
+            Duration::from_secs(10),
+            |v| v == 1.0,
+        )
+        .await;
+
+    // The connection lost under a write: answered retryably too.
+    relay
+        .fault(|target, _| target.ends_with("PutItem"), Fault::Reset)
+        .await;
+    let err = put().await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
+    assert_eq!(
+        relay.sent("PutItem").await,
+        2,
+        "the proxy must not retry a write on its own"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -458,13 +458,16 @@ async fn a_write_in_doubt_lets_nothing_fill_the_shared_tier_until_its_window_end
     let engine = Engine::dynalite().await;
     let redis = RedisServer::start().await;
     let relay = Relay::start(&engine.endpoint()).await;
-    // The writer gives up on its write quickly; what it touched is in doubt for a long while.
+    // The writer stops waiting for its write quickly (no client waits for it past its own
+    // timeout, and the backstop is short); what it touched is then in doubt for a long while.
     let writer = start_sidecar(&relay.endpoint, &redis.url(), |c| {
-        c.upstream.timeout = Duration::from_millis(300);
+        c.upstream.timeout = Some(Duration::from_millis(300));
+        c.upstream.backstop = Duration::from_millis(300);
         c.cache.in_doubt_window = Some(Duration::from_secs(60));
     })
     .await;
     let table = table_through(&writer, "shared-doubt").await;
+    // Published so far: the table's creation and this write.
     put_item(&writer, &table, "a", "s", 1).await;
     let held = relay
         .hold_request_next(|target, _| target.ends_with(".PutItem"))
@@ -475,6 +478,17 @@ async fn a_write_in_doubt_lets_nothing_fill_the_shared_tier_until_its_window_end
         "the write timed out"
     );
     held.reached.await.unwrap();
+    // The writer gives up on it (its backstop) and publishes it in doubt.
+    writer
+        .wait_metric(
+            "ddbcache_upstream_errors_total{kind=\"backstop\"}",
+            WAIT,
+            |v| v == 1.0,
+        )
+        .await;
+    writer
+        .wait_metric("ddbcache_fleet_published_total", WAIT, |v| v >= 3.0)
+        .await;
     // A sidecar that starts now knows nothing of the write but what Redis says: it reads the
     // old value (the write has not landed), and must not keep it for the fleet.
     let first = start_sidecar(&engine.endpoint(), &redis.url(), |_| {}).await;
@@ -755,5 +769,124 @@ async fn the_tier_works_over_tls_as_an_acl_user() {
     assert_eq!(
         get(&proxies[1], &table, "a").await,
         (1, "hit-shared".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_with_the_shared_tier_reads_nothing_stale_through_writes_streams_restarts_and_forgeries(
+) {
+    use common::fleet::{create_streamed_table, lease_holder, streams_config, total, Workload};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    const SIDECARS: usize = 3;
+    /// Writes made around every sidecar are read back through the table's stream: older answers
+    /// are allowed for this long after them (the stream's lag on a loaded machine).
+    const STREAM_BOUND: Duration = Duration::from_secs(10);
+    let engine = Engine::moto().await;
+    let mut redis = RedisServer::start().await;
+    let key_file = std::env::temp_dir().join(format!("ddbcache-stress-key-{}", std::process::id()));
+    std::fs::write(&key_file, "42".repeat(32)).unwrap();
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = create_streamed_table(&direct, "shared-stress").await;
+    let streams = streams_config(&table);
+    let proxies = start_tier(&[&engine.endpoint()], &redis.url(), SIDECARS, |c| {
+        c.fleet.shared.key_file = Some(key_file.clone());
+        streams(c);
+    })
+    .await;
+    lease_holder(&proxies.iter().collect::<Vec<_>>(), &table).await;
+    let mut clients = Vec::new();
+    for p in &proxies {
+        clients.push(sdk_client(&p.endpoint).await);
+    }
+    let clients = Arc::new(clients);
+    let through = Workload::new(&table);
+    let around = Workload::with(&table, "d", STREAM_BOUND);
+    let writers: Vec<_> = (0..3)
+        .map(|w| tokio::spawn(through.clone().writer(clients.clone(), w, 3, u64::MAX)))
+        .chain(std::iter::once(tokio::spawn(around.clone().writer(
+            Arc::new(vec![direct.clone()]),
+            0,
+            1,
+            u64::MAX,
+        ))))
+        .collect();
+    let readers: Vec<_> = (0..4)
+        .map(|r| tokio::spawn(through.clone().reader(clients.clone(), r)))
+        .chain((4..6).map(|r| tokio::spawn(around.clone().reader(clients.clone(), r))))
+        .collect();
+    let shared_hits = "ddbcache_cache_shared_hits_total{cache=\"item\"}";
+    for p in &proxies {
+        p.wait_metric(shared_hits, WAIT, |v| v >= 5.0).await;
+    }
+    // Forgeries: every shared entry is altered, or replaced by one not sealed at all.
+    let refused = "ddbcache_shared_lookups_total{outcome=\"refused\"}";
+    let before = total(&proxies, refused).await;
+    for (i, key) in redis.keys("{ddbcache}:d:*").await.iter().enumerate() {
+        let Some(mut value) = redis.get(key).await else {
+            continue;
+        };
+        if i % 2 == 0 {
+            *value.last_mut().unwrap() ^= 0x40;
+        } else {
+            value.truncate(16);
+            value.extend_from_slice(&[1, 0]);
+            value.extend_from_slice(&[0; 44]);
+            value.extend_from_slice(br#"{"Item":{"v":{"N":"0"}}}"#);
+        }
+        redis.set(key, &value).await;
+    }
+    // Each sidecar drops its own entries, so that its reads ask the tier for them.
+    for p in &proxies {
+        let (status, _, _) = http_post(&format!("{}/cache/flush", p.admin)).await;
+        assert_eq!(status, 200);
+    }
+    let deadline = Instant::now() + WAIT;
+    while total(&proxies, refused).await == before {
+        assert!(Instant::now() < deadline, "no forged entry was looked up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Redis restarted empty mid-run.
+    redis.stop().await;
+    for p in &proxies {
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 0.0)
+            .await;
+    }
+    redis.start_again().await;
+    for p in &proxies {
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+            .await;
+        p.wait_metric("ddbcache_shared_up", WAIT, |v| v == 1.0)
+            .await;
+        let hits = p.metric(shared_hits).await;
+        p.wait_metric(shared_hits, WAIT, |v| v >= hits + 5.0).await;
+    }
+    through.stop.store(true, Ordering::Relaxed);
+    around.stop.store(true, Ordering::Relaxed);
+    for t in writers.into_iter().chain(readers) {
+        t.await.unwrap();
+    }
+    let after = total(&proxies, refused).await;
+    eprintln!(
+        "shared stress: {} writes through sidecars, {} around them; {} + {} reads; {} stale, {} + {} old within the lag; {} forged entries refused",
+        through.writes.load(Ordering::Relaxed),
+        around.writes.load(Ordering::Relaxed),
+        through.reads.load(Ordering::Relaxed),
+        around.reads.load(Ordering::Relaxed),
+        through.stale.load(Ordering::Relaxed) + around.stale.load(Ordering::Relaxed),
+        through.within_lag.load(Ordering::Relaxed),
+        around.within_lag.load(Ordering::Relaxed),
+        after - before,
+    );
+    let _ = std::fs::remove_file(&key_file);
+    assert_eq!(
+        through.stale.load(Ordering::Relaxed),
+        0,
+        "stale reads (writes through sidecars)"
+    );
+    assert_eq!(
+        around.stale.load(Ordering::Relaxed),
+        0,
+        "stale reads (writes around them)"
     );
 }

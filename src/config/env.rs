@@ -31,6 +31,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("DDBCACHE_UPSTREAM_TIMEOUT", "upstream.timeout"),
     ("DDBCACHE_UPSTREAM_TIMEOUT_MS", "upstream.timeout_ms"),
+    ("DDBCACHE_UPSTREAM_BACKSTOP", "upstream.backstop"),
     ("DDBCACHE_MAX_BODY_BYTES", "server.max_body_bytes"),
     ("DDBCACHE_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("DDBCACHE_WORKER_THREADS", "server.worker_threads"),
@@ -183,7 +184,7 @@ mod tests {
         assert_eq!(c.upstream.region, "ap-south-1");
         assert_eq!(c.cache.item.capacity, 1 << 30);
         assert!(!c.cache.enabled);
-        assert_eq!(c.upstream.timeout, Duration::from_millis(250));
+        assert_eq!(c.upstream.timeout, Some(Duration::from_millis(250)));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.log.format, LogFormat::Json);
     }
@@ -243,7 +244,9 @@ mod tests {
                 Some(other) => other.to_string(),
                 // Keys without a default value.
                 None if renamed::current(key) != key => "3000".to_string(),
-                None if key == "cache.in_doubt_window" => "12s".to_string(),
+                None if ["cache.in_doubt_window", "upstream.timeout"].contains(&key) => {
+                    "12s".to_string()
+                }
                 None => "http://127.0.0.1:4567".to_string(),
             };
             with_env("", &[(var, &example)]).unwrap_or_else(|e| panic!("{var}: {}", chain(&e)));

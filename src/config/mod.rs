@@ -126,11 +126,13 @@ impl Config {
         Ok((table, config.map_err(toml_error)?))
     }
 
-    /// How long what a write with an unknown outcome touched stays in doubt.
+    /// How long what a write with an unknown outcome touched stays in doubt. A forwarded write is
+    /// waited for to its end: ddbcache stops waiting without an answer only when the connection
+    /// is lost, the upstream answers a 5xx, or the backstop ran out with no client waiting. The
+    /// write may then still land for about as long as ddbcache would have waited for it: one
+    /// `upstream.backstop`.
     pub fn in_doubt_window(&self) -> Duration {
-        self.cache
-            .in_doubt_window
-            .unwrap_or(self.upstream.timeout * 4)
+        self.cache.in_doubt_window.unwrap_or(self.upstream.backstop)
     }
 
     /// TTLs in force for one table (None = that cache is off for the table).
@@ -193,7 +195,8 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.listen.addr.to_string(), "127.0.0.1:8000");
         assert_eq!(c.cache.item.capacity, 256 << 20);
-        assert_eq!(c.upstream.timeout, Duration::from_secs(3));
+        assert_eq!(c.upstream.timeout, None, "no limit of ddbcache's own");
+        assert_eq!(c.upstream.backstop, Duration::from_secs(60));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(1));
         c.validate().unwrap();
     }
@@ -225,9 +228,9 @@ mod tests {
     }
 
     #[test]
-    fn in_doubt_window_defaults_to_four_upstream_timeouts() {
-        let c = Config::from_toml("[upstream]\ntimeout = \"2s\"\n").unwrap();
-        assert_eq!(c.in_doubt_window(), Duration::from_secs(8));
+    fn in_doubt_window_defaults_to_the_backstop() {
+        let c = Config::from_toml("[upstream]\nbackstop = \"2m\"\ntimeout = \"2s\"\n").unwrap();
+        assert_eq!(c.in_doubt_window(), Duration::from_secs(120));
         let c = Config::from_toml("[cache]\nin_doubt_window = \"1s\"\n").unwrap();
         assert_eq!(c.in_doubt_window(), Duration::from_secs(1));
     }
@@ -251,6 +254,6 @@ mod tests {
         let again = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(again.table_ttls("t"), c.table_ttls("t"));
         assert_eq!(again.cache.item.capacity, c.cache.item.capacity);
-        assert_eq!(again.upstream.timeout, Duration::from_millis(1500));
+        assert_eq!(again.upstream.timeout, Some(Duration::from_millis(1500)));
     }
 }

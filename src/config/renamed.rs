@@ -81,7 +81,7 @@ mod tests {
     fn old_millisecond_keys_are_read_as_durations_and_printed_new() {
         let c =
             Config::from_toml("[upstream]\ntimeout_ms = 250\nconnect_timeout_ms = 100\n").unwrap();
-        assert_eq!(c.upstream.timeout, Duration::from_millis(250));
+        assert_eq!(c.upstream.timeout, Some(Duration::from_millis(250)));
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(100));
         c.validate().unwrap();
         let printed = c.to_toml();
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn old_variables_override_as_the_new_ones_do() {
         let c = with_env("", &[("DDBCACHE_UPSTREAM_TIMEOUT_MS", "250")]).unwrap();
-        assert_eq!(c.upstream.timeout, Duration::from_millis(250));
+        assert_eq!(c.upstream.timeout, Some(Duration::from_millis(250)));
         // A variable overrides the file whichever spelling either uses.
         let c = with_env(
             "[upstream]\ntimeout = \"5s\"\nconnect_timeout_ms = 900\n",
@@ -139,7 +139,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.upstream.timeout, Duration::from_millis(250));
+        assert_eq!(c.upstream.timeout, Some(Duration::from_millis(250)));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
         // Empty, an old variable returns the key to its default, as any variable does.
         let c = with_env(
@@ -147,7 +147,7 @@ mod tests {
             &[("DDBCACHE_UPSTREAM_TIMEOUT_MS", "")],
         )
         .unwrap();
-        assert_eq!(c.upstream.timeout, Duration::from_secs(3));
+        assert_eq!(c.upstream.timeout, None);
         // An empty variable beside its other spelling leaves the decision to that one.
         for (old, new, timeout) in [("", "2s", 2000), ("250", "", 250)] {
             let c = with_env(
@@ -160,7 +160,7 @@ mod tests {
             .unwrap();
             assert_eq!(
                 c.upstream.timeout,
-                Duration::from_millis(timeout),
+                Some(Duration::from_millis(timeout)),
                 "{old:?} {new:?}"
             );
         }

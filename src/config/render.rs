@@ -42,8 +42,9 @@ mod tests {
         let v = c.to_json();
         assert_eq!(v["server"]["shutdown_grace"], 0.25);
         assert_eq!(v["cache"]["item"]["capacity"], 256u64 << 20);
-        assert_eq!(v["cache"]["in_doubt_window"], 12.0);
-        assert_eq!(v["upstream"]["timeout"], 3.0);
+        assert_eq!(v["cache"]["in_doubt_window"], 60.0);
+        assert_eq!(v["upstream"]["backstop"], 60.0);
+        assert_eq!(v["upstream"].get("timeout"), None, "unset: no limit");
         assert_eq!(v["tables"]["t"]["query_ttl"], 60.0);
         assert_eq!(v["listen"]["admin_addr"], "127.0.0.1:9000");
         assert_eq!(
@@ -73,7 +74,7 @@ mod tests {
     fn every_duration_is_seconds_and_every_size_bytes_in_json() {
         // Every optional duration set too, so that each field is printed.
         let c = Config::from_toml(
-            "[cache]\nin_doubt_window = \"7s\"\n\
+            "[upstream]\ntimeout = \"3s\"\n[cache]\nin_doubt_window = \"7s\"\n\
              [tables.t]\nitem_ttl = \"1m\"\nnegative_ttl = \"2s\"\nquery_ttl = \"0s\"\n",
         )
         .unwrap();

@@ -49,10 +49,23 @@ pub struct UpstreamConfig {
     /// whole milliseconds).
     #[serde(with = "units::positive_duration")]
     pub connect_timeout: Duration,
-    /// Whole-request timeout for one upstream call (old spelling: `timeout_ms`, in whole
-    /// milliseconds).
+    /// How long a request may take upstream, counted from its admission (a miss waiting for
+    /// another request's answer to the same key counts its wait); past it the client gets a
+    /// retryable 503. Unset (the default), ddbcache sets no limit of its own: a request waits as
+    /// long as its client does, and a client that hangs up ends its read. A write cut short by it
+    /// is still seen through, but its client's SDK sends it again while the first attempt may
+    /// still land: an `UpdateItem` `ADD` can be applied twice. (Old spelling: `timeout_ms`, in
+    /// whole milliseconds.)
+    #[serde(
+        with = "units::opt_positive_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// How long ddbcache goes on waiting for an upstream answer that no client waits for any
+    /// more: a write whose client hung up (or got its 503 at `timeout`), and ddbcache's own calls
+    /// (`DescribeTable`, stream reads, the readiness probe at most).
     #[serde(with = "units::positive_duration")]
-    pub timeout: Duration,
+    pub backstop: Duration,
     /// Idle keep-alive connections kept per upstream host.
     pub max_idle_per_host: usize,
 }
@@ -66,7 +79,8 @@ impl Default for UpstreamConfig {
             pin_region: false,
             sign: true,
             connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
+            timeout: None,
+            backstop: Duration::from_secs(60),
             max_idle_per_host: 64,
         }
     }
@@ -268,7 +282,7 @@ pub struct CacheConfig {
     #[serde(with = "units::duration")]
     pub consistency_window: Duration,
     /// After a write whose outcome is unknown (no answer, or a 5xx), misses on what it touched are
-    /// not stored for this long: it may still land. Default: 4 × `upstream.timeout`.
+    /// not stored for this long: it may still land. Default: `upstream.backstop`.
     #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
     pub in_doubt_window: Option<Duration>,
     /// How stored bodies are kept: `none`, or `lz4` (more entries per byte, a decompression per

@@ -3,11 +3,11 @@
 //! (seconds and bytes).
 //!
 //! A field states its unit once, with `#[serde(with = "units::duration")]` (or `opt_duration`,
-//! `size`, and `positive_duration` / `positive_size` for what must be more than zero), and keeps
-//! its plain type (`Duration`, `u64`), so the code that uses it reads a `Duration`. Which form a
-//! value takes is chosen by the rendering around it ([`in_numbers`] for JSON, [`checking`] for
-//! validation, words otherwise), not key by key: a new field of one of these units is rendered in
-//! seconds or bytes and checked for zero by its attribute alone.
+//! `size`, and `positive_duration` / `opt_positive_duration` / `positive_size` for what must be
+//! more than zero), and keeps its plain type (`Duration`, `u64`), so the code that uses it reads a
+//! `Duration`. Which form a value takes is chosen by the rendering around it ([`in_numbers`] for
+//! JSON, [`checking`] for validation, words otherwise), not key by key: a new field of one of
+//! these units is rendered in seconds or bytes and checked for zero by its attribute alone.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -156,6 +156,20 @@ pub(super) mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         super::duration::deserialize(d).map(Some)
     }
+}
+
+/// A duration that may be absent, and must be more than zero when present.
+pub(super) mod opt_positive_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => serialize_duration(*d, true, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub use super::opt_duration::deserialize;
 }
 
 /// A size: a number of bytes, or a string with a unit (`"256MiB"`).

@@ -110,9 +110,10 @@ mod tests {
     use super::*;
 
     /// The durations and sizes that refuse zero: timeouts and intervals, and the largest body.
-    const POSITIVE: [&str; 14] = [
+    const POSITIVE: [&str; 15] = [
         "upstream.connect_timeout",
         "upstream.timeout",
+        "upstream.backstop",
         "server.max_body_bytes",
         "server.header_timeout",
         "server.body_timeout",
@@ -153,6 +154,8 @@ mod tests {
                 }
             }
         }
+        // Optional ones too, which the defaults leave out.
+        keys_seen.push(("upstream.timeout".into(), toml::Value::String("0s".into())));
         assert!(keys_seen.len() > POSITIVE.len(), "{keys_seen:?}");
         for (key, zero) in keys_seen {
             let mut table = defaults.clone();

@@ -45,7 +45,8 @@ pub(crate) struct Inbound {
     /// What the front door learned about the request (CORS, content type, where the signature
     /// was).
     pub(crate) admission: Admission,
-    /// When the request was admitted: its upstream time (`upstream.timeout`) counts from here.
+    /// When the request was admitted: its upstream time (`upstream.timeout`, when set) counts
+    /// from here.
     pub(crate) admitted: Instant,
     /// The body's share of `server.max_buffered_bytes`, held until the request ends.
     _buffered: Option<Arc<Reservation>>,

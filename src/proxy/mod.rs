@@ -84,11 +84,7 @@ impl Proxy {
         fleet: Fleet,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let forwarder = Arc::new(Forwarder::new(
-            upstream,
-            config.upstream.timeout,
-            metrics.clone(),
-        ));
+        let forwarder = Arc::new(Forwarder::new(upstream, &config.upstream, metrics.clone()));
         let counters = Arc::new(Counters::new(metrics.clone()));
         let cached = cache.map(|cache| Cached {
             cache,

@@ -71,7 +71,7 @@ async fn describe_table(cx: &Cached, table_name: &str, like: &Inbound) -> Option
     request.op = Operation::DescribeTable;
     request.path = "/".to_string();
     request.headers = headers;
-    let schema = match cx.upstream.send(&request, Encoding::Identity).await {
+    let schema = match cx.upstream.send_own(&request, Encoding::Identity).await {
         Ok(answer) if answer.status == StatusCode::OK => describe_table_schema(&answer.body),
         Ok(answer) => {
             debug!(table = table_name, status = %answer.status, "DescribeTable for the key schema failed");

@@ -5,8 +5,13 @@
 //! is also "in doubt" for a while (misses on it are not stored). The cache applies those rules
 //! itself ([`crate::cache::WriteInFlight`]); this path names the scope, forwards, and tells the
 //! fleet before the client hears of it. Once sent, a write runs to its end in a task of its own: a
-//! client that hangs up (an SDK timeout, a cancelled context) must not cancel the invalidation
-//! that follows the upstream's answer.
+//! client that hangs up (an SDK timeout, a cancelled context), or that is answered a 503 at
+//! `upstream.timeout`, must not cancel the invalidation that follows the upstream's answer. The
+//! task waits for that answer for as long as the client does, and for `upstream.backstop` more
+//! once nobody waits ([`super::forward::Forwarder::see_through`]); ddbcache never sends a write
+//! twice.
+
+use tokio::sync::oneshot;
 
 use crate::cache::{WriteKind, WriteOutcome};
 use crate::fleet::Origin;
@@ -66,21 +71,31 @@ pub(super) async fn unknown(cx: &Cached, inb: &Inbound) -> Answered {
 /// Invalidate, forward, invalidate again, whatever the outcome, and publish — in a task that
 /// outlives the client's connection.
 async fn forward(cx: &Cached, inb: &Inbound, scope: WriteScope, kind: WriteKind) -> Answered {
-    let (cx, inb) = (cx.clone(), inb.clone());
-    let task = tokio::spawn(async move {
-        let write = cx.cache.write_started(scope, kind);
-        let result = cx.upstream.send(&inb, Encoding::AsClientAsked).await;
-        let scope = write.finished(outcome(&result));
-        // Before the client hears of it, so that a read through a peer sees it.
-        let origin = match kind {
-            WriteKind::Item => Origin::Write,
-            WriteKind::Control => Origin::Control,
-        };
-        cx.fleet.publish(&scope, origin).await;
-        result
-    });
-    let answer = task
-        .await
+    // Dropped once nobody waits for the answer: the client hung up (this future is dropped with
+    // its request) or is answered at its deadline.
+    let (_waiting, abandoned) = oneshot::channel::<()>();
+    let task = {
+        let (cx, inb) = (cx.clone(), inb.clone());
+        tokio::spawn(async move {
+            let write = cx.cache.write_started(scope, kind);
+            let abandoned = async {
+                let _ = abandoned.await;
+            };
+            let result = cx.upstream.see_through(&inb, abandoned).await;
+            let scope = write.finished(outcome(&result));
+            // Before the client hears of it, so that a read through a peer sees it.
+            let origin = match kind {
+                WriteKind::Item => Origin::Write,
+                WriteKind::Control => Origin::Control,
+            };
+            cx.fleet.publish(&scope, origin).await;
+            result
+        })
+    };
+    let answer = cx
+        .upstream
+        .by_deadline(inb, task)
+        .await?
         .map_err(|e| ProtocolError::Internal(format!("the write's task failed: {e}")))??;
     Ok((respond::relayed(answer), Outcome::NotCacheable))
 }

@@ -1,5 +1,7 @@
 //! The upstream client: endpoint resolution, pooled keep-alive connections (HTTP or HTTPS with
-//! rustls), timeouts, and SigV4 re-signing. It forwards bytes; cache policy lives elsewhere.
+//! rustls), and SigV4 re-signing. It forwards bytes; cache policy lives elsewhere, and so does how
+//! long a client's request is waited for (`proxy::forward`). ddbcache's own calls made here (stream
+//! reads, the readiness probe) have no client waiting: they are bounded here.
 
 pub mod amz_date;
 pub mod signing;
@@ -17,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{UpstreamConfig, REGION_PLACEHOLDER};
 use crate::protocol::{Operation, ProtocolError};
+use crate::wait::within;
 pub use signing::{Signer, SigningError};
 
 /// An upstream answer, whole.
@@ -35,6 +38,14 @@ pub(crate) enum UpstreamError {
     Connect { endpoint: String, detail: String },
     #[error("upstream {endpoint} did not answer within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
+    #[error(
+        "upstream {endpoint} did not answer within upstream.backstop ({backstop:?}) with no client \
+         waiting"
+    )]
+    Backstop {
+        endpoint: String,
+        backstop: Duration,
+    },
     #[error("upstream {endpoint} failed mid-request: {detail}")]
     Io { endpoint: String, detail: String },
     #[error("cannot sign the upstream request")]
@@ -58,6 +69,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect { .. } => "connect",
             UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Backstop { .. } => "backstop",
             UpstreamError::Io { .. } => "io",
             UpstreamError::Signing(_) => "signing",
         }
@@ -102,7 +114,8 @@ pub struct Upstream {
     endpoint: Route,
     streams_endpoint: Route,
     signer: Option<Signer>,
-    timeout: Duration,
+    /// `upstream.backstop`: how long a call no client waits for is waited for.
+    backstop: Duration,
     /// `upstream.region`: the readiness probe's.
     region: String,
 }
@@ -216,7 +229,7 @@ impl Upstream {
             endpoint: Route::parse(&config.endpoint_template(), &config.region)?,
             streams_endpoint: Route::parse(&config.streams_endpoint_template(), &config.region)?,
             signer,
-            timeout: config.timeout,
+            backstop: config.backstop,
             region: config.region.clone(),
         })
     }
@@ -230,10 +243,30 @@ impl Upstream {
         self.signer.as_ref()
     }
 
-    /// Forwards one request to `region`'s endpoint, signed for `region`. `inbound` are the
-    /// client's headers; `identity_encoding` asks the upstream for an uncompressed answer (what
-    /// the caches store).
+    /// One call of ddbcache's own (a stream read): no client waits for it, so it is waited for
+    /// `upstream.backstop` at most. Arguments as [`Upstream::exchange`]'s.
     pub(crate) async fn send(
+        &self,
+        op: Operation,
+        region: &str,
+        path_and_query: &str,
+        inbound: &HeaderMap,
+        body: Bytes,
+        identity_encoding: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let exchange = self.exchange(op, region, path_and_query, inbound, body, identity_encoding);
+        within(self.backstop, exchange)
+            .await
+            .map_err(|_| UpstreamError::Backstop {
+                endpoint: self.endpoint().to_string(),
+                backstop: self.backstop,
+            })?
+    }
+
+    /// Forwards one request to `region`'s endpoint, signed for `region`, and waits for the whole
+    /// answer for as long as the caller does. `inbound` are the client's headers;
+    /// `identity_encoding` asks the upstream for an uncompressed answer (what the caches store).
+    pub(crate) async fn exchange(
         &self,
         op: Operation,
         region: &str,
@@ -269,37 +302,28 @@ impl Upstream {
         let request = request.map(Full::new);
         let started = Instant::now();
         let url = || endpoint.url.clone();
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::Connect {
-                        endpoint: url(),
-                        detail: error_chain(&e),
-                    }
-                } else {
-                    UpstreamError::Io {
-                        endpoint: url(),
-                        detail: error_chain(&e),
-                    }
-                }
-            })?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| UpstreamError::Io {
+        let response = self.client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect {
                     endpoint: url(),
                     detail: error_chain(&e),
-                })?
-                .to_bytes();
-            Ok::<_, UpstreamError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+                }
+            } else {
+                UpstreamError::Io {
+                    endpoint: url(),
+                    detail: error_chain(&e),
+                }
+            }
+        })?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
             .await
-            .map_err(|_| UpstreamError::Timeout {
+            .map_err(|e| UpstreamError::Io {
                 endpoint: url(),
-                timeout: self.timeout,
-            })??;
+                detail: error_chain(&e),
+            })?
+            .to_bytes();
         let mut headers = parts.headers;
         for h in HOP_BY_HOP {
             headers.remove(*h);
@@ -347,22 +371,27 @@ impl Upstream {
         headers
     }
 
-    /// Readiness: credentials load (when signing) and the upstream answers a cheap call with 2xx.
-    pub(crate) async fn probe(&self) -> Result<(), ProbeError> {
+    /// Readiness: credentials load (when signing) and the upstream answers a cheap call with 2xx,
+    /// within `limit`.
+    pub(crate) async fn probe(&self, limit: Duration) -> Result<(), ProbeError> {
         if let Some(signer) = &self.signer {
             signer.credentials().await?;
         }
         let headers = self.own_headers(Operation::ListTables);
-        let r = self
-            .send(
-                Operation::ListTables,
-                &self.region,
-                "/",
-                &headers,
-                Bytes::from_static(br#"{"Limit":1}"#),
-                true,
-            )
-            .await?;
+        let exchange = self.exchange(
+            Operation::ListTables,
+            &self.region,
+            "/",
+            &headers,
+            Bytes::from_static(br#"{"Limit":1}"#),
+            true,
+        );
+        let r = within(limit, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                endpoint: self.endpoint().to_string(),
+                timeout: limit,
+            })??;
         if r.status.is_success() {
             Ok(())
         } else {

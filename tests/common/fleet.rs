@@ -83,6 +83,10 @@ pub fn version_of(item: Option<&HashMap<String, AttributeValue>>) -> u64 {
 /// failure.
 pub struct Workload {
     pub table: String,
+    /// Keys are `<prefix><n>`.
+    pub prefix: String,
+    /// How long after an acknowledgement an older answer is counted apart rather than stale.
+    pub lag_bound: Duration,
     pub acked: Vec<Mutex<(u64, Instant)>>,
     pub stop: AtomicBool,
     pub reads: AtomicU64,
@@ -100,8 +104,16 @@ pub const KEYS: usize = 24;
 
 impl Workload {
     pub fn new(table: &str) -> Arc<Workload> {
+        Workload::with(table, "k", BUS_LAG_BOUND)
+    }
+
+    /// A workload over keys `<prefix><n>` whose older answers are stale past `lag_bound` after
+    /// the acknowledgement (the stream's lag, for writes made around every sidecar).
+    pub fn with(table: &str, prefix: &str, lag_bound: Duration) -> Arc<Workload> {
         Arc::new(Workload {
             table: table.to_string(),
+            prefix: prefix.to_string(),
+            lag_bound,
             acked: (0..KEYS).map(|_| Mutex::new((0, Instant::now()))).collect(),
             stop: AtomicBool::new(false),
             reads: AtomicU64::new(0),
@@ -131,7 +143,7 @@ impl Workload {
                 let put = client
                     .put_item()
                     .table_name(&self.table)
-                    .item("pk", s(&format!("k{k}")))
+                    .item("pk", s(&format!("{}{k}", self.prefix)))
                     .item("sk", s("s"))
                     .item("v", n(&version.to_string()))
                     .send()
@@ -155,14 +167,14 @@ impl Workload {
             let got = clients[sidecar]
                 .get_item()
                 .table_name(&self.table)
-                .key("pk", s(&format!("k{k}")))
+                .key("pk", s(&format!("{}{k}", self.prefix)))
                 .key("sk", s("s"))
                 .send()
                 .await;
             let Ok(got) = got else { continue };
             self.reads.fetch_add(1, Ordering::Relaxed);
             let version = version_of(got.item());
-            if version < floor && after_ack < BUS_LAG_BOUND {
+            if version < floor && after_ack < self.lag_bound {
                 self.within_lag.fetch_add(1, Ordering::Relaxed);
                 self.within_lag_longest_us
                     .fetch_max(after_ack.as_micros() as u64, Ordering::Relaxed);

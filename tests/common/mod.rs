@@ -119,7 +119,6 @@ pub fn test_config(upstream: &str) -> Config {
     config.listen.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.upstream.endpoint = Some(upstream.to_string());
     config.upstream.sign = false;
-    config.upstream.timeout = Duration::from_secs(5);
     config.server.shutdown_grace = Duration::from_secs(10);
     config
 }
@@ -175,9 +174,31 @@ pub async fn sdk_client_in(endpoint: &str, region: &str) -> aws_sdk_dynamodb::Cl
 }
 
 async fn sdk_client_with(endpoint: &str, attempts: u32, region: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk_config(endpoint, attempts, region).await)
+}
+
+/// The Rust SDK pointed at `endpoint`, making one attempt and giving up on it after `timeout`
+/// (as an application's deadline or cancelled context does): it then hangs up.
+pub async fn sdk_client_giving_up_after(
+    endpoint: &str,
+    timeout: Duration,
+) -> aws_sdk_dynamodb::Client {
+    let conf = sdk_config(endpoint, 1, "us-east-1").await;
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(timeout)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&conf)
+            .timeout_config(timeouts)
+            .build(),
+    )
+}
+
+/// Static test credentials, `attempts` attempts a call, and the SDK's own timeouts otherwise.
+async fn sdk_config(endpoint: &str, attempts: u32, region: &str) -> aws_config::SdkConfig {
     let creds =
         aws_sdk_dynamodb::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
@@ -187,8 +208,7 @@ async fn sdk_client_with(endpoint: &str, attempts: u32, region: &str) -> aws_sdk
                 .with_initial_backoff(Duration::from_millis(10)),
         )
         .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&conf)
+        .await
 }
 
 /// A table name no other test uses.
@@ -418,6 +438,11 @@ pub async fn put_v(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str, sk:
         .expect("PutItem");
 }
 
+/// [`put_v`] straight to the engine, around ddbcache (which then knows nothing of the write).
+pub async fn put_v_direct(engine: &Engine, table: &str, pk: &str, sk: &str, v: &str) {
+    put_v(&sdk_client(&engine.endpoint()).await, table, pk, sk, v).await;
+}
+
 /// Query of partition `pk`: the items' `v`s.
 pub async fn query_vs(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Vec<String> {
     let out = client
@@ -523,6 +548,7 @@ struct Hold {
     reached: oneshot::Sender<()>,
     release: oneshot::Receiver<()>,
     landed: Option<oneshot::Sender<()>>,
+    abandoned: Option<oneshot::Sender<()>>,
 }
 
 /// What the relay does to the requests a fault matches, until the faults are cleared.
@@ -558,10 +584,12 @@ pub struct Relay {
 pub type Rewrite = Arc<dyn Fn(Bytes) -> Bytes + Send + Sync>;
 
 /// Handles to a held response: `reached` fires once the upstream has answered (and the answer is
-/// being held); sending on `release` lets it go on to ddbcache.
+/// being held); sending on `release` lets it go on to ddbcache; `abandoned` fires if ddbcache
+/// closes the connection before the answer went out (it stopped waiting for it).
 pub struct Held {
     pub reached: oneshot::Receiver<()>,
     pub release: oneshot::Sender<()>,
+    pub abandoned: oneshot::Receiver<()>,
 }
 
 /// Handles to a held request: `reached` fires once it arrived (it has not reached the engine);
@@ -633,18 +661,39 @@ impl Relay {
         self.captured.lock().await.clone()
     }
 
+    /// How many requests of DynamoDB's `op` (`PutItem`) reached the relay.
+    pub async fn sent(&self, op: &str) -> usize {
+        let target = format!("DynamoDB_20120810.{op}");
+        self.captured
+            .lock()
+            .await
+            .iter()
+            .filter(|c| {
+                c.headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t == target.as_str())
+            })
+            .count()
+    }
+
     /// Holds the response to the next request whose target and body satisfy `matches`.
     pub async fn hold_next(&self, matches: impl Fn(&str, &[u8]) -> bool + Send + 'static) -> Held {
         let (reached_tx, reached) = oneshot::channel();
         let (release, release_rx) = oneshot::channel();
+        let (abandoned_tx, abandoned) = oneshot::channel();
         *self.hold.lock().await = Some(Hold {
             matches: Box::new(matches),
             request: false,
             reached: reached_tx,
             release: release_rx,
             landed: None,
+            abandoned: Some(abandoned_tx),
         });
-        Held { reached, release }
+        Held {
+            reached,
+            release,
+            abandoned,
+        }
     }
 
     /// Holds the next request whose target and body satisfy `matches` before it reaches the
@@ -662,6 +711,7 @@ impl Relay {
             reached: reached_tx,
             release: release_rx,
             landed: Some(landed_tx),
+            abandoned: None,
         });
         HeldRequest {
             reached,
@@ -674,6 +724,17 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Sends on its channel when dropped, unless emptied first.
+struct OnDrop(Option<oneshot::Sender<()>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(fired) = self.0.take() {
+            let _ = fired.send(());
+        }
     }
 }
 
@@ -734,7 +795,7 @@ async fn relay(
         }
         Some(Fault::CorruptBody) | None => {}
     }
-    let held = {
+    let mut held = {
         let mut slot = hold.lock().await;
         if slot.as_ref().is_some_and(|h| (h.matches)(&op, &body)) {
             slot.take()
@@ -742,6 +803,9 @@ async fn relay(
             None
         }
     };
+    // Fires if this exchange is dropped before it answers: hyper drops it when ddbcache closes the
+    // connection.
+    let mut abandoned = OnDrop(held.as_mut().and_then(|h| h.abandoned.take()));
     let mut out = Request::post(format!("{target}{path}"));
     for (k, v) in parts.headers.iter() {
         // The body may be rewritten: its length is the client's to set.
@@ -776,6 +840,7 @@ async fn relay(
         answer
     });
     let (status, headers, mut body) = exchange.await.expect("the relay's exchange");
+    abandoned.0 = None;
     if matches!(fault, Some(Fault::CorruptBody)) {
         let mut damaged = body.to_vec();
         let middle = damaged.len() / 2;
