@@ -32,6 +32,9 @@ pub struct Metrics {
     pub(crate) cache_bypasses: IntCounterVec,
     pub(crate) cache_unstored: IntCounterVec,
     pub(crate) cache_consistent_reads: IntCounterVec,
+    pub(crate) cache_stale_answers: IntCounterVec,
+    pub(crate) cache_stale_age: Histogram,
+    pub(crate) cache_refreshes: IntCounterVec,
     pub(crate) schema_fetches: IntCounterVec,
     pub(crate) cache_negative_hits: IntCounterVec,
     pub(crate) cache_evictions: IntCounterVec,
@@ -397,6 +400,27 @@ impl Metrics {
                 "Misses sent with ConsistentRead because what they read was written within the consistency window.",
                 &["cache"],
             ),
+            cache_stale_answers: counter(
+                "ddbcache_cache_stale_answers_total",
+                "Reads DynamoDB failed that an expired, never invalidated entry answered (stale-if-error), by cache and reason (unavailable, server_error, throttled, breaker).",
+                &["cache", "reason"],
+            ),
+            cache_stale_age: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ddbcache_cache_stale_age_seconds",
+                        "How long past their TTL the entries stale-if-error answered were.",
+                    )
+                    .buckets(vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0]),
+                )
+                .expect("valid metric"),
+            ),
+            cache_refreshes: counter(
+                "ddbcache_cache_refreshes_total",
+                "Background refreshes of entries in the last part of their TTL (refresh-ahead), by cache and outcome (stored, unstored, failed, busy, budget).",
+                &["cache", "outcome"],
+            ),
             schema_fetches: counter(
                 "ddbcache_schema_fetches_total",
                 "DescribeTable calls ddbcache made to learn a table's key schema, by outcome (known, failed).",
@@ -526,6 +550,9 @@ impl Metrics {
             cache_bypasses,
             cache_unstored,
             cache_consistent_reads,
+            cache_stale_answers,
+            cache_stale_age,
+            cache_refreshes,
             schema_fetches,
             cache_negative_hits,
             cache_evictions,
@@ -543,7 +570,7 @@ impl Metrics {
             buffered_bytes,
             buffer_refusals,
         } = self;
-        let collectors: [&dyn Collector; 23] = [
+        let collectors: [&dyn Collector; 26] = [
             requests,
             in_flight,
             upstream_duration,
@@ -553,6 +580,9 @@ impl Metrics {
             cache_bypasses,
             cache_unstored,
             cache_consistent_reads,
+            cache_stale_answers,
+            cache_stale_age,
+            cache_refreshes,
             schema_fetches,
             cache_negative_hits,
             cache_evictions,

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::cache::{Cache, MonotonicClock};
+use crate::cache::{Cache, Clock, MonotonicClock};
 use crate::config::Config;
 use crate::connection::{self, CloseReason, Limits, Port};
 use crate::fleet::{self, Fleet, SharedTier};
@@ -59,6 +59,16 @@ impl Server {
 
     /// Binds with a ready-made upstream client (tests inject credentials this way).
     pub async fn bind_with(config: Config, upstream: Arc<Upstream>) -> anyhow::Result<Server> {
+        Self::bind_with_clock(config, upstream, MonotonicClock::new()).await
+    }
+
+    /// Binds with a ready-made upstream client and the clock the cache keeps its time by (tests
+    /// move a `ManualClock` through TTLs instead of waiting for them).
+    pub async fn bind_with_clock(
+        config: Config,
+        upstream: Arc<Upstream>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Server> {
         let tls = match config.tls.enabled() {
             true => Some(TlsAcceptor::load(&config.tls).context("cannot set up TLS")?),
             false => None,
@@ -88,7 +98,7 @@ impl Server {
         let config = Arc::new(config);
         let shared = SharedTier::new(&config, &metrics)?;
         let cache = config.cache.enabled.then(|| {
-            let cache = Cache::new(&config, metrics.clone(), MonotonicClock::new());
+            let cache = Cache::new(&config, metrics.clone(), clock.clone());
             Arc::new(match &shared {
                 Some(tier) => cache.with_tier(Arc::new(tier.clone())),
                 None => cache,

@@ -39,6 +39,19 @@ pub fn contradicts_schema(status: u16, body: &[u8]) -> bool {
         || has(b"Missing the key")
 }
 
+/// Whether an answer (its HTTP status and body) is DynamoDB throttling the request: a table's or
+/// index's throughput, or the account's request rate. (`ThrottlingReasons`, where DynamoDB adds
+/// them, say which; any of them is throttling.)
+pub fn is_throttling(status: u16, body: &[u8]) -> bool {
+    if status != 400 {
+        return false;
+    }
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    has(b"ProvisionedThroughputExceededException")
+        || has(b"ThrottlingException")
+        || has(b"RequestLimitExceeded")
+}
+
 /// The body without its top-level `ConsumedCapacity` member (the same bytes when it has none).
 /// `None` when the body is not a JSON object ddbcache can cut the member out of.
 pub fn without_consumed_capacity(body: &[u8]) -> Option<Vec<u8>> {

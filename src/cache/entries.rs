@@ -75,6 +75,11 @@ impl CacheKey {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The key's hash, computed once when it was built.
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
 }
 
 impl Hash for CacheKey {

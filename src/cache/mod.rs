@@ -195,9 +195,47 @@ pub struct Fill<'a> {
     restrictions: Restrictions,
     /// The right to fill the shared tier's entry too, when there is one and it answered.
     shared: Option<Box<dyn TierFill>>,
+    /// The entry this one replaces, expired but never invalidated: what may answer if the
+    /// upstream fails (stale-if-error). Put back if the fill is given up.
+    stale: Option<Entry>,
+    /// A background refresh's fill: its key is in [`Cache::refreshing`] until it ends.
+    refresh: bool,
+    /// Stored (or refused for good): nothing to put back.
+    done: bool,
+}
+
+impl Drop for Fill<'_> {
+    fn drop(&mut self) {
+        let cache = self.cache;
+        if self.refresh {
+            cache.refreshing.lock().remove(&self.key.hash());
+        }
+        // Given up (the upstream failed, or its answer was not to be kept): the expired entry
+        // goes back, still never invalidated, for the next read that finds DynamoDB failing.
+        if let (false, Some(stale)) = (self.done, self.stale.take()) {
+            if cache
+                .generations
+                .stamp(stale.table(), stale.scope())
+                .digest()
+                == stale.generations()
+            {
+                cache
+                    .store(self.kind)
+                    .entries
+                    .insert(stale, self.reservation.take());
+            }
+        }
+    }
 }
 
 impl Fill<'_> {
+    /// The entry this read would have answered had it not expired, and how long ago it expired:
+    /// one no write, stream record or control-plane call has ended since it was stored.
+    pub fn stale(&self) -> Option<(&Entry, Duration)> {
+        let stale = self.stale.as_ref()?;
+        let past = self.cache.clock.now_ms().saturating_sub(stale.expires());
+        Some((stale, Duration::from_millis(past)))
+    }
     /// What the marks on this entry's scope allow, as they were when the read started (here,
     /// and in the shared tier): whether the miss must read consistently, or must not be stored.
     pub fn restrictions(&self) -> Restrictions {
@@ -247,7 +285,7 @@ impl Fill<'_> {
     /// copy: an upstream body is usually a slice of the connection's read buffer, which it
     /// would otherwise keep alive.
     fn keep(
-        self,
+        mut self,
         body: &[u8],
         item: Option<Range<usize>>,
         ttl: Duration,
@@ -258,16 +296,17 @@ impl Fill<'_> {
             key: self.key.bytes(),
             body,
             item,
-            table: self.table,
+            table: self.table.clone(),
             stamp: self.stamp,
             expires: cache.clock.now_ms().saturating_add(ttl.as_millis() as u64),
             shared,
             compress: cache.compress,
         });
+        self.done = true;
         if cache
             .store(self.kind)
             .entries
-            .insert(entry, self.reservation)
+            .insert(entry, self.reservation.take())
         {
             Ok(())
         } else {
@@ -277,7 +316,7 @@ impl Fill<'_> {
 
     /// Keeps a shared entry in this process's cache too, and returns it as the hit to answer —
     /// whether or not it could be kept: it was current when the shared tier answered.
-    fn keep_shared(self, found: SharedEntry) -> Entry {
+    fn keep_shared(mut self, found: SharedEntry) -> Entry {
         let cache = self.cache;
         let current = cache.generations.stamp(&self.table, self.scope) == self.stamp;
         let entry = Entry::new(NewEntry {
@@ -294,13 +333,23 @@ impl Fill<'_> {
             compress: cache.compress,
         });
         if current && !found.ttl.is_zero() {
+            self.done = true;
             cache
                 .store(self.kind)
                 .entries
-                .insert(entry.clone(), self.reservation);
+                .insert(entry.clone(), self.reservation.take());
         }
         entry
     }
+}
+
+/// Why no background refresh was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRefresh {
+    /// The key is being refreshed already.
+    Busy,
+    /// This second's budget of refreshes is spent.
+    Budget,
 }
 
 /// Why a fill did not store its answer.
@@ -407,6 +456,14 @@ pub struct Cache {
     compress: bool,
     /// The shared second tier, when the fleet keeps one.
     tier: Option<Arc<dyn Tier>>,
+    /// Some table's entries may answer past their TTL when DynamoDB fails: an expired entry is
+    /// kept with the fill that replaces it, and put back if that fill is given up.
+    keeps_stale: bool,
+    /// Keys being refreshed in the background (by their hash): one refresh per key at a time.
+    refreshing: parking_lot::Mutex<std::collections::HashSet<u64>>,
+    /// Background refreshes allowed per second, and those started this second.
+    refresh_budget: u32,
+    refresh_window: parking_lot::Mutex<(u64, u32)>,
     metrics: Arc<Metrics>,
 }
 
@@ -434,6 +491,14 @@ impl Cache {
             clock,
             compress: config.cache.compression == Compression::Lz4,
             tier: None,
+            keeps_stale: !config.cache.stale_if_error.is_zero()
+                || config
+                    .tables
+                    .values()
+                    .any(|t| t.stale_if_error.is_some_and(|d| !d.is_zero())),
+            refreshing: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            refresh_budget: config.cache.refresh_budget,
+            refresh_window: parking_lot::Mutex::new((0, 0)),
             metrics,
         }
     }
@@ -462,12 +527,23 @@ impl Cache {
     /// Whether an entry may answer: not expired, and none of the cells it depends on changed
     /// since its read started. The entry names its own cells, so a hit looks nothing else up.
     fn is_current(&self, entry: &Entry) -> bool {
-        entry.expires() > self.clock.now_ms()
-            && self
-                .generations
-                .stamp(entry.table(), entry.scope())
-                .digest()
-                == entry.generations()
+        entry.expires() > self.clock.now_ms() && self.never_invalidated(entry)
+    }
+
+    fn never_invalidated(&self, entry: &Entry) -> bool {
+        self.generations
+            .stamp(entry.table(), entry.scope())
+            .digest()
+            == entry.generations()
+    }
+
+    /// An entry that is not current only because its TTL ended (stale-if-error may answer it),
+    /// when some table keeps such entries.
+    fn stale(&self, entry: &Entry) -> Option<Entry> {
+        (self.keeps_stale
+            && entry.expires() <= self.clock.now_ms()
+            && self.never_invalidated(entry))
+        .then(|| entry.clone())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -482,6 +558,7 @@ impl Cache {
     /// a miss.
     pub async fn lookup(&self, at: Address<'_>) -> Lookup<'_> {
         let store = self.store(at.kind);
+        let mut stale = None;
         // The plain get answers hits without touching placeholders; only a miss reserves.
         if let Some(found) = store.entries.get(at.key) {
             if self.is_current(&found) && self.confirmed(at, &found).await {
@@ -492,6 +569,7 @@ impl Cache {
                     source: Source::Local,
                 };
             }
+            stale = self.stale(&found);
             store.entries.remove_if_same(at.key, &found);
         }
         let state = self.generations.table(at.table);
@@ -516,7 +594,9 @@ impl Cache {
                 // there all along.
                 Ok(entry) => (entry, true),
                 Err(reservation) => {
-                    let fill = self.fill(at.kind, Some(reservation), at.key.clone(), state, scope);
+                    let mut fill =
+                        self.fill(at.kind, Some(reservation), at.key.clone(), state, scope);
+                    fill.stale = stale;
                     return self.shared_lookup(at, fill).await;
                 }
             };
@@ -530,9 +610,11 @@ impl Cache {
             }
             // Filled under generations that are no longer current, or expired: drop it and look
             // again (a concurrent fill may be fresh).
+            stale = self.stale(&found).or(stale);
             store.entries.remove_if_same(at.key, &found);
         }
-        let fill = self.fill(at.kind, None, at.key.clone(), state, scope);
+        let mut fill = self.fill(at.kind, None, at.key.clone(), state, scope);
+        fill.stale = stale;
         self.shared_lookup(at, fill).await
     }
 
@@ -654,13 +736,50 @@ impl Cache {
                     source: Source::Local,
                 };
             }
+            let stale = self.stale(&entry);
             if !self.is_current(&entry) {
                 store.entries.remove_if_same(at.key, &entry);
             }
+            let state = self.generations.table(at.table);
+            let scope = self.scope_of(at.table, at.dependency);
+            let mut fill = self.fill(at.kind, None, at.key.clone(), state, scope);
+            fill.stale = stale;
+            return Lookup::Miss(fill);
         }
         let state = self.generations.table(at.table);
         let scope = self.scope_of(at.table, at.dependency);
         Lookup::Miss(self.fill(at.kind, None, at.key.clone(), state, scope))
+    }
+
+    /// The right to refresh a current entry in the background (refresh-ahead): a fill stamped
+    /// now, which replaces the entry if nothing invalidates it meanwhile. `None` when the key is
+    /// being refreshed already, or the second's budget (`cache.refresh_budget`) is spent.
+    pub fn refresh<'a>(&'a self, at: Address<'_>) -> Result<Fill<'a>, NoRefresh> {
+        if !self.refreshing.lock().insert(at.key.hash()) {
+            return Err(NoRefresh::Busy);
+        }
+        let second = self.clock.now_ms() / 1000;
+        {
+            let mut window = self.refresh_window.lock();
+            if window.0 != second {
+                *window = (second, 0);
+            }
+            if window.1 >= self.refresh_budget {
+                self.refreshing.lock().remove(&at.key.hash());
+                return Err(NoRefresh::Budget);
+            }
+            window.1 += 1;
+        }
+        let state = self.generations.table(at.table);
+        let scope = self.scope_of(at.table, at.dependency);
+        let mut fill = self.fill(at.kind, None, at.key.clone(), state, scope);
+        fill.refresh = true;
+        Ok(fill)
+    }
+
+    /// How long an entry has left before its TTL ends.
+    pub fn remaining(&self, entry: &Entry) -> Duration {
+        Duration::from_millis(entry.expires().saturating_sub(self.clock.now_ms()))
     }
 
     /// The right to fill `key`, stamped with the generations as they are now: a write that starts
@@ -687,6 +806,9 @@ impl Cache {
             scope,
             restrictions,
             shared: None,
+            stale: None,
+            refresh: false,
+            done: false,
         }
     }
 

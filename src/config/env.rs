@@ -57,6 +57,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_CONSISTENCY_WINDOW", "cache.consistency_window"),
     ("DDBCACHE_IN_DOUBT_WINDOW", "cache.in_doubt_window"),
     ("DDBCACHE_CACHE_COMPRESSION", "cache.compression"),
+    ("DDBCACHE_STALE_IF_ERROR", "cache.stale_if_error"),
+    ("DDBCACHE_REFRESH_AHEAD", "cache.refresh_ahead"),
     ("DDBCACHE_FLEET_REDIS_URL", "fleet.redis_url"),
     ("DDBCACHE_FLEET_REDIS_CA_FILE", "fleet.redis_ca_file"),
     ("DDBCACHE_FLEET_CHANNEL", "fleet.channel"),
@@ -154,6 +156,11 @@ fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
                 return toml::Value::Integer(n);
             }
         }
+        Some(toml::Value::Float(_)) => {
+            if let Ok(x) = raw.parse() {
+                return toml::Value::Float(x);
+            }
+        }
         _ => {}
     }
     toml::Value::String(raw.to_string())
@@ -196,6 +203,9 @@ mod tests {
         assert_eq!(c.server.max_body_bytes, 1 << 20);
         // A flag is `true` or `false`, as in the file.
         assert!(with_env("", &[("DDBCACHE_UPSTREAM_SIGN", "yes")]).is_err());
+        // A fraction is a number, as in the file.
+        let c = with_env("", &[("DDBCACHE_REFRESH_AHEAD", "0.25")]).unwrap();
+        assert_eq!(c.cache.refresh_ahead, 0.25);
         // A list of stream tables is comma-separated.
         let c = with_env("", &[("DDBCACHE_STREAMS_TABLES", "a, b")]).unwrap();
         assert_eq!(

@@ -146,16 +146,26 @@ impl Config {
             item: pick(o.and_then(|o| o.item_ttl), self.cache.item.ttl),
             negative: pick(o.and_then(|o| o.negative_ttl), self.cache.item.negative_ttl),
             query: pick(o.and_then(|o| o.query_ttl), self.cache.query.ttl),
+            stale_if_error: o
+                .and_then(|o| o.stale_if_error)
+                .unwrap_or(self.cache.stale_if_error),
+            refresh_ahead: o
+                .and_then(|o| o.refresh_ahead)
+                .unwrap_or(self.cache.refresh_ahead),
         }
     }
 }
 
-/// The TTLs that apply to one table; `None` means "do not cache".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The TTLs that apply to one table (`None`: do not cache), and how its entries outlive them.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TableTtls {
     pub item: Option<Duration>,
     pub negative: Option<Duration>,
     pub query: Option<Duration>,
+    /// How long past its TTL an entry may answer a read DynamoDB fails (zero: never).
+    pub stale_if_error: Duration,
+    /// The last part of the TTL in which a hit refreshes the entry (zero: never).
+    pub refresh_ahead: f64,
 }
 
 fn read_file(path: &Path) -> Result<String, ConfigError> {

@@ -288,6 +288,17 @@ pub struct CacheConfig {
     /// How stored bodies are kept: `none`, or `lz4` (more entries per byte, a decompression per
     /// hit).
     pub compression: Compression,
+    /// How long past its TTL an entry may still answer a read that DynamoDB fails (a 5xx, no
+    /// answer, throttling, the circuit breaker open), marked as stale; `0s` (the default): never.
+    /// Only expiry makes an entry stale-servable: one a write, a stream record or a control-plane
+    /// call ended never is.
+    #[serde(with = "units::duration")]
+    pub stale_if_error: Duration,
+    /// A hit on an entry in the last part of its TTL (this fraction of it: 0.2 is the last fifth)
+    /// refreshes it in the background, so a hot key never takes the miss; `0` (the default): never.
+    pub refresh_ahead: f64,
+    /// At most this many background refreshes start per second (each is an upstream read).
+    pub refresh_budget: u32,
 }
 
 /// How the caches keep stored response bodies.
@@ -311,6 +322,9 @@ impl Default for CacheConfig {
             consistency_window: Duration::from_secs(1),
             in_doubt_window: None,
             compression: Compression::None,
+            stale_if_error: Duration::ZERO,
+            refresh_ahead: 0.0,
+            refresh_budget: 100,
         }
     }
 }
@@ -568,6 +582,12 @@ pub struct TableOverrides {
     pub negative_ttl: Option<Duration>,
     #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
     pub query_ttl: Option<Duration>,
+    /// `cache.stale_if_error` for this table.
+    #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub stale_if_error: Option<Duration>,
+    /// `cache.refresh_ahead` for this table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_ahead: Option<f64>,
 }
 
 #[cfg(test)]

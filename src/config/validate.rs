@@ -81,6 +81,20 @@ impl Config {
         if self.fleet.shared.enabled && !self.cache.enabled {
             return invalid("fleet.shared.enabled", "needs cache.enabled");
         }
+        let fractions =
+            std::iter::once(("cache.refresh_ahead".to_string(), self.cache.refresh_ahead)).chain(
+                self.tables.iter().filter_map(|(name, o)| {
+                    Some((format!("tables.{name}.refresh_ahead"), o.refresh_ahead?))
+                }),
+            );
+        for (key, fraction) in fractions {
+            if !(0.0..1.0).contains(&fraction) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 0 and less than 1 (a fraction of the TTL)".into(),
+                });
+            }
+        }
         if self.fleet.publish_queue == 0 {
             return invalid("fleet.publish_queue", "must be at least 1");
         }

@@ -6,8 +6,10 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 
 use crate::cache::{CacheKey, Entry, Fill, Kind, Lookup, Source};
 use crate::protocol::answers::{self, BatchGetItemOutput};
@@ -18,7 +20,7 @@ use crate::protocol::ProtocolError;
 use super::admit::Inbound;
 use super::forward::Encoding;
 use super::policy::{self, zero_capacity, BatchPlan, MissRead, Unstored};
-use super::respond::{self, Outcome};
+use super::respond::{self, Body, Outcome};
 use super::{tables, Answered, Cached};
 
 /// A key that missed: where it is in the request, how it was read, and the right to fill it.
@@ -130,6 +132,11 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: BatchPlan<'_>) -> An
     };
     let (upstream, schemas) =
         tokio::join!(cx.upstream.send(sub, Encoding::Identity), fetch_schemas);
+    if let Some(failure) = policy::failure(&upstream) {
+        if let Some(stale) = stale_answer(cx, &plan, &hits, &misses, failure)? {
+            return Ok((stale, Outcome::Stale));
+        }
+    }
     let upstream = upstream?;
     if answers::contradicts_schema(upstream.status.as_u16(), &upstream.body) {
         for tp in &plan.tables {
@@ -154,6 +161,49 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: BatchPlan<'_>) -> An
     }
     let body = merge(read, &hits, Some(&output))?;
     Ok((respond::composed(body), Outcome::Miss))
+}
+
+/// When DynamoDB failed the read and every key that missed has an expired entry its table keeps
+/// for that long (stale-if-error), the answer those entries and the hits make, with an `Age`
+/// header for the oldest of them.
+fn stale_answer(
+    cx: &Cached,
+    plan: &BatchPlan<'_>,
+    hits: &[Vec<Entry>],
+    misses: &[Missed<'_>],
+    failure: policy::Failure,
+) -> Result<Option<Response<Body>>, ProtocolError> {
+    let mut entries = hits.to_vec();
+    let mut oldest = Duration::ZERO;
+    for m in misses {
+        let Some((entry, past)) = m
+            .fill
+            .stale()
+            .filter(|(_, past)| *past < plan.tables[m.table].stale_if_error)
+        else {
+            return Ok(None);
+        };
+        entries[m.table].push(entry.clone());
+        oldest = oldest.max(past);
+    }
+    for m in misses {
+        if let Some((_, past)) = m.fill.stale() {
+            cx.counters.stale_answer(Kind::Item, failure, past);
+        }
+    }
+    let body = merge(plan.read, &entries, None)?;
+    let mut response = respond::composed(body);
+    let ttl = plan
+        .tables
+        .iter()
+        .filter_map(|t| t.ttls.and_then(|(found, _)| found))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    response.headers_mut().insert(
+        http::header::AGE,
+        http::HeaderValue::from((ttl + oldest).as_secs()),
+    );
+    Ok(Some(response))
 }
 
 /// Stores what a BatchGetItem answer says about each missed key: its item, or (when every

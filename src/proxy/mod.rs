@@ -57,6 +57,8 @@ type Answered = Result<(Response<Body>, Outcome), ProtocolError>;
 /// What the cache's paths work with.
 #[derive(Clone)]
 pub(crate) struct Cached {
+    /// What background work re-plans with (a refresh plans its read again).
+    config: Arc<Config>,
     cache: Arc<Cache>,
     upstream: Arc<Forwarder>,
     counters: Arc<Counters>,
@@ -87,6 +89,7 @@ impl Proxy {
         let forwarder = Arc::new(Forwarder::new(upstream, &config.upstream, metrics.clone()));
         let counters = Arc::new(Counters::new(metrics.clone()));
         let cached = cache.map(|cache| Cached {
+            config: config.clone(),
             cache,
             upstream: forwarder.clone(),
             counters: counters.clone(),

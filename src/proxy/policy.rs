@@ -31,14 +31,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, StatusCode};
 
-use crate::cache::{Address, Cache, CacheKey, Dependency, Kind, Restrictions};
+use crate::cache::{Address, Cache, CacheKey, Dependency, Entry, Kind, Restrictions};
 use crate::config::{Config, TableTtls};
 use crate::fleet::{Blocked, Fleet};
 use crate::protocol::answers;
 use crate::protocol::reads::{BatchGetRead, Capacity, GetItemRead, Parsed, QueryRead, Read};
 use crate::protocol::region::Region;
 use crate::protocol::table::{KeySchema, TableId, TableRef};
-use crate::protocol::{Operation, HEADER_CRC32};
+use crate::protocol::{Operation, ProtocolError, HEADER_CRC32};
 use crate::upstream::UpstreamResponse;
 
 use super::respond::ZeroCapacity;
@@ -153,6 +153,10 @@ pub(crate) struct Plan<'r> {
     consistent_allowed: bool,
     /// The key schema, when it was needed to plan and known.
     pub(crate) schema: Option<Arc<KeySchema>>,
+    /// How long past its TTL an entry may answer if DynamoDB fails this read (zero: never).
+    stale_if_error: Duration,
+    /// The last part of its TTL in which a hit refreshes the entry (zero: never).
+    refresh_ahead: f64,
 }
 
 /// What an entry depends on besides its table, owned by the plan.
@@ -192,6 +196,30 @@ impl<'r> Plan<'r> {
         }
     }
 
+    /// Rule 6: whether the expired entry a failed read replaces may answer it, `past` after its
+    /// TTL ended: the table keeps entries for that long.
+    pub(crate) fn answers_stale(&self, past: Duration) -> bool {
+        past < self.stale_if_error
+    }
+
+    /// Rule 7: whether a hit refreshes its entry, which has `remaining` of its TTL left: it is in
+    /// the last part of it the table says (refresh-ahead).
+    pub(crate) fn refreshes(&self, entry: &Entry, remaining: Duration) -> bool {
+        self.refresh_ahead > 0.0
+            && self
+                .ttl_of(entry)
+                .is_some_and(|ttl| remaining < ttl.mul_f64(self.refresh_ahead))
+    }
+
+    /// The TTL an entry of this read is kept for.
+    pub(crate) fn ttl_of(&self, entry: &Entry) -> Option<Duration> {
+        match self.keep {
+            Keep::Page { ttl } => Some(ttl),
+            Keep::Item { absent, .. } if entry.is_negative() => absent,
+            Keep::Item { found, .. } => found,
+        }
+    }
+
     /// Whether a miss waits for the key schema when it is unknown (a GetItem cannot be stored
     /// without it) or only starts fetching it for later reads.
     pub(crate) fn awaits_schema(&self) -> bool {
@@ -211,6 +239,8 @@ pub(crate) struct TablePlan<'r> {
     pub(crate) as_sent: &'r str,
     /// TTLs of its items and of "no such item"; `None`: the cache is off for the table.
     pub(crate) ttls: Option<(Option<Duration>, Option<Duration>)>,
+    /// How long past its TTL an entry may answer if DynamoDB fails the read (zero: never).
+    pub(crate) stale_if_error: Duration,
     pub(crate) schema: Option<Arc<KeySchema>>,
 }
 
@@ -272,7 +302,7 @@ fn plan_get_item<'r>(
 ) -> Result<Plan<'r>, Bypass<'r>> {
     let bypass = |reason| Bypass::plain(Kind::Item, reason);
     let (table, name) = read_table(cache, region, &read.table).map_err(bypass)?;
-    let (found, absent) =
+    let ttls =
         item_ttls(config, name, read.consistent_read).map_err(|r| Bypass::plain(Kind::Item, r))?;
     let key_names = || read.key_names.iter().map(|n| n.as_ref());
     if cache.is_key(&table, key_names()) == Some(false) {
@@ -289,14 +319,16 @@ fn plan_get_item<'r>(
         as_sent: &read.table,
         depends: Depends::Item(&read.key),
         keep: Keep::Item {
-            found,
-            absent,
+            found: ttls.item,
+            absent: ttls.negative,
             key_names: &read.key_names,
         },
         capacity: zero_capacity(read.capacity, &read.table, None),
         wants_capacity: read.capacity != Capacity::None,
         consistent_allowed: true,
         schema: None,
+        stale_if_error: ttls.stale_if_error,
+        refresh_ahead: ttls.refresh_ahead,
     })
 }
 
@@ -311,10 +343,8 @@ fn plan_query<'r>(
     if read.consistent_read {
         return Err(bypass(BypassReason::ConsistentRead));
     }
-    let ttl = config
-        .table_ttls(name)
-        .query
-        .ok_or(bypass(BypassReason::CacheOff))?;
+    let ttls = config.table_ttls(name);
+    let ttl = ttls.query.ok_or(bypass(BypassReason::CacheOff))?;
     let schema = cache.key_schema(&table);
     let index = read.index.as_deref();
     // The index read, and whether it is a global one.
@@ -354,6 +384,8 @@ fn plan_query<'r>(
         wants_capacity: read.capacity != Capacity::None,
         consistent_allowed: shares_partitions == Some(true),
         schema,
+        stale_if_error: ttls.stale_if_error,
+        refresh_ahead: ttls.refresh_ahead,
     })
 }
 
@@ -367,7 +399,7 @@ fn plan_batch<'r>(
     let mut tables = Vec::with_capacity(read.tables.len());
     for t in &read.tables {
         let (table, name) = read_table(cache, region, &t.request_name).map_err(bypass)?;
-        let ttls = match item_ttls(config, name, t.consistent_read) {
+        let rules = match item_ttls(config, name, t.consistent_read) {
             Ok(ttls) => Some(ttls),
             Err(BypassReason::CacheOff) => None,
             Err(reason) => return Err(bypass(reason)),
@@ -385,7 +417,8 @@ fn plan_batch<'r>(
         tables.push(TablePlan {
             table,
             as_sent: &t.request_name,
-            ttls,
+            ttls: rules.map(|r| (r.item, r.negative)),
+            stale_if_error: rules.map_or(Duration::ZERO, |r| r.stale_if_error),
             schema,
         });
     }
@@ -413,12 +446,12 @@ fn read_table<'n>(
     Ok((TableId::new(region, name), name))
 }
 
-/// The TTLs of an item read of table `name`: of its item, and of "no such item".
+/// The rules of an item read of table `name`, if it may use the cache.
 fn item_ttls(
     config: &Config,
     name: &str,
     consistent_read: bool,
-) -> Result<(Option<Duration>, Option<Duration>), BypassReason> {
+) -> Result<TableTtls, BypassReason> {
     if consistent_read {
         return Err(BypassReason::ConsistentRead);
     }
@@ -428,7 +461,7 @@ fn item_ttls(
             negative: None,
             ..
         } => Err(BypassReason::CacheOff),
-        TableTtls { item, negative, .. } => Ok((item, negative)),
+        ttls => Ok(ttls),
     }
 }
 
@@ -451,6 +484,45 @@ pub(crate) fn zero_capacity<'a>(
             index,
         }),
     }
+}
+
+/// Why DynamoDB did not answer a read, as stale-if-error counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub(crate) enum Failure {
+    /// No answer: unreachable, connection lost, given up.
+    Unavailable,
+    /// A 5xx.
+    ServerError,
+    /// `ProvisionedThroughputExceededException`, `ThrottlingException`, `RequestLimitExceeded`.
+    Throttled,
+}
+
+/// Rule 6 (stale-if-error): the failure an upstream result is, when an expired entry may answer
+/// for it; `None` for an answer (an error DynamoDB gives for the request itself included).
+pub(crate) fn failure(result: &Result<UpstreamResponse, ProtocolError>) -> Option<Failure> {
+    match result {
+        Err(ProtocolError::UpstreamUnavailable(_)) => Some(Failure::Unavailable),
+        Err(_) => None,
+        Ok(a) if a.status.is_server_error() => Some(Failure::ServerError),
+        Ok(a) if answers::is_throttling(a.status.as_u16(), &a.body) => Some(Failure::Throttled),
+        Ok(_) => None,
+    }
+}
+
+/// What became of a background refresh (the `outcome` label of `ddbcache_cache_refreshes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub(crate) enum Refreshed {
+    Stored,
+    /// Answered, but not kept (a write raced it, its answer was not one to keep, ...).
+    Unstored,
+    /// DynamoDB did not answer it.
+    Failed,
+    /// The key was being refreshed already.
+    Busy,
+    /// The second's budget of refreshes was spent.
+    Budget,
 }
 
 /// How a miss is sent upstream.

@@ -3,7 +3,7 @@
 //! family's lock and hash its labels.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
 use prometheus::IntCounter;
@@ -14,7 +14,7 @@ use crate::cache::Kind;
 use crate::metrics::Metrics;
 use crate::protocol::Operation;
 
-use super::policy::{BypassReason, Unstored};
+use super::policy::{BypassReason, Failure, Refreshed, Unstored};
 use super::respond::{Body, Outcome};
 
 /// The proxy's counters, by label.
@@ -28,6 +28,10 @@ pub(crate) struct Counters {
     unstored: [Box<[IntCounter]>; 2],
     /// `ddbcache_cache_consistent_reads_total{cache}`, by kind.
     consistent_reads: [IntCounter; 2],
+    /// `ddbcache_cache_stale_answers_total{cache, reason}`, by kind then failure.
+    stale_answers: [Box<[IntCounter]>; 2],
+    /// `ddbcache_cache_refreshes_total{cache, outcome}`, by kind then outcome.
+    refreshes: [Box<[IntCounter]>; 2],
     metrics: Arc<Metrics>,
 }
 
@@ -42,6 +46,18 @@ impl Counters {
     /// Resolves every handle, which also exports zeros from the start (so rate() works from the
     /// first scrape).
     pub(crate) fn new(metrics: Arc<Metrics>) -> Counters {
+        let labelled = |family: &prometheus::IntCounterVec, kind: Kind, labels: &[&'static str]| {
+            labels
+                .iter()
+                .map(|l| family.with_label_values(&[kind.label(), l]))
+                .collect::<Box<[IntCounter]>>()
+        };
+        let failures: Vec<&'static str> = Failure::VARIANTS.iter().map(|f| f.into()).collect();
+        let refreshed: Vec<&'static str> = Refreshed::VARIANTS.iter().map(|r| r.into()).collect();
+        let stale_answers =
+            [Kind::Item, Kind::Query].map(|k| labelled(&metrics.cache_stale_answers, k, &failures));
+        let refreshes =
+            [Kind::Item, Kind::Query].map(|k| labelled(&metrics.cache_refreshes, k, &refreshed));
         let by_kind = |kind: Kind| {
             let bypasses = BypassReason::VARIANTS
                 .iter()
@@ -70,6 +86,8 @@ impl Counters {
             bypasses: [item.0, query.0],
             unstored: [item.1, query.1],
             consistent_reads: [item.2, query.2],
+            stale_answers,
+            refreshes,
             metrics,
         }
     }
@@ -80,6 +98,16 @@ impl Counters {
 
     pub(crate) fn unstored(&self, kind: Kind, reason: Unstored) {
         self.unstored[index(kind)][reason as usize].inc();
+    }
+
+    /// An expired entry answered a read DynamoDB failed, `past` after its TTL ended.
+    pub(crate) fn stale_answer(&self, kind: Kind, failure: Failure, past: Duration) {
+        self.stale_answers[index(kind)][failure as usize].inc();
+        self.metrics.cache_stale_age.observe(past.as_secs_f64());
+    }
+
+    pub(crate) fn refreshed(&self, kind: Kind, outcome: Refreshed) {
+        self.refreshes[index(kind)][outcome as usize].inc();
     }
 
     pub(crate) fn consistent_read(&self, kind: Kind) {

@@ -25,6 +25,8 @@ pub(crate) enum Outcome {
     Hit,
     /// A hit of the shared tier (an entry kept in the fleet's Redis).
     HitShared,
+    /// An expired entry answered because DynamoDB failed the read (stale-if-error).
+    Stale,
     Miss,
     /// A cacheable operation that went around the cache (see `policy::BypassReason`).
     Bypass,
@@ -37,6 +39,7 @@ impl Outcome {
         match self {
             Outcome::Hit => "hit",
             Outcome::HitShared => "hit-shared",
+            Outcome::Stale => "stale",
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
             Outcome::NotCacheable => "not_cacheable",
@@ -101,6 +104,20 @@ pub(crate) fn hit(entry: &Entry, capacity: Option<&ZeroCapacity<'_>>) -> Respons
     capacity.write_json(&mut out);
     out.extend_from_slice(&body[open..]);
     composed(out)
+}
+
+/// An expired entry answering a read DynamoDB failed (stale-if-error): a hit's answer, with an
+/// `Age` header saying how old it is (seconds since the answer it holds was read).
+pub(crate) fn stale(
+    entry: &Entry,
+    capacity: Option<&ZeroCapacity<'_>>,
+    age: std::time::Duration,
+) -> Response<Body> {
+    let mut response = hit(entry, capacity);
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(age.as_secs()));
+    response
 }
 
 /// The `ConsumedCapacity` of a hit: zero units, for the table (and index) the request read.

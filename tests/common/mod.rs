@@ -130,6 +130,16 @@ pub async fn start_proxy(upstream: &str) -> TestProxy {
 /// Starts ddbcache with the test config, edited. With `upstream.sign = true` it signs with the
 /// test's static credentials.
 pub async fn start_proxy_with(upstream: &str, edit: impl FnOnce(&mut Config)) -> TestProxy {
+    start_proxy_timed(upstream, ddbcache::cache::MonotonicClock::new(), edit).await
+}
+
+/// [`start_proxy_with`], the cache keeping its time by `clock` (a `ManualClock` the test moves
+/// through TTLs).
+pub async fn start_proxy_timed(
+    upstream: &str,
+    clock: Arc<dyn ddbcache::cache::Clock>,
+    edit: impl FnOnce(&mut Config),
+) -> TestProxy {
     let mut config = test_config(upstream);
     edit(&mut config);
     config.validate().expect("test config is valid");
@@ -142,7 +152,9 @@ pub async fn start_proxy_with(upstream: &str, edit: impl FnOnce(&mut Config)) ->
         )
     });
     let upstream = Arc::new(Upstream::with_signer(&config.upstream, signer).unwrap());
-    let server = Server::bind_with(config, upstream).await.unwrap();
+    let server = Server::bind_with_clock(config, upstream, clock)
+        .await
+        .unwrap();
     let endpoint = format!("http://{}", server.local_addr());
     let admin = format!("http://{}", server.admin_addr());
     let readiness = server.readiness();
@@ -564,6 +576,9 @@ pub enum Fault {
     CorruptBody,
     /// Close the connection without answering.
     Reset,
+    /// Answer with this status and body, without asking the engine (a 5xx, or DynamoDB
+    /// throttling the request).
+    Error(u16, &'static str),
 }
 
 type Faults = Arc<Mutex<Vec<(RequestMatcher, Fault)>>>;
@@ -778,8 +793,11 @@ async fn relay(
                 "fault: reset",
             ))
         }
-        Some(Fault::Answer(body)) => {
+        Some(Fault::Answer(body)) | Some(Fault::Error(_, body)) => {
             let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            if let Some(Fault::Error(status, _)) = fault {
+                *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            }
             response.headers_mut().insert(
                 "x-amz-crc32",
                 crc32fast::hash(body.as_bytes())

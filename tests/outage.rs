@@ -1,0 +1,255 @@
+//! When DynamoDB is not there: stale-if-error answers a failed read with an expired entry that
+//! nothing invalidated, marked with its age; refresh-ahead keeps a hot key's entry fresh so it
+//! never takes the miss. The cache keeps its time by a clock the tests move, so TTLs pass without
+//! waiting; the upstream fails on cue (a relay's faults).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ddbcache::cache::ManualClock;
+use ddbcache::config::Config;
+
+const WAIT: Duration = Duration::from_secs(20);
+const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Throughput exceeds the current capacity of your table or index."}"#;
+const INTERNAL: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal Server Error"}"#;
+
+struct Outage {
+    relay: Relay,
+    clock: Arc<ManualClock>,
+    proxy: TestProxy,
+    table: String,
+    _engine: Engine,
+}
+
+/// dynalite behind a relay, ddbcache in front of the relay keeping time by a manual clock, and a
+/// table with an item `a` at v1.
+async fn outage(edit: impl FnOnce(&mut Config)) -> Outage {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let clock = ManualClock::new();
+    let proxy = start_proxy_timed(&relay.endpoint, clock.clone(), |c| {
+        c.cache.item.ttl = Duration::from_secs(10);
+        c.cache.query.ttl = Duration::from_secs(10);
+        edit(c);
+    })
+    .await;
+    proxy.wait_ready().await;
+    let table = unique_table("outage");
+    create_table(&sdk_client(&proxy.endpoint).await, &table).await;
+    put(&proxy, &table, "a", 1).await;
+    Outage {
+        relay,
+        clock,
+        proxy,
+        table,
+        _engine: engine,
+    }
+}
+
+async fn put(proxy: &TestProxy, table: &str, pk: &str, version: u64) -> u16 {
+    let body = format!(
+        r#"{{"TableName":"{table}","Item":{{"pk":{{"S":"{pk}"}},"sk":{{"S":"s"}},"v":{{"N":"{version}"}}}}}}"#
+    );
+    dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.PutItem"),
+        &[],
+        body,
+    )
+    .await
+    .0
+    .as_u16()
+}
+
+/// A GetItem: its status, `x-ddbcache`, `Age` (if any) and the item's `v`.
+async fn get(proxy: &TestProxy, table: &str, consistent: bool) -> (u16, String, Option<u64>, u64) {
+    let body = format!(
+        r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"a"}},"sk":{{"S":"s"}}}},"ConsistentRead":{consistent}}}"#
+    );
+    let (status, headers, body) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.GetItem"),
+        &[],
+        body,
+    )
+    .await;
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let version = json["Item"]["v"]["N"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (
+        status.as_u16(),
+        header("x-ddbcache").unwrap_or_default(),
+        header("age").map(|a| a.parse().unwrap()),
+        version,
+    )
+}
+
+fn all(_: &str, _: &[u8]) -> bool {
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_entries_answer_while_dynamodb_fails_marked_with_their_age() {
+    let o = outage(|c| c.cache.stale_if_error = Duration::from_secs(60)).await;
+    assert_eq!(get(&o.proxy, &o.table, false).await.1, "miss");
+    assert_eq!(get(&o.proxy, &o.table, false).await.1, "hit");
+    o.clock.advance(Duration::from_secs(15));
+    // No answer at all: connections reset.
+    o.relay.fault(all, Fault::Reset).await;
+    assert_eq!(
+        get(&o.proxy, &o.table, false).await,
+        (200, "stale".to_string(), Some(15), 1)
+    );
+    // A 5xx, then throttling: the same.
+    o.relay.clear_faults().await;
+    o.relay.fault(all, Fault::Error(500, INTERNAL)).await;
+    assert_eq!(get(&o.proxy, &o.table, false).await.1, "stale");
+    o.relay.clear_faults().await;
+    o.relay.fault(all, Fault::Error(400, THROTTLED)).await;
+    o.clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        get(&o.proxy, &o.table, false).await,
+        (200, "stale".to_string(), Some(35), 1)
+    );
+    for (reason, count) in [
+        ("unavailable", 1.0),
+        ("server_error", 1.0),
+        ("throttled", 1.0),
+    ] {
+        let series =
+            format!("ddbcache_cache_stale_answers_total{{cache=\"item\",reason=\"{reason}\"}}");
+        assert_eq!(o.proxy.metric(&series).await, count, "{reason}");
+    }
+    // Past the window (65s after the TTL ended), DynamoDB's own answer (throttling) passes.
+    o.clock.advance(Duration::from_secs(40));
+    assert_eq!(get(&o.proxy, &o.table, false).await.0, 400);
+    // And once DynamoDB answers again, so does its answer.
+    o.relay.clear_faults().await;
+    assert_eq!(get(&o.proxy, &o.table, false).await.1, "miss");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_stale_if_error_a_failed_read_fails_as_dynamodb_does() {
+    let o = outage(|_| {}).await;
+    get(&o.proxy, &o.table, false).await;
+    o.clock.advance(Duration::from_secs(15));
+    o.relay.fault(all, Fault::Error(500, INTERNAL)).await;
+    assert_eq!(get(&o.proxy, &o.table, false).await.0, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_entry_is_never_answered_stale_even_when_its_write_failed() {
+    let o = outage(|c| c.cache.stale_if_error = Duration::from_secs(60)).await;
+    get(&o.proxy, &o.table, false).await;
+    o.clock.advance(Duration::from_secs(15));
+    o.relay.fault(all, Fault::Reset).await;
+    // A write while DynamoDB is down: it may have landed, so the entry is dead.
+    assert_eq!(put(&o.proxy, &o.table, "a", 2).await, 503);
+    assert_eq!(get(&o.proxy, &o.table, false).await.0, 503);
+    assert_eq!(
+        o.proxy
+            .metric("ddbcache_cache_stale_answers_total{cache=\"item\",reason=\"unavailable\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistent_read_is_never_answered_stale() {
+    let o = outage(|c| c.cache.stale_if_error = Duration::from_secs(60)).await;
+    get(&o.proxy, &o.table, false).await;
+    o.clock.advance(Duration::from_secs(15));
+    o.relay.fault(all, Fault::Reset).await;
+    assert_eq!(get(&o.proxy, &o.table, true).await.0, 503);
+    assert_eq!(get(&o.proxy, &o.table, false).await.1, "stale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_keeps_a_hot_key_a_hit_across_ttls_with_one_read_a_ttl() {
+    let o = outage(|c| c.cache.refresh_ahead = 0.5).await;
+    let gets = || async {
+        o.relay
+            .captured()
+            .await
+            .iter()
+            .filter(|c| {
+                c.headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t.to_str().unwrap().ends_with(".GetItem"))
+            })
+            .count()
+    };
+    assert_eq!(get(&o.proxy, &o.table, false).await.1, "miss");
+    let refreshed = "ddbcache_cache_refreshes_total{cache=\"item\",outcome=\"stored\"}";
+    // Six TTLs, a read every 0.6 of one: each read finds the entry in the last half of its TTL,
+    // and refreshes it for the next.
+    for round in 1..=10 {
+        o.clock.advance(Duration::from_secs(6));
+        assert_eq!(
+            get(&o.proxy, &o.table, false).await.1,
+            "hit",
+            "round {round}"
+        );
+        o.proxy
+            .wait_metric(refreshed, WAIT, |v| v == round as f64)
+            .await;
+    }
+    assert_eq!(
+        gets().await,
+        11,
+        "the first miss, then one refresh per read late in its TTL"
+    );
+    assert_eq!(
+        o.proxy
+            .metric("ddbcache_cache_hits_total{cache=\"item\"}")
+            .await,
+        10.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_are_bounded_by_their_budget_and_one_per_key() {
+    let o = outage(|c| {
+        c.cache.refresh_ahead = 0.5;
+        c.cache.refresh_budget = 1;
+    })
+    .await;
+    put(&o.proxy, &o.table, "b", 1).await;
+    get(&o.proxy, &o.table, false).await;
+    let body = format!(
+        r#"{{"TableName":"{}","Key":{{"pk":{{"S":"b"}},"sk":{{"S":"s"}}}}}}"#,
+        o.table
+    );
+    let get_b = || {
+        dynamodb_post(
+            &o.proxy.endpoint,
+            Some("DynamoDB_20120810.GetItem"),
+            &[],
+            body.clone(),
+        )
+    };
+    get_b().await;
+    o.clock.advance(Duration::from_secs(6));
+    // Both late in their TTL within one second: the budget allows one refresh.
+    get(&o.proxy, &o.table, false).await;
+    o.proxy
+        .wait_metric(
+            "ddbcache_cache_refreshes_total{cache=\"item\",outcome=\"stored\"}",
+            WAIT,
+            |v| v == 1.0,
+        )
+        .await;
+    get_b().await;
+    assert_eq!(
+        o.proxy
+            .metric("ddbcache_cache_refreshes_total{cache=\"item\",outcome=\"budget\"}")
+            .await,
+        1.0
+    );
+}
