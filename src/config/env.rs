@@ -22,6 +22,11 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_UPSTREAM_PIN_REGION", "upstream.pin_region"),
     ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign"),
     (
+        "DDBCACHE_UPSTREAM_ACCOUNT_ENDPOINTS",
+        "upstream.account_endpoints",
+    ),
+    ("DDBCACHE_UPSTREAM_ACCOUNT_ID", "upstream.account_id"),
+    (
         "DDBCACHE_UPSTREAM_CONNECT_TIMEOUT",
         "upstream.connect_timeout",
     ),
@@ -237,6 +242,7 @@ mod tests {
                 // Keys without a default value.
                 None if renamed::current(key) != key => "3000".to_string(),
                 None if key == "cache.in_doubt_window" => "12s".to_string(),
+                None if key == "upstream.account_endpoints" => "required".to_string(),
                 None => "http://127.0.0.1:4567".to_string(),
             };
             with_env("", &[(var, &example)]).unwrap_or_else(|e| panic!("{var}: {}", chain(&e)));

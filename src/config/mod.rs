@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{CONFIG_ENV, ENV_OVERRIDES};
 pub use schema::{
-    redacted_url, AdminConfig, CacheConfig, Compression, FleetConfig, ItemCacheConfig,
-    ListenConfig, LogConfig, LogFormat, QueryCacheConfig, ServerConfig, StreamTables,
-    StreamsConfig, TableOverrides, TlsConfig, UpstreamConfig, REGION_PLACEHOLDER,
+    redacted_url, AccountEndpoints, AdminConfig, CacheConfig, Compression, FleetConfig,
+    ItemCacheConfig, ListenConfig, LogConfig, LogFormat, QueryCacheConfig, ServerConfig,
+    StreamTables, StreamsConfig, TableOverrides, TlsConfig, UpstreamConfig, REGION_PLACEHOLDER,
 };
 pub use sizing::CONTAINER_MEMORY_RULE;
 pub use units::{parse_duration, parse_size};

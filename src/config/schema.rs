@@ -55,6 +55,31 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Idle keep-alive connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// Without `endpoint`: whether DynamoDB requests go to the account-based endpoint
+    /// `https://{account}.ddb.{region}.amazonaws.com`, as the AWS SDKs send them since late 2024.
+    /// `preferred`: when the account is known; `disabled`: never; `required`: always, and a request
+    /// whose account is unknown fails. Unset: as the SDKs decide (`AWS_ACCOUNT_ID_ENDPOINT_MODE`,
+    /// or the profile's `account_id_endpoint_mode`), else `preferred`. Never with `endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_endpoints: Option<AccountEndpoints>,
+    /// The AWS account (12 digits) of account-based endpoints, for credentials that do not carry
+    /// one (those from `AWS_ACCOUNT_ID`, a profile's `aws_account_id`, SSO and assumed roles such
+    /// as IRSA do, and win).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// `upstream.account_endpoints`: the SDKs' `AWS_ACCOUNT_ID_ENDPOINT_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountEndpoints {
+    /// The account's endpoint when the account is known, else the regional one.
+    #[default]
+    Preferred,
+    /// Always the regional endpoint.
+    Disabled,
+    /// Always the account's endpoint: without a known account, requests fail.
+    Required,
 }
 
 impl Default for UpstreamConfig {
@@ -68,38 +93,42 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(3),
             max_idle_per_host: 64,
+            account_endpoints: None,
+            account_id: None,
         }
     }
 }
 
 impl UpstreamConfig {
-    /// Where requests go, `{region}` standing for the request's region.
-    pub fn endpoint_template(&self) -> String {
-        match &self.endpoint {
-            Some(e) => e.trim_end_matches('/').to_string(),
-            None => format!("https://dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
+    /// Where requests go, `{region}` standing for the request's region; `None`: AWS's endpoints.
+    pub fn endpoint_template(&self) -> Option<String> {
+        self.endpoint
+            .as_deref()
+            .map(|e| e.trim_end_matches('/').to_string())
+    }
+
+    /// Where DynamoDB Streams requests go, `{region}` standing for the request's region; `None`:
+    /// AWS's endpoints.
+    pub fn streams_endpoint_template(&self) -> Option<String> {
+        match &self.streams_endpoint {
+            Some(e) => Some(e.trim_end_matches('/').to_string()),
+            None => self.endpoint_template(),
         }
     }
 
-    /// Where DynamoDB Streams requests go, `{region}` standing for the request's region.
-    pub fn streams_endpoint_template(&self) -> String {
-        match (&self.streams_endpoint, &self.endpoint) {
-            (Some(e), _) => e.trim_end_matches('/').to_string(),
-            (None, Some(_)) => self.endpoint_template(),
-            (None, None) => format!("https://streams.dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
-        }
-    }
-
-    /// The endpoint URL of requests of `region` (the configured one).
+    /// The endpoint URL of requests of `region` (the configured one), the account-based one
+    /// aside.
     pub fn endpoint_url(&self) -> String {
-        self.endpoint_template()
-            .replace(REGION_PLACEHOLDER, &self.region)
+        url_for(self.endpoint_template(), "dynamodb", &self.region)
     }
 
     /// The endpoint URL of DynamoDB Streams requests of `region` (the configured one).
     pub fn streams_endpoint_url(&self) -> String {
-        self.streams_endpoint_template()
-            .replace(REGION_PLACEHOLDER, &self.region)
+        url_for(
+            self.streams_endpoint_template(),
+            "streams.dynamodb",
+            &self.region,
+        )
     }
 
     /// Whether a request is sent to, and signed for, the region its client signed for (else
@@ -117,6 +146,14 @@ impl UpstreamConfig {
 
 /// What an endpoint's URL says where the request's region goes.
 pub const REGION_PLACEHOLDER: &str = "{region}";
+
+/// A configured URL filled in for `region`, or AWS's endpoint of `service` there.
+fn url_for(template: Option<String>, service: &str, region: &str) -> String {
+    match template {
+        Some(t) => t.replace(REGION_PLACEHOLDER, region),
+        None => crate::protocol::region::partition_of(region).endpoint(service, region),
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -523,12 +560,30 @@ mod tests {
     }
 
     #[test]
+    fn account_endpoints_and_account_ids() {
+        let c = Config::from_toml(
+            "[upstream]\naccount_endpoints = \"required\"\naccount_id = \"111122223333\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.upstream.account_endpoints,
+            Some(AccountEndpoints::Required)
+        );
+        assert!(c.to_toml().contains("account_endpoints = \"required\""));
+        assert_eq!(Config::default().upstream.account_endpoints, None);
+        for bad in ["11112222333", "1111222233334", "abcdefghijkl"] {
+            let text = format!("[upstream]\naccount_id = \"{bad}\"\n");
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("upstream.account_id"), "{err}");
+        }
+        assert!(Config::from_toml("[upstream]\naccount_endpoints = \"always\"\n").is_err());
+    }
+
+    #[test]
     fn endpoints_follow_the_clients_region_unless_pinned_or_fixed_and_signed() {
         let mut u = UpstreamConfig::default();
-        assert_eq!(
-            u.endpoint_template(),
-            "https://dynamodb.{region}.amazonaws.com"
-        );
+        assert_eq!(u.endpoint_template(), None);
         assert_eq!(u.endpoint_url(), "https://dynamodb.us-east-1.amazonaws.com");
         assert_eq!(
             u.streams_endpoint_url(),
@@ -544,8 +599,8 @@ mod tests {
             "one URL is one region to sign for"
         );
         assert_eq!(
-            u.streams_endpoint_template(),
-            "https://dynamodb.eu-west-1.amazonaws.com"
+            u.streams_endpoint_template().as_deref(),
+            Some("https://dynamodb.eu-west-1.amazonaws.com")
         );
         u.sign = false;
         assert!(
@@ -556,5 +611,11 @@ mod tests {
         u.endpoint = Some("https://ddb.{region}.example.com".into());
         assert!(u.follows_client_region());
         assert_eq!(u.endpoint_url(), "https://ddb.us-east-1.example.com");
+        u.endpoint = None;
+        u.region = "cn-north-1".into();
+        assert_eq!(
+            u.streams_endpoint_url(),
+            "https://streams.dynamodb.cn-north-1.amazonaws.com.cn"
+        );
     }
 }

@@ -34,6 +34,14 @@ impl Config {
                 }
             }
         }
+        if let Some(account) = &self.upstream.account_id {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(
+                    "upstream.account_id",
+                    "must be an AWS account id: 12 digits",
+                );
+            }
+        }
         if crate::protocol::region::Region::parse(&self.upstream.region).is_none() {
             return invalid("upstream.region", "must be a region name such as us-east-1");
         }
