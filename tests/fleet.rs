@@ -37,31 +37,6 @@ impl Picks {
 }
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Starts `n` sidecars on one bus, and waits until each has subscribed.
-async fn start_fleet(
-    engine: &str,
-    redis: &RedisServer,
-    n: usize,
-    edit: impl Fn(&mut Config),
-) -> Vec<TestProxy> {
-    let mut proxies = Vec::new();
-    for _ in 0..n {
-        let proxy = start_proxy_with(engine, |c| {
-            c.fleet.redis_url = Some(redis.url());
-            c.fleet.ping_interval = Duration::from_millis(200);
-            c.fleet.ping_timeout = Duration::from_millis(500);
-            edit(c);
-        })
-        .await;
-        proxy.wait_ready().await;
-        proxy
-            .wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
-            .await;
-        proxies.push(proxy);
-    }
-    proxies
-}
-
 async fn clients(proxies: &[TestProxy]) -> Arc<Vec<Client>> {
     let mut clients = Vec::new();
     for p in proxies {
@@ -488,47 +463,12 @@ async fn create_streamed_table(direct: &Client, prefix: &str) -> String {
     table
 }
 
-async fn put_direct(direct: &Client, table: &str, pk: &str, version: u64) {
-    direct
-        .put_item()
-        .table_name(table)
-        .item("pk", s(pk))
-        .item("sk", s("s"))
-        .item("v", n(&version.to_string()))
-        .send()
-        .await
-        .expect("PutItem directly to the engine");
-}
-
-/// GetItem through a sidecar: the item's version and whether it was a hit.
-async fn get_through(proxy: &TestProxy, table: &str, pk: &str) -> (u64, bool) {
-    let body =
-        format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"{pk}"}},"sk":{{"S":"s"}}}}}}"#);
-    let (status, headers, body) = dynamodb_post(
-        &proxy.endpoint,
-        Some("DynamoDB_20120810.GetItem"),
-        &[],
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let version = json["Item"]["v"]["N"]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (
-        version,
-        headers.get("x-ddbcache").is_some_and(|h| h == "hit"),
-    )
-}
-
 /// Caches `pk` in every given sidecar (a miss, then a hit proves it is held).
 async fn cache_everywhere(proxies: &[&TestProxy], table: &str, pk: &str, version: u64) {
     for p in proxies {
         let deadline = Instant::now() + WAIT;
         loop {
-            let (v, hit) = get_through(p, table, pk).await;
+            let (v, hit) = get_version(p, table, pk).await;
             if hit && v == version {
                 break;
             }
@@ -550,7 +490,7 @@ async fn until_everywhere(
 ) -> Duration {
     for p in proxies {
         loop {
-            let (v, _) = get_through(p, table, pk).await;
+            let (v, _) = get_version(p, table, pk).await;
             if v >= version {
                 break;
             }
@@ -566,25 +506,6 @@ async fn until_everywhere(
     since.elapsed()
 }
 
-/// Which sidecar holds the table's stream lease (waiting until exactly one does).
-async fn lease_holder(proxies: &[&TestProxy], table: &str) -> usize {
-    let series = format!("ddbcache_stream_lease_held{{table=\"{table}\"}}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut holders = Vec::new();
-        for (i, p) in proxies.iter().enumerate() {
-            if p.metric(&series).await == 1.0 {
-                holders.push(i);
-            }
-        }
-        if holders.len() == 1 {
-            return holders[0];
-        }
-        assert!(Instant::now() < deadline, "lease holders: {holders:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Writes a probe key directly until the stream reader has read a record: it is then reading
 /// (and has a checkpoint).
 async fn until_stream_read(direct: &Client, proxies: &[&TestProxy], table: &str) {
@@ -593,7 +514,7 @@ async fn until_stream_read(direct: &Client, proxies: &[&TestProxy], table: &str)
     let mut version = 0;
     loop {
         version += 1;
-        put_direct(direct, table, "probe", version).await;
+        put_version(direct, table, "probe", version).await;
         for _ in 0..20 {
             let mut read = 0.0;
             for p in proxies {
@@ -639,7 +560,7 @@ async fn writes_made_directly_to_the_engine_are_invalidated_through_the_stream()
         // Every sidecar holds "no such item" for the key; then it is written around them all.
         cache_everywhere(&all, &table, &pk, 0).await;
         let written = Instant::now();
-        put_direct(&direct, &table, &pk, 1).await;
+        put_version(&direct, &table, &pk, 1).await;
         lags.push(until_everywhere(&all, &table, &pk, 1, written).await);
     }
     lags.sort();
@@ -682,7 +603,7 @@ async fn a_dead_lease_holder_is_replaced_and_no_record_is_skipped() {
     dead.shutdown().await.unwrap();
     let died = Instant::now();
     for pk in &keys {
-        put_direct(&direct, &table, pk, 1).await;
+        put_version(&direct, &table, pk, 1).await;
     }
     let new_holder = lease_holder(&survivors, &table).await;
     let took_over = died.elapsed();
@@ -735,7 +656,7 @@ async fn without_a_fleet_one_sidecar_reads_the_stream_and_a_table_without_one_is
     );
     cache_everywhere(&only, &streamed, "k", 0).await;
     let written = Instant::now();
-    put_direct(&direct, &streamed, "k", 1).await;
+    put_version(&direct, &streamed, "k", 1).await;
     let took = until_everywhere(&only, &streamed, "k", 1, written).await;
     eprintln!("stream invalidation without a fleet: {took:?}");
 }

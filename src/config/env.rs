@@ -18,6 +18,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_LISTEN_ADDR", "listen.addr"),
     ("DDBCACHE_ADMIN_ADDR", "listen.admin_addr"),
     ("DDBCACHE_UPSTREAM_ENDPOINT", "upstream.endpoint"),
+    (
+        "DDBCACHE_UPSTREAM_KINESIS_ENDPOINT",
+        "upstream.kinesis_endpoint",
+    ),
     ("DDBCACHE_UPSTREAM_REGION", "upstream.region"),
     ("DDBCACHE_UPSTREAM_PIN_REGION", "upstream.pin_region"),
     ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign"),
@@ -66,6 +70,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_FLEET_PUBLISH_TIMEOUT", "fleet.publish_timeout"),
     ("DDBCACHE_FLEET_PUBLISH_QUEUE", "fleet.publish_queue"),
     ("DDBCACHE_STREAMS_TABLES", "streams.tables"),
+    ("DDBCACHE_STREAMS_SOURCE", "streams.source"),
 ];
 
 impl Config {

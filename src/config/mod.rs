@@ -30,7 +30,8 @@ pub use env::{CONFIG_ENV, ENV_OVERRIDES};
 pub use schema::{
     redacted_url, AccountEndpoints, AdminConfig, CacheConfig, Compression, FleetConfig,
     ItemCacheConfig, ListenConfig, LogConfig, LogFormat, QueryCacheConfig, ServerConfig,
-    StreamTables, StreamsConfig, TableOverrides, TlsConfig, UpstreamConfig, REGION_PLACEHOLDER,
+    StreamSource, StreamTables, StreamsConfig, TableOverrides, TlsConfig, UpstreamConfig,
+    REGION_PLACEHOLDER,
 };
 pub use sizing::CONTAINER_MEMORY_RULE;
 pub use units::{parse_duration, parse_size};

@@ -3,6 +3,7 @@
 //! validation holds to more than zero) and, in the section's `Default`, its default. Nothing else
 //! names a key's unit or rule: rendering and validation follow these declarations.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub struct UpstreamConfig {
     /// Endpoint of DynamoDB Streams calls (`{region}` as in `endpoint`). When absent: `endpoint`
     /// if that is set (local engines serve both), else `https://streams.dynamodb.{region}.amazonaws.com`.
     pub streams_endpoint: Option<String>,
+    /// Endpoint of Kinesis Data Streams calls, for `[streams] source = "kinesis"` (`{region}` as
+    /// in `endpoint`). When absent: https://kinesis.{region}.amazonaws.com.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_endpoint: Option<String>,
     /// The region of a request whose signature names none (or an invalid one), and of every
     /// request when `pin_region` is set or the endpoint is one fixed URL that ddbcache signs for.
     pub region: String,
@@ -87,6 +92,7 @@ impl Default for UpstreamConfig {
         Self {
             endpoint: None,
             streams_endpoint: None,
+            kinesis_endpoint: None,
             region: "us-east-1".into(),
             pin_region: false,
             sign: true,
@@ -116,6 +122,13 @@ impl UpstreamConfig {
         }
     }
 
+    /// Where Kinesis Data Streams calls go, `{region}` standing for the region; `None`: AWS's.
+    pub fn kinesis_endpoint_template(&self) -> Option<String> {
+        self.kinesis_endpoint
+            .as_deref()
+            .map(|e| e.trim_end_matches('/').to_string())
+    }
+
     /// The endpoint URL of requests of `region` (the configured one), the account-based one
     /// aside.
     pub fn endpoint_url(&self) -> String {
@@ -129,6 +142,11 @@ impl UpstreamConfig {
             "streams.dynamodb",
             &self.region,
         )
+    }
+
+    /// The endpoint URL of Kinesis Data Streams calls of `region` (the configured one).
+    pub fn kinesis_endpoint_url(&self) -> String {
+        url_for(self.kinesis_endpoint_template(), "kinesis", &self.region)
     }
 
     /// Whether a request is sent to, and signed for, the region its client signed for (else
@@ -493,12 +511,33 @@ impl<'de> Deserialize<'de> for StreamTables {
     }
 }
 
-/// `[streams]`: DynamoDB Streams read to invalidate what was written around every sidecar.
+/// Which change stream `[streams]` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamSource {
+    /// The table's DynamoDB Stream.
+    #[default]
+    Dynamodb,
+    /// The Kinesis data stream the table streams its changes to (Kinesis Data Streams for
+    /// DynamoDB).
+    Kinesis,
+}
+
+/// `[streams]`: the tables' change streams, read to invalidate what was written around every
+/// sidecar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsConfig {
     /// `["orders", ...]`, or `"*"` for every table ddbcache has seen. Empty: no stream is read.
     pub tables: StreamTables,
+    /// `dynamodb`: the tables' DynamoDB Streams; `kinesis`: the Kinesis data streams they stream
+    /// their changes to.
+    pub source: StreamSource,
+    /// With `source = "kinesis"`: the Kinesis data stream (name or ARN) of a table, by table name.
+    /// A table not named here is asked for its active destination
+    /// (DescribeKinesisStreamingDestination).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinesis_streams: BTreeMap<String, String>,
     /// Longest wait between two GetRecords on a shard that had nothing new (the wait doubles from
     /// 50ms up to this while a shard stays empty).
     #[serde(with = "units::positive_duration")]
@@ -516,6 +555,8 @@ impl Default for StreamsConfig {
     fn default() -> Self {
         Self {
             tables: StreamTables::None,
+            source: StreamSource::Dynamodb,
+            kinesis_streams: BTreeMap::new(),
             poll_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(10),
             describe_interval: Duration::from_secs(30),
@@ -552,6 +593,14 @@ mod tests {
         assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
         let c = Config::from_toml("[streams]\ntables = [\"orders\"]\n").unwrap();
         assert_eq!(c.streams.tables, StreamTables::Named(vec!["orders".into()]));
+        assert_eq!(c.streams.source, StreamSource::Dynamodb);
+        let c = Config::from_toml(
+            "[streams]\nsource = \"kinesis\"\n[streams.kinesis_streams]\norders = \"cdc\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.streams.source, StreamSource::Kinesis);
+        assert_eq!(c.streams.kinesis_streams["orders"], "cdc");
+        assert!(c.to_toml().contains("[streams.kinesis_streams]"));
         assert!(!Config::default().fleet.enabled());
         let mut bad = Config::default();
         bad.fleet.redis_url = Some("http://r:6379".into());

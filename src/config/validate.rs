@@ -21,6 +21,10 @@ impl Config {
                 "upstream.streams_endpoint",
                 self.upstream.streams_endpoint_url(),
             ),
+            (
+                "upstream.kinesis_endpoint",
+                self.upstream.kinesis_endpoint_url(),
+            ),
         ] {
             match endpoint.parse::<http::Uri>() {
                 Ok(uri)

@@ -7,12 +7,15 @@
 //! - [`streams`]: with `[streams] tables`, a table's DynamoDB Stream is read and the keys of its
 //!   records invalidated, which bounds the staleness of writes made around every sidecar. With a
 //!   fleet, one sidecar per table reads ([`lease`]) and publishes what it reads on the bus.
+//!   [`kinesis`] does the same from the Kinesis data streams tables stream their changes to
+//!   (`[streams] source = "kinesis"`), one reader per data stream.
 //!
 //! The proxy holds a [`Fleet`] (nothing but `None` when the bus is off): it asks
 //! [`Fleet::blocked`] before using the cache and calls [`Fleet::publish`] once per write; the server
 //! starts the background work with [`start`].
 
 mod bus;
+mod kinesis;
 mod lease;
 mod streams;
 

@@ -11,7 +11,7 @@
 //! endpoint ruleset: account endpoints exist in the `aws`, `aws-cn` and `aws-us-gov` partitions;
 //! `required` without an account, or where they do not exist, is an error; an account id that
 //! cannot be a host label is an error. `tests/endpoints.rs` checks every case against the Rust
-//! SDK's own resolver. DynamoDB Streams has no account-based endpoints.
+//! SDK's own resolver. DynamoDB Streams and Kinesis have no account-based endpoints.
 
 use crate::config::AccountEndpoints;
 use crate::protocol::region::partition_of;
@@ -21,6 +21,8 @@ use crate::protocol::region::partition_of;
 pub enum Service {
     DynamoDb,
     Streams,
+    /// Kinesis Data Streams (the Kinesis change source).
+    Kinesis,
 }
 
 impl Service {
@@ -29,6 +31,7 @@ impl Service {
         match self {
             Service::DynamoDb => "dynamodb",
             Service::Streams => "streams.dynamodb",
+            Service::Kinesis => "kinesis",
         }
     }
 }

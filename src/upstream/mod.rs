@@ -104,11 +104,18 @@ const SIGNATURE_HEADERS: &[&str] = &[
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// The upstream: DynamoDB's endpoint and its DynamoDB Streams endpoint, for each region.
+/// Target prefix and content type of Kinesis Data Streams' JSON protocol.
+const KINESIS_PREFIX: &str = "Kinesis_20131202.";
+const KINESIS_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// The upstream: DynamoDB's endpoint, its DynamoDB Streams endpoint and the Kinesis Data Streams
+/// endpoint, for each region.
 pub struct Upstream {
     client: HttpsClient,
     endpoint: Route,
     streams_endpoint: Route,
+    /// Kinesis Data Streams, for the Kinesis change source.
+    kinesis_endpoint: Route,
     signer: Option<Signer>,
     timeout: Duration,
     /// `upstream.region`: the readiness probe's.
@@ -175,6 +182,7 @@ impl Route {
             Route::PerRegion { template } => template,
             Route::Aws(Service::DynamoDb) => "AWS's DynamoDB endpoints",
             Route::Aws(Service::Streams) => "AWS's DynamoDB Streams endpoints",
+            Route::Aws(Service::Kinesis) => "AWS's Kinesis endpoints",
         }
     }
 }
@@ -259,6 +267,11 @@ impl Upstream {
                 Service::Streams,
                 &config.region,
             )?,
+            kinesis_endpoint: Route::parse(
+                config.kinesis_endpoint_template(),
+                Service::Kinesis,
+                &config.region,
+            )?,
             signer,
             timeout: config.timeout,
             region: config.region.clone(),
@@ -322,10 +335,7 @@ impl Upstream {
         identity_encoding: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let endpoint = self.endpoint_for(op, region).await?;
-        let mut request = Request::post(endpoint.uri(path_and_query))
-            .body(body)
-            .expect("a POST with a valid URI is a valid request");
-        let headers = request.headers_mut();
+        let mut headers = HeaderMap::with_capacity(inbound.len());
         for (name, value) in inbound {
             let n = name.as_str();
             if HOP_BY_HOP.contains(&n)
@@ -336,9 +346,47 @@ impl Upstream {
             }
             headers.append(name.clone(), value.clone());
         }
-        headers.insert(header::HOST, endpoint.host.clone());
+        self.exchange(&endpoint, "dynamodb", region, path_and_query, headers, body)
+            .await
+    }
+
+    /// One Kinesis Data Streams call of ddbcache's own (the Kinesis change source): `action`
+    /// (`ListShards`, `GetRecords`, ...) to the Kinesis endpoint of `region`, signed for Kinesis.
+    pub(crate) async fn send_kinesis(
+        &self,
+        action: &str,
+        region: &str,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let endpoint = self
+            .kinesis_endpoint
+            .endpoint(region, None, self.account_endpoints)?;
+        let target = format!("{KINESIS_PREFIX}{action}");
+        let headers = self.headers_of_own(&target, KINESIS_CONTENT_TYPE, "kinesis");
+        self.exchange(&endpoint, "kinesis", region, "/", headers, body)
+            .await
+    }
+
+    /// Sends a request with `headers` to `endpoint`, signed (when ddbcache signs) as a call of
+    /// the service `signing_name` in `region`, and returns the whole answer.
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        signing_name: &str,
+        region: &str,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut request = Request::post(endpoint.uri(path_and_query))
+            .body(body)
+            .expect("a POST with a valid URI is a valid request");
+        *request.headers_mut() = headers;
+        request
+            .headers_mut()
+            .insert(header::HOST, endpoint.host.clone());
         if let Some(signer) = &self.signer {
-            signer.sign_for(&mut request, region).await?;
+            signer.sign_as(&mut request, region, signing_name).await?;
         }
         let request = request.map(Full::new);
         let started = Instant::now();
@@ -395,17 +443,20 @@ impl Upstream {
         } else {
             crate::protocol::operation::DYNAMODB_PREFIX
         };
+        let target = format!("{prefix}{}", op.name());
+        self.headers_of_own(&target, crate::protocol::CONTENT_TYPE, "dynamodb")
+    }
+
+    /// The headers of a call of ddbcache's own to `service` (its signing name).
+    fn headers_of_own(&self, target: &str, content_type: &'static str, service: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if let Ok(target) = HeaderValue::from_str(&format!("{prefix}{}", op.name())) {
+        if let Ok(target) = HeaderValue::from_str(target) {
             headers.insert(HeaderName::from_static("x-amz-target"), target);
         }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::protocol::CONTENT_TYPE),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if self.signer.is_none() {
             let auth = format!(
-                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/{}/dynamodb/aws4_request, \
+                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/{}/{service}/aws4_request, \
                  SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
                 self.region
             );

@@ -128,12 +128,23 @@ impl Signer {
         request: &mut http::Request<bytes::Bytes>,
         region: &str,
     ) -> Result<(), SigningError> {
+        self.sign_as(request, region, "dynamodb").await
+    }
+
+    /// Signs `request` as a call of the service whose signing name is `service` (`dynamodb`,
+    /// `kinesis`) in `region`.
+    pub async fn sign_as(
+        &self,
+        request: &mut http::Request<bytes::Bytes>,
+        region: &str,
+        service: &str,
+    ) -> Result<(), SigningError> {
         let credentials = self.credentials().await?;
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
-            .name("dynamodb")
+            .name(service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()

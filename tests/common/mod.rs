@@ -417,6 +417,44 @@ pub async fn put_v(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str, sk:
         .expect("PutItem");
 }
 
+/// PutItem of (pk, "s") with the number `v` = `version`, directly to an engine: a write made
+/// around ddbcache.
+pub async fn put_version(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str, version: u64) {
+    client
+        .put_item()
+        .table_name(table)
+        .item("pk", s(pk))
+        .item("sk", s("s"))
+        .item("v", n(&version.to_string()))
+        .send()
+        .await
+        .expect("PutItem directly to the engine");
+}
+
+/// GetItem of (pk, "s") through a sidecar: the item's version (0: no such item) and whether it
+/// was a hit.
+pub async fn get_version(proxy: &TestProxy, table: &str, pk: &str) -> (u64, bool) {
+    let body =
+        serde_json::json!({ "TableName": table, "Key": { "pk": { "S": pk }, "sk": { "S": "s" } } });
+    let (status, headers, body) = dynamodb_post(
+        &proxy.endpoint,
+        Some("DynamoDB_20120810.GetItem"),
+        &[],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let version = json["Item"]["v"]["N"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (
+        version,
+        headers.get("x-ddbcache").is_some_and(|h| h == "hit"),
+    )
+}
+
 /// Query of partition `pk`: the items' `v`s.
 pub async fn query_vs(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Vec<String> {
     let out = client
@@ -443,6 +481,59 @@ pub async fn scan_vs(
         .iter()
         .filter_map(|i| i.get("v")?.as_s().ok().cloned())
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleets
+
+/// How long a fleet test waits for a sidecar to subscribe, or for a lease to settle.
+pub const FLEET_WAIT: Duration = Duration::from_secs(20);
+
+/// Starts `n` sidecars on one bus, and waits until each has subscribed.
+pub async fn start_fleet(
+    engine: &str,
+    redis: &RedisServer,
+    n: usize,
+    edit: impl Fn(&mut Config),
+) -> Vec<TestProxy> {
+    let mut proxies = Vec::new();
+    for _ in 0..n {
+        let proxy = start_proxy_with(engine, |c| {
+            c.fleet.redis_url = Some(redis.url());
+            c.fleet.ping_interval = Duration::from_millis(200);
+            c.fleet.ping_timeout = Duration::from_millis(500);
+            edit(c);
+        })
+        .await;
+        proxy.wait_ready().await;
+        proxy
+            .wait_metric("ddbcache_fleet_link_up", FLEET_WAIT, |v| v == 1.0)
+            .await;
+        proxies.push(proxy);
+    }
+    proxies
+}
+
+/// Which sidecar holds the table's stream lease (waiting until exactly one does).
+pub async fn lease_holder(proxies: &[&TestProxy], table: &str) -> usize {
+    let series = format!("ddbcache_stream_lease_held{{table=\"{table}\"}}");
+    let deadline = std::time::Instant::now() + FLEET_WAIT;
+    loop {
+        let mut holders = Vec::new();
+        for (i, p) in proxies.iter().enumerate() {
+            if p.metric(&series).await == 1.0 {
+                holders.push(i);
+            }
+        }
+        if holders.len() == 1 {
+            return holders[0];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lease holders: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,6 +721,21 @@ impl Relay {
 
     pub async fn captured(&self) -> Vec<Captured> {
         self.captured.lock().await.clone()
+    }
+
+    /// How many requests have come whose target ends with `op` and whose body holds `holds`.
+    pub async fn seen(&self, op: &str, holds: &str) -> usize {
+        self.captured
+            .lock()
+            .await
+            .iter()
+            .filter(|c| {
+                c.headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t.as_bytes().ends_with(op.as_bytes()))
+                    && String::from_utf8_lossy(&c.body).contains(holds)
+            })
+            .count()
     }
 
     /// Holds the response to the next request whose target and body satisfy `matches`.
