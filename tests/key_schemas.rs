@@ -24,33 +24,19 @@ const INDEX: &str = "TournamentRegionIndex";
 
 /// A table keyed by `matchId`, with a global index dynalite keys by `tournamentId` and `round`.
 async fn create_matches_table(client: &Client, name: &str) {
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let string = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
     client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("matchId", KeyType::Hash))
-        .attribute_definitions(string("matchId"))
-        .attribute_definitions(string("tournamentId"))
-        .attribute_definitions(string("round"))
+        .key_schema(key_element("matchId", KeyType::Hash))
+        .attribute_definitions(string_attribute("matchId"))
+        .attribute_definitions(string_attribute("tournamentId"))
+        .attribute_definitions(string_attribute("round"))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(INDEX)
-                .key_schema(key("tournamentId", KeyType::Hash))
-                .key_schema(key("round", KeyType::Range))
+                .key_schema(key_element("tournamentId", KeyType::Hash))
+                .key_schema(key_element("round", KeyType::Range))
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::All)

@@ -71,6 +71,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_FLEET_PUBLISH_QUEUE", "fleet.publish_queue"),
     ("DDBCACHE_STREAMS_TABLES", "streams.tables"),
     ("DDBCACHE_STREAMS_SOURCE", "streams.source"),
+    ("DDBCACHE_ALIASES", "aliases"),
 ];
 
 impl Config {
@@ -248,6 +249,7 @@ mod tests {
                 None if renamed::current(key) != key => "3000".to_string(),
                 None if key == "cache.in_doubt_window" => "12s".to_string(),
                 None if key == "upstream.account_endpoints" => "required".to_string(),
+                None if key == "aliases" => "orders=orders-restored".to_string(),
                 None => "http://127.0.0.1:4567".to_string(),
             };
             with_env("", &[(var, &example)]).unwrap_or_else(|e| panic!("{var}: {}", chain(&e)));

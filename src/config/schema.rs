@@ -564,6 +564,90 @@ impl Default for StreamsConfig {
     }
 }
 
+/// `[aliases]`: the name applications use for a table → the table that serves it, as
+/// `alias = "table"` (in every region) or `"region/alias" = "table"` (in that region only). As an
+/// environment variable: `alias=table,region/alias=table`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct TableAliases(pub BTreeMap<String, String>);
+
+impl TableAliases {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each alias as `(region, alias, table)` (no region: every region), or what is wrong with
+    /// one.
+    pub fn entries(&self) -> Result<Vec<(Option<String>, String, String)>, String> {
+        self.0
+            .iter()
+            .map(|(key, table)| {
+                let (region, alias) = parse_alias_key(key)?;
+                if !is_table_name(table) {
+                    return Err(format!(
+                        "`{table}` (the table of `{key}`) is not a table name"
+                    ));
+                }
+                Ok((region, alias, table.clone()))
+            })
+            .collect()
+    }
+}
+
+/// `alias` or `region/alias`.
+pub fn parse_alias_key(key: &str) -> Result<(Option<String>, String), String> {
+    let (region, alias) = match key.split_once('/') {
+        Some((region, alias)) => {
+            if crate::protocol::region::Region::parse(region).is_none() {
+                return Err(format!("`{region}` (in `{key}`) is not a region name"));
+            }
+            (Some(region.to_string()), alias)
+        }
+        None => (None, key),
+    };
+    if !is_table_name(alias) {
+        return Err(format!("`{alias}` is not a table name"));
+    }
+    Ok((region, alias.to_string()))
+}
+
+/// A name DynamoDB allows for a table: 1 to 255 letters, digits, `_`, `-` and `.` (what an
+/// alias may be too, so that it can stand wherever a table name does).
+pub fn is_table_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl<'de> Deserialize<'de> for TableAliases {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Map(BTreeMap<String, String>),
+            List(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Map(map) => Ok(TableAliases(map)),
+            Raw::List(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| match pair.split_once('=') {
+                    Some((alias, table)) => {
+                        Ok((alias.trim().to_string(), table.trim().to_string()))
+                    }
+                    None => Err(serde::de::Error::custom(format!(
+                        "`{pair}` is not alias=table"
+                    ))),
+                })
+                .collect::<Result<_, _>>()
+                .map(TableAliases),
+        }
+    }
+}
+
 /// Per-table TTLs; an absent key inherits the cache's. `0s` turns that cache off for the table.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

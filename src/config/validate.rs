@@ -46,6 +46,9 @@ impl Config {
                 );
             }
         }
+        if let Err(message) = self.aliases.entries() {
+            return invalid("aliases", &message);
+        }
         if crate::protocol::region::Region::parse(&self.upstream.region).is_none() {
             return invalid("upstream.region", "must be a region name such as us-east-1");
         }

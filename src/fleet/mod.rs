@@ -24,6 +24,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use crate::aliases::{AliasKey, Aliases};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -44,6 +45,7 @@ impl Fleet {
     pub(crate) fn new(
         config: &Config,
         cache: Option<&Arc<Cache>>,
+        aliases: &Arc<Aliases>,
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Fleet> {
         let bus = match (cache, config.fleet.enabled()) {
@@ -51,6 +53,7 @@ impl Fleet {
                 &config.fleet,
                 &config.upstream.region,
                 cache.clone(),
+                aliases.clone(),
                 metrics.clone(),
             )?)),
             _ => None,
@@ -69,6 +72,27 @@ impl Fleet {
     pub(crate) async fn publish(&self, scope: &WriteScope, origin: Origin) {
         if let Some(bus) = &self.bus {
             bus.publish(scope, origin).await;
+        }
+    }
+
+    /// Stores an admin alias for the whole fleet, before it is put in force here (without a bus:
+    /// nothing to do, the alias is this sidecar's alone). Fails when the fleet's Redis cannot
+    /// take it.
+    pub(crate) async fn store_alias(
+        &self,
+        key: &AliasKey,
+        table: Option<&str>,
+    ) -> Result<(), String> {
+        match &self.bus {
+            Some(bus) => bus.store_alias(key, table).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Tells every sidecar of the fleet to put the stored aliases in force.
+    pub(crate) async fn aliases_changed(&self) {
+        if let Some(bus) = &self.bus {
+            bus.publish_aliases().await;
         }
     }
 }
