@@ -598,6 +598,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_mode_the_sdks_read_applies_unless_one_is_configured() {
+        // The standard chain, from the environment: no other test of this binary reads these
+        // variables.
+        for (var, value) in [
+            ("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled"),
+            ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ACCOUNT_ID", "111122223333"),
+        ] {
+            std::env::set_var(var, value);
+        }
+        let up = Upstream::new(&UpstreamConfig::default()).await.unwrap();
+        assert_eq!(
+            host(&up, Operation::GetItem, "us-east-1").await.unwrap(),
+            "dynamodb.us-east-1.amazonaws.com"
+        );
+        let configured = UpstreamConfig {
+            account_endpoints: Some(AccountEndpoints::Preferred),
+            ..UpstreamConfig::default()
+        };
+        let up = Upstream::new(&configured).await.unwrap();
+        assert_eq!(
+            host(&up, Operation::GetItem, "us-east-1").await.unwrap(),
+            "111122223333.ddb.us-east-1.amazonaws.com"
+        );
+    }
+
+    #[tokio::test]
     async fn disabled_required_and_a_configured_endpoint() {
         let up = aws_upstream(Some("111122223333"), |c| {
             c.account_endpoints = Some(AccountEndpoints::Disabled)
