@@ -239,10 +239,10 @@ async fn records_invalidate_their_keys_in_any_order_and_however_often_they_come(
         cached(&proxy, &table, pk, 2).await;
     }
     // Late duplicates of old records kill entries, never bring an old value back.
+    let before = proxy.metric(&records_read(&table)).await;
     for pk in &keys {
         put_record(&engine, &stream, &change(&table, pk, 1)).await;
     }
-    let before = proxy.metric(&records_read(&table)).await;
     proxy
         .wait_metric(&records_read(&table), WAIT, |v| v >= before + 5.0)
         .await;
