@@ -1,7 +1,8 @@
-//! The admin port: `/metrics`, `/healthz`, `/readyz`, `/cache` and `POST /cache/flush`.
-//! Separate from the data port so probes and scrapes never queue behind application traffic. It
-//! reads a small state of its own ([`AdminState`]): the metrics, the readiness and the cache
-//! handle, never the proxy or the server.
+//! The admin port: `/metrics`, `/healthz`, `/readyz`, `/cache`, `POST /cache/flush`, and the
+//! table aliases (`GET`, `PUT` and `DELETE /aliases`). Separate from the data port so probes and
+//! scrapes never queue behind application traffic. It reads a small state of its own
+//! ([`AdminState`]): the metrics, the readiness, the cache handle, the aliases and the fleet (an
+//! alias is stored for the fleet before it is put in force), never the proxy or the server.
 //!
 //! Probes and metrics are open to whoever reaches the port (the kubelet, Prometheus). Mutating
 //! endpoints are not: with `admin.token` or `admin.token_file` set they need
@@ -19,9 +20,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tracing::warn;
 
+use crate::aliases::{AliasKey, Aliases};
 use crate::cache::{Cache, InvalidationCause, Kind};
+use crate::config::is_table_name;
 use crate::config::AdminConfig;
 use crate::connection::{self, Port};
+use crate::fleet::Fleet;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -33,6 +37,8 @@ pub(crate) struct AdminState {
     /// `None` when the cache is disabled.
     cache: Option<Arc<Cache>>,
     token: TokenSource,
+    aliases: Arc<Aliases>,
+    fleet: Fleet,
 }
 
 /// Where the token mutating requests must present comes from.
@@ -50,6 +56,8 @@ impl AdminState {
         readiness: Arc<Readiness>,
         cache: Option<Arc<Cache>>,
         config: AdminConfig,
+        aliases: Arc<Aliases>,
+        fleet: Fleet,
     ) -> AdminState {
         let token = match (config.token, config.token_file) {
             (Some(token), _) => TokenSource::Fixed(token),
@@ -61,6 +69,8 @@ impl AdminState {
             readiness,
             cache,
             token,
+            aliases,
+            fleet,
         }
     }
 
@@ -150,13 +160,17 @@ pub(crate) async fn serve(listener: Listener, state: Arc<AdminState>, port: Port
         // The peer is the connection's: the flush trusts loopback clients.
         let handler = move |req| {
             let state = state.clone();
-            async move { route(&state, req, peer) }
+            async move { route(&state, req, peer).await }
         };
         tokio::spawn(connection::serve(stream, peer, slot, port.clone(), handler));
     }
 }
 
-fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn route(
+    state: &AdminState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
@@ -221,7 +235,17 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
                 }
             }
         }
-        (_, "/metrics" | "/healthz" | "/readyz" | "/cache" | "/cache/flush") => reply(
+        (&Method::GET, "/aliases") => {
+            let body = serde_json::json!({ "aliases": state.aliases.list() });
+            reply(StatusCode::OK, "application/json", body.to_string())
+        }
+        (&Method::PUT | &Method::DELETE, "/aliases") => {
+            if let Err(refused) = state.authorize(req.headers(), Some(peer)) {
+                return refused.reply();
+            }
+            set_alias(state, req.method() == Method::PUT, req.uri().query()).await
+        }
+        (_, "/metrics" | "/healthz" | "/readyz" | "/cache" | "/cache/flush" | "/aliases") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n".into(),
@@ -229,9 +253,63 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz, /readyz, /cache, POST /cache/flush\n".into(),
+            "not found: try /metrics, /healthz, /readyz, /cache, POST /cache/flush, /aliases\n"
+                .into(),
         ),
     }
+}
+
+/// `PUT /aliases?alias=NAME&table=TABLE[&region=REGION]` (`put`) or `DELETE /aliases?alias=NAME
+/// [&region=REGION]`: the alias is stored for the fleet first (a fleet whose Redis cannot take it
+/// keeps the old one, everywhere), then put in force here, then announced to the peers.
+async fn set_alias(state: &AdminState, put: bool, query: Option<&str>) -> Response<Full<Bytes>> {
+    let refuse = |status, message: String| {
+        let body = serde_json::json!({ "error": message });
+        reply(status, "application/json", body.to_string())
+    };
+    let Some(alias) = query_param(query, "alias") else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "name the alias: ?alias=NAME".into(),
+        );
+    };
+    let key = match query_param(query, "region") {
+        Some(region) => format!("{region}/{alias}"),
+        None => alias,
+    };
+    let key = match AliasKey::parse(&key) {
+        Ok(key) => key,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+    };
+    let table = match (put, query_param(query, "table")) {
+        (false, _) => None,
+        (true, Some(table)) if is_table_name(&table) => Some(table),
+        (true, _) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "name the table that serves the alias: &table=NAME".into(),
+            )
+        }
+    };
+    if let Err(e) = state.fleet.store_alias(&key, table.as_deref()).await {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the fleet's Redis did not take the alias, which is unchanged: {e}"),
+        );
+    }
+    let switched = state.aliases.set(key.clone(), table.clone());
+    state.fleet.aliases_changed().await;
+    let switched: Vec<_> = switched
+        .iter()
+        .map(|s| serde_json::json!({ "from": s.from, "to": s.to }))
+        .collect();
+    let body = serde_json::json!({
+        "alias": key.alias,
+        "region": key.region.as_deref().unwrap_or("*"),
+        "table": table,
+        "switched": switched,
+    });
+    reply(StatusCode::OK, "application/json", body.to_string())
 }
 
 /// `name=VALUE` from a query string, percent-decoded.
@@ -294,7 +372,15 @@ mod tests {
     fn without_a_token_only_loopback_clients_may_flush() {
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
-        let state = AdminState::new(metrics, readiness, None, AdminConfig::default());
+        let aliases = Arc::new(Aliases::new(&Default::default(), None));
+        let state = AdminState::new(
+            metrics,
+            readiness,
+            None,
+            AdminConfig::default(),
+            aliases,
+            Fleet::default(),
+        );
         let headers = HeaderMap::new();
         let from = |addr: &str| Some(addr.parse().unwrap());
         assert!(state.authorize(&headers, from("127.0.0.1:5000")).is_ok());

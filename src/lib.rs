@@ -8,11 +8,13 @@
 //! Where things live (ARCHITECTURE.md has the whole map): [`config`] (settings), [`server`]
 //! (listeners, lifecycle), [`proxy`] (the request pipeline and cache policy), [`protocol`] (the
 //! DynamoDB wire format), [`cache`] (entries, generations, single-flight, key schemas),
-//! [`upstream`] (HTTP client, signing), [`readiness`], [`admin`] and [`metrics`].
+//! [`upstream`] (HTTP client, signing), [`aliases`] (table aliases), [`readiness`], [`admin`]
+//! and [`metrics`].
 
 pub use ddbcache_protocol as protocol;
 
 mod admin;
+pub mod aliases;
 pub mod cache;
 pub mod config;
 mod connection;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::aliases::Aliases;
 use crate::cache::{Cache, Clock, MonotonicClock};
 use crate::config::Config;
 use crate::connection::{self, CloseReason, Limits, Port};
@@ -104,12 +105,14 @@ impl Server {
                 None => cache,
             })
         });
-        let fleet = Fleet::new(&config, cache.as_ref(), shared, &metrics)?;
+        let aliases = Arc::new(Aliases::new(&config.aliases, cache.clone()));
+        let fleet = Fleet::new(&config, cache.as_ref(), shared, &aliases, &metrics)?;
         let proxy = Arc::new(Proxy::new(
             config.clone(),
             upstream.clone(),
             cache.clone(),
             fleet.clone(),
+            aliases.clone(),
             metrics.clone(),
         ));
         let admin_state = Arc::new(AdminState::new(
@@ -117,6 +120,8 @@ impl Server {
             readiness.clone(),
             cache.clone(),
             config.admin.clone(),
+            aliases,
+            fleet.clone(),
         ));
         Ok(Server {
             data,

@@ -298,8 +298,24 @@ pub fn item_key(item: &RawValue, key_names: &[String]) -> Option<Vec<u8>> {
     encode_key(values.iter().map(|(n, v)| (*n, v)))
 }
 
-/// A table's key schema and indexes, from a DescribeTable answer. `None` when the answer does not
-/// hold exactly one HASH key and at most one RANGE key.
+/// Most attributes one side (HASH or RANGE) of a global secondary index's key may have: four since
+/// multi-attribute keys (November 2025).
+pub const MAX_INDEX_KEY_ATTRIBUTES: usize = 4;
+
+/// A table's key schema and indexes, from a DescribeTable answer. `None` when the answer is not
+/// one ddbcache can read exactly — the schema then stays unknown and every write to the table
+/// invalidates all its entries, rather than the entries a misread key would name:
+///
+/// - the table's key must be one HASH attribute and at most one RANGE attribute;
+/// - a local secondary index's key must be the table's HASH attribute and one RANGE attribute
+///   (ddbcache relies on it sharing the table's partitions);
+/// - a global secondary index's key may have one to four HASH attributes and up to four RANGE
+///   attributes (multi-attribute keys, `"KeySchema":[{"AttributeName":"tournamentId",
+///   "KeyType":"HASH"},{"AttributeName":"region","KeyType":"HASH"},...]`), none named twice;
+/// - every key element is HASH or RANGE.
+///
+/// What a global index is keyed by does not change what ddbcache invalidates (its Query entries
+/// depend on every write to the table), so only its name is kept.
 pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
     #[derive(Deserialize)]
     struct Out {
@@ -318,47 +334,70 @@ pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
         global_indexes: Vec<Index>,
     }
     #[derive(Deserialize)]
-    struct KeyElement {
-        #[serde(rename = "AttributeName")]
-        attribute_name: String,
-        #[serde(rename = "KeyType")]
-        key_type: String,
-    }
-    #[derive(Deserialize)]
     struct Index {
         #[serde(rename = "IndexName")]
         index_name: String,
+        #[serde(rename = "KeySchema")]
+        key_schema: Vec<KeyElement>,
     }
     let out: Out = serde_json::from_slice(body).ok()?;
-    let mut hash = None;
-    let mut range = None;
-    for k in out.table.key_schema {
-        let slot = match k.key_type.as_str() {
-            "HASH" => &mut hash,
-            "RANGE" => &mut range,
-            _ => return None,
-        };
-        if slot.replace(k.attribute_name).is_some() {
+    let (mut hash, range) = key_sides(out.table.key_schema)?;
+    if hash.len() != 1 || range.len() > 1 {
+        return None;
+    }
+    let hash = hash.pop()?;
+    let mut local_indexes = Vec::with_capacity(out.table.local_indexes.len());
+    for index in out.table.local_indexes {
+        let (index_hash, index_range) = key_sides(index.key_schema)?;
+        if index_hash != [hash.as_str()] || index_range.len() != 1 {
             return None;
         }
+        local_indexes.push(index.index_name);
+    }
+    let mut global_indexes = Vec::with_capacity(out.table.global_indexes.len());
+    for index in out.table.global_indexes {
+        let (index_hash, index_range) = key_sides(index.key_schema)?;
+        let sides = [index_hash.len(), index_range.len()];
+        if !(1..=MAX_INDEX_KEY_ATTRIBUTES).contains(&sides[0])
+            || sides[1] > MAX_INDEX_KEY_ATTRIBUTES
+        {
+            return None;
+        }
+        global_indexes.push(index.index_name);
     }
     Some(KeySchema {
         table_arn: out.table.table_arn,
-        hash: hash?,
-        range,
-        local_indexes: out
-            .table
-            .local_indexes
-            .into_iter()
-            .map(|i| i.index_name)
-            .collect(),
-        global_indexes: out
-            .table
-            .global_indexes
-            .into_iter()
-            .map(|i| i.index_name)
-            .collect(),
+        hash,
+        range: range.into_iter().next(),
+        local_indexes,
+        global_indexes,
     })
+}
+
+/// One element of a `KeySchema`.
+#[derive(Deserialize)]
+struct KeyElement {
+    #[serde(rename = "AttributeName")]
+    attribute_name: String,
+    #[serde(rename = "KeyType")]
+    key_type: String,
+}
+
+/// A key's HASH and RANGE attributes, each in the order given; `None` for a key type other than
+/// HASH and RANGE, or an attribute named twice.
+fn key_sides(elements: Vec<KeyElement>) -> Option<(Vec<String>, Vec<String>)> {
+    let (mut hash, mut range) = (Vec::new(), Vec::new());
+    for e in elements {
+        if hash.contains(&e.attribute_name) || range.contains(&e.attribute_name) {
+            return None;
+        }
+        match e.key_type.as_str() {
+            "HASH" => hash.push(e.attribute_name),
+            "RANGE" => range.push(e.attribute_name),
+            _ => return None,
+        }
+    }
+    Some((hash, range))
 }
 
 #[cfg(test)]
@@ -441,7 +480,7 @@ mod tests {
 
     #[test]
     fn key_schema_from_describe_table() {
-        let body = br#"{"Table":{"TableName":"t","TableArn":"arn:aws:dynamodb:r:000000000000:table/t","KeySchema":[{"AttributeName":"sk","KeyType":"RANGE"},{"AttributeName":"pk","KeyType":"HASH"}],"LocalSecondaryIndexes":[{"IndexName":"l"}],"GlobalSecondaryIndexes":[{"IndexName":"g"}]}}"#;
+        let body = br#"{"Table":{"TableName":"t","TableArn":"arn:aws:dynamodb:r:000000000000:table/t","KeySchema":[{"AttributeName":"sk","KeyType":"RANGE"},{"AttributeName":"pk","KeyType":"HASH"}],"LocalSecondaryIndexes":[{"IndexName":"l","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"x","KeyType":"RANGE"}]}],"GlobalSecondaryIndexes":[{"IndexName":"g","KeySchema":[{"AttributeName":"x","KeyType":"HASH"}]}]}}"#;
         let schema = describe_table_schema(body).unwrap();
         assert_eq!(schema.hash, "pk");
         assert_eq!(schema.range.as_deref(), Some("sk"));
@@ -450,5 +489,82 @@ mod tests {
         assert_eq!(schema.account(), Some("000000000000"));
         let two_hashes = br#"{"Table":{"KeySchema":[{"AttributeName":"a","KeyType":"HASH"},{"AttributeName":"b","KeyType":"HASH"}]}}"#;
         assert_eq!(describe_table_schema(two_hashes), None);
+    }
+
+    /// The table of DynamoDB's multi-attribute keys guide: `TournamentMatches` keyed by
+    /// `matchId`, with a global index keyed by two HASH and two RANGE attributes.
+    fn with_global_index(key_schema: &str) -> Vec<u8> {
+        format!(
+            r#"{{"Table":{{"TableName":"TournamentMatches","KeySchema":[{{"AttributeName":"matchId","KeyType":"HASH"}}],"GlobalSecondaryIndexes":[{{"IndexName":"TournamentRegionIndex","KeySchema":{key_schema},"Projection":{{"ProjectionType":"ALL"}},"IndexStatus":"ACTIVE"}}]}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn multi_attribute_global_index_keys_are_read() {
+        let key = r#"[{"AttributeName":"tournamentId","KeyType":"HASH"},{"AttributeName":"region","KeyType":"HASH"},{"AttributeName":"round","KeyType":"RANGE"},{"AttributeName":"bracket","KeyType":"RANGE"}]"#;
+        let schema = describe_table_schema(&with_global_index(key)).unwrap();
+        assert_eq!(schema.hash, "matchId");
+        assert_eq!(schema.global_indexes, vec!["TournamentRegionIndex"]);
+        assert_eq!(
+            schema.index_shares_partitions(Some("TournamentRegionIndex")),
+            Some(false)
+        );
+        let four_and_four = |hash: usize, range: usize| {
+            let element = |side: &str, i: usize| {
+                format!(r#"{{"AttributeName":"{side}{i}","KeyType":"{side}"}}"#)
+            };
+            let elements: Vec<String> = (0..hash)
+                .map(|i| element("HASH", i))
+                .chain((0..range).map(|i| element("RANGE", i)))
+                .collect();
+            describe_table_schema(&with_global_index(&format!("[{}]", elements.join(","))))
+        };
+        assert!(four_and_four(4, 4).is_some());
+        assert!(four_and_four(1, 0).is_some());
+        // Beyond what DynamoDB documents, or no partition key at all: not read as anything.
+        assert_eq!(four_and_four(5, 0), None);
+        assert_eq!(four_and_four(1, 5), None);
+        assert_eq!(four_and_four(0, 1), None);
+    }
+
+    #[test]
+    fn key_schemas_ddbcache_cannot_read_exactly_are_not_read() {
+        for key in [
+            r#"[{"AttributeName":"a","KeyType":"HASH"},{"AttributeName":"a","KeyType":"RANGE"}]"#,
+            r#"[{"AttributeName":"a","KeyType":"PARTITION"}]"#,
+            r#"[{"AttributeName":"a"}]"#,
+        ] {
+            assert_eq!(
+                describe_table_schema(&with_global_index(key)),
+                None,
+                "{key}"
+            );
+        }
+        let without_key = br#"{"Table":{"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"GlobalSecondaryIndexes":[{"IndexName":"g"}]}}"#;
+        assert_eq!(describe_table_schema(without_key), None);
+        // A local index shares the table's partitions only when keyed by its HASH attribute.
+        let local = |key: &str| {
+            let body = format!(
+                r#"{{"Table":{{"KeySchema":[{{"AttributeName":"pk","KeyType":"HASH"}},{{"AttributeName":"sk","KeyType":"RANGE"}}],"LocalSecondaryIndexes":[{{"IndexName":"l","KeySchema":{key}}}]}}}}"#
+            );
+            describe_table_schema(body.as_bytes())
+        };
+        assert!(local(
+            r#"[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"x","KeyType":"RANGE"}]"#
+        )
+        .is_some());
+        assert_eq!(
+            local(
+                r#"[{"AttributeName":"other","KeyType":"HASH"},{"AttributeName":"x","KeyType":"RANGE"}]"#
+            ),
+            None
+        );
+        assert_eq!(
+            local(
+                r#"[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"y","KeyType":"HASH"},{"AttributeName":"x","KeyType":"RANGE"}]"#
+            ),
+            None
+        );
     }
 }

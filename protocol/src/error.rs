@@ -25,6 +25,9 @@ pub enum ProtocolError {
     /// Something inside ddbcache failed (e.g. signing credentials unavailable): retryable.
     #[error("{0}")]
     Internal(String),
+    /// A request ddbcache cannot send as the client meant it (a table alias it cannot apply).
+    #[error("{0}")]
+    Validation(String),
 }
 
 impl ProtocolError {
@@ -32,7 +35,9 @@ impl ProtocolError {
     /// retries both.
     pub fn status(&self) -> u16 {
         match self {
-            ProtocolError::Serialization(_) | ProtocolError::UnknownOperation(_) => 400,
+            ProtocolError::Serialization(_)
+            | ProtocolError::UnknownOperation(_)
+            | ProtocolError::Validation(_) => 400,
             ProtocolError::RequestTooLarge(_) => 413,
             ProtocolError::UpstreamUnavailable(_) | ProtocolError::Overloaded(_) => 503,
             ProtocolError::RequestTimeout(_) => 408,
@@ -45,7 +50,9 @@ impl ProtocolError {
         match self {
             ProtocolError::Serialization(_) => "SerializationException",
             ProtocolError::UnknownOperation(_) => "UnknownOperationException",
-            ProtocolError::RequestTooLarge(_) => "ValidationException",
+            ProtocolError::RequestTooLarge(_) | ProtocolError::Validation(_) => {
+                "ValidationException"
+            }
             ProtocolError::UpstreamUnavailable(_) | ProtocolError::Overloaded(_) => {
                 "ServiceUnavailable"
             }

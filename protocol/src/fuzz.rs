@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::canonical::{encode_key, normalize_number, KeyAttr};
-use super::{answers, partiql, reads, validate, writes, Operation};
+use super::{aliases, answers, partiql, reads, validate, writes, Operation};
 
 const FIELDS: &[&str] = &[
     "TableName",
@@ -143,6 +143,13 @@ fn parse_everything(body: &[u8]) {
         let _ = partiql::parse_partiql(*op, body, "us-east-1");
         let _ = answers::has_answer_shape(*op, body);
         let _ = validate::cacheable_read(*op, body);
+        // A rewritten body is JSON again whenever one was rewritten.
+        if let Ok(Some(out)) = aliases::rewrite_request(*op, body, &mut EveryName) {
+            serde_json::from_slice::<Value>(&out).expect("a rewritten request is JSON");
+        }
+        if let Some(out) = aliases::rewrite_answer(*op, body, &mut EveryName) {
+            serde_json::from_slice::<Value>(&out).expect("a rewritten answer is JSON");
+        }
     }
     let _ = answers::get_item_output(body);
     let _ = answers::without_consumed_capacity(body);
@@ -153,6 +160,18 @@ fn parse_everything(body: &[u8]) {
     }
     if let Ok(attrs) = serde_json::from_slice::<std::collections::HashMap<String, KeyAttr>>(body) {
         let _ = encode_key(attrs.iter().map(|(k, v)| (k.as_str(), v)));
+    }
+}
+
+/// Renames every table name it is asked about, and every `a` in text.
+struct EveryName;
+
+impl aliases::Renames for EveryName {
+    fn rename(&mut self, _: Option<&str>, name: &str) -> Option<String> {
+        Some(format!("{name}-x\"\\"))
+    }
+    fn in_text(&self) -> Vec<(String, String)> {
+        vec![("a".into(), "b\"".into())]
     }
 }
 

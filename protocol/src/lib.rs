@@ -5,6 +5,7 @@
 //! accepts ([`validate`]). No HTTP, no I/O, no clock and no cache in here: these are functions of
 //! bytes. What DynamoDB's HTTP front door answers is the proxy's (`proxy::front_door`).
 
+pub mod aliases;
 pub mod answers;
 pub mod canonical;
 pub mod error;

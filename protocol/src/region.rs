@@ -7,6 +7,9 @@
 //!
 //! Every request names its region, so the name is held inline (no allocation; a clone copies 33 bytes):
 //! the front door reads one per request, hits included.
+//!
+//! A region belongs to a [`Partition`], which says where its endpoints are (`amazonaws.com`,
+//! `amazonaws.com.cn`, ...) and whether DynamoDB serves account-based endpoints there.
 
 use std::fmt;
 
@@ -61,6 +64,56 @@ impl fmt::Debug for Region {
     }
 }
 
+/// An AWS partition, as far as DynamoDB's endpoints go.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// `aws`, `aws-cn`, ...: what a table ARN of the partition starts with.
+    pub name: &'static str,
+    /// The domain its endpoints are under: `https://dynamodb.{region}.{dns_suffix}`.
+    pub dns_suffix: &'static str,
+    /// Whether DynamoDB serves account-based endpoints (`https://{account}.ddb.{region}.
+    /// {dns_suffix}`) in the partition.
+    pub account_endpoints: bool,
+}
+
+/// The partitions other than `aws`, by the start of their regions' names (most specific first),
+/// as the SDKs' partition table (`partitions.json`) has them.
+const PARTITIONS: &[(&str, Partition)] = &[
+    ("us-gov-", partition("aws-us-gov", "amazonaws.com", true)),
+    ("us-isob-", partition("aws-iso-b", "sc2s.sgov.gov", false)),
+    ("us-isof-", partition("aws-iso-f", "csp.hci.ic.gov", false)),
+    ("us-iso-", partition("aws-iso", "c2s.ic.gov", false)),
+    ("eu-isoe-", partition("aws-iso-e", "cloud.adc-e.uk", false)),
+    ("eusc-", partition("aws-eusc", "amazonaws.eu", false)),
+    ("cn-", partition("aws-cn", "amazonaws.com.cn", true)),
+];
+
+/// `aws`: every region no other partition claims, as in the SDKs.
+const AWS: Partition = partition("aws", "amazonaws.com", true);
+
+impl Partition {
+    /// The regional endpoint of `service` (`dynamodb`, `streams.dynamodb`, `kinesis`) in `region`.
+    pub fn endpoint(&self, service: &str, region: &str) -> String {
+        format!("https://{service}.{region}.{}", self.dns_suffix)
+    }
+}
+
+const fn partition(name: &'static str, dns_suffix: &'static str, accounts: bool) -> Partition {
+    Partition {
+        name,
+        dns_suffix,
+        account_endpoints: accounts,
+    }
+}
+
+/// The partition `region` belongs to.
+pub fn partition_of(region: &str) -> &'static Partition {
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map_or(&AWS, |(_, p)| p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +130,20 @@ mod tests {
             "local",
         ] {
             assert_eq!(Region::parse(name).unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn regions_belong_to_partitions() {
+        for (region, name) in [
+            ("us-east-1", "aws"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("us-iso-east-1", "aws-iso"),
+            ("us-isob-east-1", "aws-iso-b"),
+            ("cn-northwest-1", "aws-cn"),
+            ("xx-new-1", "aws"),
+        ] {
+            assert_eq!(partition_of(region).name, name, "{region}");
         }
     }
 

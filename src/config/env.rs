@@ -18,9 +18,18 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_LISTEN_ADDR", "listen.addr"),
     ("DDBCACHE_ADMIN_ADDR", "listen.admin_addr"),
     ("DDBCACHE_UPSTREAM_ENDPOINT", "upstream.endpoint"),
+    (
+        "DDBCACHE_UPSTREAM_KINESIS_ENDPOINT",
+        "upstream.kinesis_endpoint",
+    ),
     ("DDBCACHE_UPSTREAM_REGION", "upstream.region"),
     ("DDBCACHE_UPSTREAM_PIN_REGION", "upstream.pin_region"),
     ("DDBCACHE_UPSTREAM_SIGN", "upstream.sign"),
+    (
+        "DDBCACHE_UPSTREAM_ACCOUNT_ENDPOINTS",
+        "upstream.account_endpoints",
+    ),
+    ("DDBCACHE_UPSTREAM_ACCOUNT_ID", "upstream.account_id"),
     (
         "DDBCACHE_UPSTREAM_CONNECT_TIMEOUT",
         "upstream.connect_timeout",
@@ -71,6 +80,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_FLEET_PUBLISH_TIMEOUT", "fleet.publish_timeout"),
     ("DDBCACHE_FLEET_PUBLISH_QUEUE", "fleet.publish_queue"),
     ("DDBCACHE_STREAMS_TABLES", "streams.tables"),
+    ("DDBCACHE_STREAMS_SOURCE", "streams.source"),
+    ("DDBCACHE_ALIASES", "aliases"),
 ];
 
 impl Config {
@@ -257,6 +268,8 @@ mod tests {
                 None if ["cache.in_doubt_window", "upstream.timeout"].contains(&key) => {
                     "12s".to_string()
                 }
+                None if key == "upstream.account_endpoints" => "required".to_string(),
+                None if key == "aliases" => "orders=orders-restored".to_string(),
                 None => "http://127.0.0.1:4567".to_string(),
             };
             with_env("", &[(var, &example)]).unwrap_or_else(|e| panic!("{var}: {}", chain(&e)));

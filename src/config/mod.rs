@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{CONFIG_ENV, ENV_OVERRIDES};
 pub use schema::{
-    redacted_url, AdminConfig, CacheConfig, Compression, Consistency, FleetConfig, ItemCacheConfig,
-    ListenConfig, LogConfig, LogFormat, QueryCacheConfig, ServerConfig, SharedConfig, StreamTables,
-    StreamsConfig, TableOverrides, TlsConfig, UpstreamConfig, REGION_PLACEHOLDER,
+    is_table_name, parse_alias_key, redacted_url, AccountEndpoints, AdminConfig, CacheConfig,
+    Compression, Consistency, FleetConfig, ItemCacheConfig, ListenConfig, LogConfig, LogFormat,
+    QueryCacheConfig, ServerConfig, SharedConfig, StreamSource, StreamTables, StreamsConfig,
+    TableAliases, TableOverrides, TlsConfig, UpstreamConfig, REGION_PLACEHOLDER,
 };
 pub use sizing::CONTAINER_MEMORY_RULE;
 pub use units::{parse_duration, parse_size};
@@ -52,6 +53,9 @@ pub struct Config {
     pub fleet: FleetConfig,
     /// DynamoDB Streams read to invalidate writes made elsewhere (off without `tables`).
     pub streams: StreamsConfig,
+    /// Table aliases: the table that serves a name applications use.
+    #[serde(skip_serializing_if = "TableAliases::is_empty")]
+    pub aliases: TableAliases,
 }
 
 /// A configuration problem, naming the file, variable or key and what was wrong with it.

@@ -19,6 +19,7 @@ impl Config {
         v["derived"] = serde_json::json!({
             "endpoint_url": self.upstream.endpoint_url(),
             "streams_endpoint_url": self.upstream.streams_endpoint_url(),
+            "kinesis_endpoint_url": self.upstream.kinesis_endpoint_url(),
             "container_memory_bytes": self.container_memory_bytes(),
             "container_memory_rule": CONTAINER_MEMORY_RULE,
         });

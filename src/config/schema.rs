@@ -3,6 +3,7 @@
 //! validation holds to more than zero) and, in the section's `Default`, its default. Nothing else
 //! names a key's unit or rule: rendering and validation follow these declarations.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub struct UpstreamConfig {
     /// Endpoint of DynamoDB Streams calls (`{region}` as in `endpoint`). When absent: `endpoint`
     /// if that is set (local engines serve both), else `https://streams.dynamodb.{region}.amazonaws.com`.
     pub streams_endpoint: Option<String>,
+    /// Endpoint of Kinesis Data Streams calls, for `[streams] source = "kinesis"` (`{region}` as
+    /// in `endpoint`). When absent: https://kinesis.{region}.amazonaws.com.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_endpoint: Option<String>,
     /// The region of a request whose signature names none (or an invalid one), and of every
     /// request when `pin_region` is set or the endpoint is one fixed URL that ddbcache signs for.
     pub region: String,
@@ -68,6 +73,31 @@ pub struct UpstreamConfig {
     pub backstop: Duration,
     /// Idle keep-alive connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// Without `endpoint`: whether DynamoDB requests go to the account-based endpoint
+    /// `https://{account}.ddb.{region}.amazonaws.com`, as the AWS SDKs send them since late 2024.
+    /// `preferred`: when the account is known; `disabled`: never; `required`: always, and a request
+    /// whose account is unknown fails. Unset: as the SDKs decide (`AWS_ACCOUNT_ID_ENDPOINT_MODE`,
+    /// or the profile's `account_id_endpoint_mode`), else `preferred`. Never with `endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_endpoints: Option<AccountEndpoints>,
+    /// The AWS account (12 digits) of account-based endpoints, for credentials that do not carry
+    /// one (those from `AWS_ACCOUNT_ID`, a profile's `aws_account_id`, SSO and assumed roles such
+    /// as IRSA do, and win).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// `upstream.account_endpoints`: the SDKs' `AWS_ACCOUNT_ID_ENDPOINT_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountEndpoints {
+    /// The account's endpoint when the account is known, else the regional one.
+    #[default]
+    Preferred,
+    /// Always the regional endpoint.
+    Disabled,
+    /// Always the account's endpoint: without a known account, requests fail.
+    Required,
 }
 
 impl Default for UpstreamConfig {
@@ -75,6 +105,7 @@ impl Default for UpstreamConfig {
         Self {
             endpoint: None,
             streams_endpoint: None,
+            kinesis_endpoint: None,
             region: "us-east-1".into(),
             pin_region: false,
             sign: true,
@@ -82,38 +113,54 @@ impl Default for UpstreamConfig {
             timeout: None,
             backstop: Duration::from_secs(60),
             max_idle_per_host: 64,
+            account_endpoints: None,
+            account_id: None,
         }
     }
 }
 
 impl UpstreamConfig {
-    /// Where requests go, `{region}` standing for the request's region.
-    pub fn endpoint_template(&self) -> String {
-        match &self.endpoint {
-            Some(e) => e.trim_end_matches('/').to_string(),
-            None => format!("https://dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
+    /// Where requests go, `{region}` standing for the request's region; `None`: AWS's endpoints.
+    pub fn endpoint_template(&self) -> Option<String> {
+        self.endpoint
+            .as_deref()
+            .map(|e| e.trim_end_matches('/').to_string())
+    }
+
+    /// Where DynamoDB Streams requests go, `{region}` standing for the request's region; `None`:
+    /// AWS's endpoints.
+    pub fn streams_endpoint_template(&self) -> Option<String> {
+        match &self.streams_endpoint {
+            Some(e) => Some(e.trim_end_matches('/').to_string()),
+            None => self.endpoint_template(),
         }
     }
 
-    /// Where DynamoDB Streams requests go, `{region}` standing for the request's region.
-    pub fn streams_endpoint_template(&self) -> String {
-        match (&self.streams_endpoint, &self.endpoint) {
-            (Some(e), _) => e.trim_end_matches('/').to_string(),
-            (None, Some(_)) => self.endpoint_template(),
-            (None, None) => format!("https://streams.dynamodb.{REGION_PLACEHOLDER}.amazonaws.com"),
-        }
+    /// Where Kinesis Data Streams calls go, `{region}` standing for the region; `None`: AWS's.
+    pub fn kinesis_endpoint_template(&self) -> Option<String> {
+        self.kinesis_endpoint
+            .as_deref()
+            .map(|e| e.trim_end_matches('/').to_string())
     }
 
-    /// The endpoint URL of requests of `region` (the configured one).
+    /// The endpoint URL of requests of `region` (the configured one), the account-based one
+    /// aside.
     pub fn endpoint_url(&self) -> String {
-        self.endpoint_template()
-            .replace(REGION_PLACEHOLDER, &self.region)
+        url_for(self.endpoint_template(), "dynamodb", &self.region)
     }
 
     /// The endpoint URL of DynamoDB Streams requests of `region` (the configured one).
     pub fn streams_endpoint_url(&self) -> String {
-        self.streams_endpoint_template()
-            .replace(REGION_PLACEHOLDER, &self.region)
+        url_for(
+            self.streams_endpoint_template(),
+            "streams.dynamodb",
+            &self.region,
+        )
+    }
+
+    /// The endpoint URL of Kinesis Data Streams calls of `region` (the configured one).
+    pub fn kinesis_endpoint_url(&self) -> String {
+        url_for(self.kinesis_endpoint_template(), "kinesis", &self.region)
     }
 
     /// Whether a request is sent to, and signed for, the region its client signed for (else
@@ -131,6 +178,14 @@ impl UpstreamConfig {
 
 /// What an endpoint's URL says where the request's region goes.
 pub const REGION_PLACEHOLDER: &str = "{region}";
+
+/// A configured URL filled in for `region`, or AWS's endpoint of `service` there.
+fn url_for(template: Option<String>, service: &str, region: &str) -> String {
+    match template {
+        Some(t) => t.replace(REGION_PLACEHOLDER, region),
+        None => crate::protocol::region::partition_of(region).endpoint(service, region),
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -542,12 +597,33 @@ impl<'de> Deserialize<'de> for StreamTables {
     }
 }
 
-/// `[streams]`: DynamoDB Streams read to invalidate what was written around every sidecar.
+/// Which change stream `[streams]` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamSource {
+    /// The table's DynamoDB Stream.
+    #[default]
+    Dynamodb,
+    /// The Kinesis data stream the table streams its changes to (Kinesis Data Streams for
+    /// DynamoDB).
+    Kinesis,
+}
+
+/// `[streams]`: the tables' change streams, read to invalidate what was written around every
+/// sidecar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsConfig {
     /// `["orders", ...]`, or `"*"` for every table ddbcache has seen. Empty: no stream is read.
     pub tables: StreamTables,
+    /// `dynamodb`: the tables' DynamoDB Streams; `kinesis`: the Kinesis data streams they stream
+    /// their changes to.
+    pub source: StreamSource,
+    /// With `source = "kinesis"`: the Kinesis data stream (name or ARN) of a table, by table name.
+    /// A table not named here is asked for its active destination
+    /// (DescribeKinesisStreamingDestination).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinesis_streams: BTreeMap<String, String>,
     /// Longest wait between two GetRecords on a shard that had nothing new (the wait doubles from
     /// 50ms up to this while a shard stays empty).
     #[serde(with = "units::positive_duration")]
@@ -565,9 +641,95 @@ impl Default for StreamsConfig {
     fn default() -> Self {
         Self {
             tables: StreamTables::None,
+            source: StreamSource::Dynamodb,
+            kinesis_streams: BTreeMap::new(),
             poll_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(10),
             describe_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[aliases]`: the name applications use for a table → the table that serves it, as
+/// `alias = "table"` (in every region) or `"region/alias" = "table"` (in that region only). As an
+/// environment variable: `alias=table,region/alias=table`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct TableAliases(pub BTreeMap<String, String>);
+
+impl TableAliases {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each alias as `(region, alias, table)` (no region: every region), or what is wrong with
+    /// one.
+    pub fn entries(&self) -> Result<Vec<(Option<String>, String, String)>, String> {
+        self.0
+            .iter()
+            .map(|(key, table)| {
+                let (region, alias) = parse_alias_key(key)?;
+                if !is_table_name(table) {
+                    return Err(format!(
+                        "`{table}` (the table of `{key}`) is not a table name"
+                    ));
+                }
+                Ok((region, alias, table.clone()))
+            })
+            .collect()
+    }
+}
+
+/// `alias` or `region/alias`.
+pub fn parse_alias_key(key: &str) -> Result<(Option<String>, String), String> {
+    let (region, alias) = match key.split_once('/') {
+        Some((region, alias)) => {
+            if crate::protocol::region::Region::parse(region).is_none() {
+                return Err(format!("`{region}` (in `{key}`) is not a region name"));
+            }
+            (Some(region.to_string()), alias)
+        }
+        None => (None, key),
+    };
+    if !is_table_name(alias) {
+        return Err(format!("`{alias}` is not a table name"));
+    }
+    Ok((region, alias.to_string()))
+}
+
+/// A name DynamoDB allows for a table: 1 to 255 letters, digits, `_`, `-` and `.` (what an
+/// alias may be too, so that it can stand wherever a table name does).
+pub fn is_table_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl<'de> Deserialize<'de> for TableAliases {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Map(BTreeMap<String, String>),
+            List(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Map(map) => Ok(TableAliases(map)),
+            Raw::List(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| match pair.split_once('=') {
+                    Some((alias, table)) => {
+                        Ok((alias.trim().to_string(), table.trim().to_string()))
+                    }
+                    None => Err(serde::de::Error::custom(format!(
+                        "`{pair}` is not alias=table"
+                    ))),
+                })
+                .collect::<Result<_, _>>()
+                .map(TableAliases),
         }
     }
 }
@@ -607,6 +769,14 @@ mod tests {
         assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
         let c = Config::from_toml("[streams]\ntables = [\"orders\"]\n").unwrap();
         assert_eq!(c.streams.tables, StreamTables::Named(vec!["orders".into()]));
+        assert_eq!(c.streams.source, StreamSource::Dynamodb);
+        let c = Config::from_toml(
+            "[streams]\nsource = \"kinesis\"\n[streams.kinesis_streams]\norders = \"cdc\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.streams.source, StreamSource::Kinesis);
+        assert_eq!(c.streams.kinesis_streams["orders"], "cdc");
+        assert!(c.to_toml().contains("[streams.kinesis_streams]"));
         assert!(!Config::default().fleet.enabled());
         let mut bad = Config::default();
         bad.fleet.redis_url = Some("http://r:6379".into());
@@ -615,12 +785,30 @@ mod tests {
     }
 
     #[test]
+    fn account_endpoints_and_account_ids() {
+        let c = Config::from_toml(
+            "[upstream]\naccount_endpoints = \"required\"\naccount_id = \"111122223333\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.upstream.account_endpoints,
+            Some(AccountEndpoints::Required)
+        );
+        assert!(c.to_toml().contains("account_endpoints = \"required\""));
+        assert_eq!(Config::default().upstream.account_endpoints, None);
+        for bad in ["11112222333", "1111222233334", "abcdefghijkl"] {
+            let text = format!("[upstream]\naccount_id = \"{bad}\"\n");
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("upstream.account_id"), "{err}");
+        }
+        assert!(Config::from_toml("[upstream]\naccount_endpoints = \"always\"\n").is_err());
+    }
+
+    #[test]
     fn endpoints_follow_the_clients_region_unless_pinned_or_fixed_and_signed() {
         let mut u = UpstreamConfig::default();
-        assert_eq!(
-            u.endpoint_template(),
-            "https://dynamodb.{region}.amazonaws.com"
-        );
+        assert_eq!(u.endpoint_template(), None);
         assert_eq!(u.endpoint_url(), "https://dynamodb.us-east-1.amazonaws.com");
         assert_eq!(
             u.streams_endpoint_url(),
@@ -636,8 +824,8 @@ mod tests {
             "one URL is one region to sign for"
         );
         assert_eq!(
-            u.streams_endpoint_template(),
-            "https://dynamodb.eu-west-1.amazonaws.com"
+            u.streams_endpoint_template().as_deref(),
+            Some("https://dynamodb.eu-west-1.amazonaws.com")
         );
         u.sign = false;
         assert!(
@@ -648,5 +836,11 @@ mod tests {
         u.endpoint = Some("https://ddb.{region}.example.com".into());
         assert!(u.follows_client_region());
         assert_eq!(u.endpoint_url(), "https://ddb.us-east-1.example.com");
+        u.endpoint = None;
+        u.region = "cn-north-1".into();
+        assert_eq!(
+            u.streams_endpoint_url(),
+            "https://streams.dynamodb.cn-north-1.amazonaws.com.cn"
+        );
     }
 }

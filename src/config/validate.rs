@@ -21,6 +21,10 @@ impl Config {
                 "upstream.streams_endpoint",
                 self.upstream.streams_endpoint_url(),
             ),
+            (
+                "upstream.kinesis_endpoint",
+                self.upstream.kinesis_endpoint_url(),
+            ),
         ] {
             match endpoint.parse::<http::Uri>() {
                 Ok(uri)
@@ -33,6 +37,17 @@ impl Config {
                     )
                 }
             }
+        }
+        if let Some(account) = &self.upstream.account_id {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(
+                    "upstream.account_id",
+                    "must be an AWS account id: 12 digits",
+                );
+            }
+        }
+        if let Err(message) = self.aliases.entries() {
+            return invalid("aliases", &message);
         }
         if crate::protocol::region::Region::parse(&self.upstream.region).is_none() {
             return invalid("upstream.region", "must be a region name such as us-east-1");

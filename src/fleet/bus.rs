@@ -8,6 +8,10 @@
 //! fails or times out is kept in a bounded queue and retried; while it waits, this sidecar serves
 //! no hits either.
 //!
+//! Table aliases set through the admin port travel the same way: stored in a Redis hash (where a
+//! sidecar that starts or resubscribes reads them before it serves hits), and announced by a
+//! message after which every peer reads the hash again and switches ([`crate::aliases`]).
+//!
 //! The subscription and the publisher's connection live on a thread of their own
 //! ([`super::Fleet::start`]), so that applying a peer's message never queues behind data-plane
 //! work: a read that reaches a peer after the writer's answer should find the entry already dead.
@@ -26,6 +30,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::shared::{SharedError, SharedTier};
+use crate::aliases::{AliasKey, Aliases};
 use crate::cache::{Cache, InvalidationCause, Learned};
 use crate::config::{redacted_url, FleetConfig};
 use crate::metrics::FleetMetrics;
@@ -77,6 +82,9 @@ struct Outgoing<'a> {
     ts_us: u64,
     kind: Origin,
     scope: &'a WriteScope,
+    /// The fleet's admin aliases changed: read them again (older peers ignore it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    aliases: bool,
 }
 
 /// A message as received. Fields a newer peer adds are ignored; version 1 has these.
@@ -90,6 +98,8 @@ struct Incoming {
     ts_us: u64,
     kind: Origin,
     scope: WriteScope,
+    #[serde(default)]
+    aliases: bool,
 }
 
 /// Errors of one link session; all end in a reconnection.
@@ -129,6 +139,9 @@ pub(crate) struct Bus {
     channel: String,
     /// Prefix of the keys other fleet state uses (`<fleet.channel>:`).
     namespace: String,
+    /// The hash of the fleet's admin aliases: `<fleet.channel>:aliases`.
+    aliases_key: String,
+    aliases: Arc<Aliases>,
     origin: String,
     region: String,
     config: FleetConfig,
@@ -152,6 +165,7 @@ impl Bus {
         region: &str,
         cache: Arc<Cache>,
         shared: Option<SharedTier>,
+        aliases: Arc<Aliases>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Bus> {
         let client = super::redis_client(config)?;
@@ -162,6 +176,8 @@ impl Bus {
             url: redacted_url(&url),
             channel: format!("{}:invalidations", config.channel),
             namespace: format!("{}:", config.channel),
+            aliases_key: format!("{}:aliases", config.channel),
+            aliases,
             origin: uuid::Uuid::new_v4().to_string(),
             region: region.to_string(),
             config: config.clone(),
@@ -211,6 +227,10 @@ impl Bus {
     }
 
     fn encode(&self, scope: &WriteScope, kind: Origin) -> Vec<u8> {
+        self.encode_message(scope, kind, false)
+    }
+
+    fn encode_message(&self, scope: &WriteScope, kind: Origin, aliases: bool) -> Vec<u8> {
         let message = Outgoing {
             v: VERSION,
             origin: &self.origin,
@@ -218,6 +238,7 @@ impl Bus {
             ts_us: now_us(),
             kind,
             scope,
+            aliases,
         };
         serde_json::to_vec(&message).expect("a WriteScope always serializes")
     }
@@ -230,11 +251,76 @@ impl Bus {
     /// Publishes a scope, waiting at most `fleet.publish_timeout`; on failure the message is
     /// queued for retry (and hits stop until it went out). Never fails.
     pub(crate) async fn publish(&self, scope: &WriteScope, kind: Origin) {
-        let message = Queued {
+        self.send_now(Queued {
             id: 0,
             scope: scope.clone(),
             payload: self.encode(scope, kind),
+        })
+        .await;
+    }
+
+    /// Stores an admin alias in the fleet's hash (`None`: removes it), for every sidecar, those
+    /// that start later included.
+    pub(crate) async fn store_alias(
+        &self,
+        key: &AliasKey,
+        table: Option<&str>,
+    ) -> Result<(), String> {
+        let stored = async {
+            let mut conn = match self.connection() {
+                Some(conn) => conn,
+                None => self.connect().await?,
+            };
+            let mut cmd = match table {
+                Some(_) => redis::cmd("HSET"),
+                None => redis::cmd("HDEL"),
+            };
+            cmd.arg(&self.aliases_key).arg(key.to_string());
+            if let Some(table) = table {
+                cmd.arg(table);
+            }
+            within(self.config.ping_timeout, cmd.query_async::<i64>(&mut conn)).await??;
+            Ok::<_, LinkError>(())
         };
+        stored.await.map_err(|e| e.to_string())
+    }
+
+    /// Tells every peer that the fleet's admin aliases changed: they read them again and switch.
+    pub(crate) async fn publish_aliases(&self) {
+        let scope = WriteScope::default();
+        self.send_now(Queued {
+            id: 0,
+            payload: self.encode_message(&scope, Origin::Control, true),
+            scope,
+        })
+        .await;
+    }
+
+    /// Reads the fleet's admin aliases and puts them in force here.
+    async fn load_aliases(&self) -> Result<(), LinkError> {
+        let mut conn = match self.connection() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        let stored: std::collections::BTreeMap<String, String> = within(
+            self.config.ping_timeout,
+            redis::cmd("HGETALL")
+                .arg(&self.aliases_key)
+                .query_async(&mut conn),
+        )
+        .await??;
+        let admin = stored
+            .into_iter()
+            .filter(|(_, table)| crate::config::is_table_name(table))
+            .filter_map(|(key, table)| Some((AliasKey::parse(&key).ok()?, table)))
+            .collect();
+        self.aliases.replace_admin(admin);
+        Ok(())
+    }
+
+    /// Sends a message, waiting at most `fleet.publish_timeout`; on failure it is queued for
+    /// retry (and hits stop until it went out).
+    async fn send_now(&self, message: Queued) {
         if self.gate.load(Ordering::Acquire) & BACKLOG != 0 {
             // Redis is in trouble already: do not make every write wait for it.
             self.enqueue(message);
@@ -454,6 +540,8 @@ impl Bus {
         }
         self.subscribed_before.store(true, Ordering::Release);
         self.cache.flush(InvalidationCause::FleetResync);
+        // Aliases switched while the link was down are read before anything is served again.
+        self.load_aliases().await?;
         self.open(LINK_DOWN);
         self.fleet_metrics().link_up.set(1);
         backoff.reset();
@@ -472,7 +560,11 @@ impl Bus {
             tokio::select! {
                 biased;
                 message = messages.next() => match message {
-                    Some(m) => self.apply(m.get_payload_bytes()),
+                    Some(m) => {
+                        if self.apply(m.get_payload_bytes()) {
+                            self.load_aliases().await?;
+                        }
+                    }
                     None => return Err(LinkError::Closed),
                 },
                 failed = &mut pinger => return failed,
@@ -480,8 +572,8 @@ impl Bus {
         }
     }
 
-    /// Applies one message from the bus.
-    fn apply(&self, payload: &[u8]) {
+    /// Applies one message from the bus; `true` when it says the fleet's aliases changed.
+    fn apply(&self, payload: &[u8]) -> bool {
         let received = &self.fleet_metrics().received;
         let message = match serde_json::from_slice::<Incoming>(payload) {
             Ok(m) if m.v <= VERSION => m,
@@ -491,12 +583,12 @@ impl Bus {
                 warn!("fleet: a message not understood; invalidating everything");
                 self.cache
                     .learned(&WriteScope::everything(), Learned::PeerControl);
-                return;
+                return false;
             }
         };
         if message.origin == self.origin {
             received.with_label_values(&["own"]).inc();
-            return;
+            return false;
         }
         let learned = match message.kind {
             Origin::Write => Learned::PeerWrite,
@@ -509,6 +601,7 @@ impl Bus {
         self.fleet_metrics()
             .invalidation_lag
             .observe(lag_us as f64 / 1e6);
+        message.aliases
     }
 }
 
@@ -542,6 +635,7 @@ mod tests {
             ts_us: 7,
             kind: Origin::Control,
             scope: &scope,
+            aliases: false,
         };
         let bytes = serde_json::to_vec(&out).unwrap();
         let back: Incoming = serde_json::from_slice(&bytes).unwrap();
@@ -554,5 +648,15 @@ mod tests {
         v["priority"] = true.into();
         let back: Incoming = serde_json::from_value(v).unwrap();
         assert_eq!(back.scope, scope);
+        assert!(!back.aliases, "absent: no alias change");
+        // An alias change is a control message of no scope, which older peers apply as nothing.
+        let empty = WriteScope::default();
+        let out = Outgoing {
+            aliases: true,
+            scope: &empty,
+            ..out
+        };
+        let back: Incoming = serde_json::from_slice(&serde_json::to_vec(&out).unwrap()).unwrap();
+        assert!(back.aliases && back.scope.is_empty());
     }
 }

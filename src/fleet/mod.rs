@@ -7,12 +7,15 @@
 //! - [`streams`]: with `[streams] tables`, a table's DynamoDB Stream is read and the keys of its
 //!   records invalidated, which bounds the staleness of writes made around every sidecar. With a
 //!   fleet, one sidecar per table reads ([`lease`]) and publishes what it reads on the bus.
+//!   [`kinesis`] does the same from the Kinesis data streams tables stream their changes to
+//!   (`[streams] source = "kinesis"`), one reader per data stream.
 //!
 //! The proxy holds a [`Fleet`] (nothing but `None` when the bus is off): it asks
 //! [`Fleet::blocked`] before using the cache and calls [`Fleet::publish`] once per write; the server
 //! starts the background work with [`start`].
 
 mod bus;
+mod kinesis;
 mod lease;
 mod shared;
 mod streams;
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use crate::aliases::{AliasKey, Aliases};
 use crate::cache::Cache;
 use crate::config::{Config, FleetConfig};
 use crate::metrics::Metrics;
@@ -75,6 +79,7 @@ impl Fleet {
         config: &Config,
         cache: Option<&Arc<Cache>>,
         shared: Option<SharedTier>,
+        aliases: &Arc<Aliases>,
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Fleet> {
         let bus = match (cache, config.fleet.enabled()) {
@@ -83,6 +88,7 @@ impl Fleet {
                 &config.upstream.region,
                 cache.clone(),
                 shared.clone(),
+                aliases.clone(),
                 metrics.clone(),
             )?)),
             _ => None,
@@ -101,6 +107,27 @@ impl Fleet {
     pub(crate) async fn publish(&self, scope: &WriteScope, origin: Origin) {
         if let Some(bus) = &self.bus {
             bus.publish(scope, origin).await;
+        }
+    }
+
+    /// Stores an admin alias for the whole fleet, before it is put in force here (without a bus:
+    /// nothing to do, the alias is this sidecar's alone). Fails when the fleet's Redis cannot
+    /// take it.
+    pub(crate) async fn store_alias(
+        &self,
+        key: &AliasKey,
+        table: Option<&str>,
+    ) -> Result<(), String> {
+        match &self.bus {
+            Some(bus) => bus.store_alias(key, table).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Tells every sidecar of the fleet to put the stored aliases in force.
+    pub(crate) async fn aliases_changed(&self) {
+        if let Some(bus) = &self.bus {
+            bus.publish_aliases().await;
         }
     }
 }

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::bus::{Bus, Origin};
 use super::lease::{Checkpoints, Lease, LeaseError, END, STARTED_AT_LATEST};
 use crate::cache::{Cache, Learned};
-use crate::config::{Config, StreamTables, StreamsConfig};
+use crate::config::{Config, StreamSource, StreamTables, StreamsConfig};
 use crate::metrics::Metrics;
 use crate::protocol::canonical::{encode_key, KeyAttr};
 use crate::protocol::table::TableId;
@@ -34,20 +34,20 @@ use crate::upstream::{error_chain, Upstream};
 use crate::wait::Backoff;
 
 /// First wait after an empty read; it doubles up to `streams.poll_interval`.
-const FIRST_IDLE_WAIT: Duration = Duration::from_millis(50);
+pub(super) const FIRST_IDLE_WAIT: Duration = Duration::from_millis(50);
 /// First and longest wait after throttling or an upstream failure.
-const FIRST_ERROR_WAIT: Duration = Duration::from_millis(100);
-const MAX_ERROR_WAIT: Duration = Duration::from_secs(10);
+pub(super) const FIRST_ERROR_WAIT: Duration = Duration::from_millis(100);
+pub(super) const MAX_ERROR_WAIT: Duration = Duration::from_secs(10);
 
-/// What every reader shares.
-struct Ctx {
-    config: StreamsConfig,
+/// What every reader shares (the Kinesis readers too).
+pub(super) struct Ctx {
+    pub(super) config: StreamsConfig,
     /// `upstream.region`: the region of the tables read, and so of their identities.
-    region: String,
-    cache: Arc<Cache>,
-    metrics: Arc<Metrics>,
-    upstream: Arc<Upstream>,
-    bus: Option<Arc<Bus>>,
+    pub(super) region: String,
+    pub(super) cache: Arc<Cache>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) upstream: Arc<Upstream>,
+    pub(super) bus: Option<Arc<Bus>>,
 }
 
 /// Starts the readers `[streams] tables` asks for.
@@ -66,6 +66,9 @@ pub(super) fn spawn(
         upstream,
         bus,
     });
+    if config.streams.source == StreamSource::Kinesis {
+        return super::kinesis::spawn(ctx);
+    }
     match &config.streams.tables {
         StreamTables::None => Vec::new(),
         StreamTables::Named(tables) => tables
@@ -109,7 +112,7 @@ async fn read_every_seen_table(ctx: Arc<Ctx>) {
 
 /// Why reading a table stopped.
 #[derive(Debug, thiserror::Error)]
-enum Stop {
+pub(super) enum Stop {
     #[error("the table has no enabled stream")]
     NotEnabled,
     #[error(transparent)]
@@ -168,7 +171,7 @@ async fn read_table(ctx: Arc<Ctx>, table: String) {
 }
 
 /// Waits until this sidecar holds the table's lease (another holder's lapses within its TTL).
-async fn acquire(ctx: &Ctx, bus: &Arc<Bus>, table: &str) -> Lease {
+pub(super) async fn acquire(ctx: &Ctx, bus: &Arc<Bus>, table: &str) -> Lease {
     let ttl = ctx.config.lease_ttl;
     loop {
         match Lease::try_acquire(bus, table, ttl).await {
@@ -334,12 +337,12 @@ struct Reading<'a> {
     started_latest: &'a HashSet<String>,
 }
 
-struct ShardRead {
-    records: usize,
-    closed: bool,
+pub(super) struct ShardRead {
+    pub(super) records: usize,
+    pub(super) closed: bool,
 }
 
-enum ShardError {
+pub(super) enum ShardError {
     /// Stop reading the table (lease lost, stream gone).
     Stop(Stop),
     /// Try again after a pause (throttling, upstream trouble).
@@ -434,36 +437,55 @@ async fn read_shard(
                 m.stream_lag.observe((now - created).max(0.0));
             }
         }
-        if let Some(seq) = records
+    }
+    let batch = Batch {
+        records: records.len(),
+        last: records
             .last()
-            .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str())
-        {
-            // Only after the invalidation went out: a crash before this re-reads the batch.
-            checkpoints.save(id, seq).await?;
-            shard.last = Some(seq.to_string());
-        }
-    }
-    match answer["NextShardIterator"].as_str() {
-        Some(next) => {
-            shard.iterator = Some(next.to_string());
-            Ok(ShardRead {
-                records: records.len(),
-                closed: false,
-            })
-        }
-        None => {
-            // The shard is closed and read to its end.
-            checkpoints.save(id, END).await?;
-            shard.done = true;
-            Ok(ShardRead {
-                records: records.len(),
-                closed: true,
-            })
-        }
-    }
+            .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str()),
+        next: answer["NextShardIterator"].as_str(),
+    };
+    let (iterator, last, done) = (&mut shard.iterator, &mut shard.last, &mut shard.done);
+    Ok(advance(checkpoints, id, batch, iterator, last, done).await?)
 }
 
-fn stop_or_retry(e: CallError) -> ShardError {
+/// What one GetRecords brought, once its invalidations went out.
+pub(super) struct Batch<'a> {
+    pub(super) records: usize,
+    /// The last record's sequence number.
+    pub(super) last: Option<&'a str>,
+    /// `NextShardIterator`: none once a closed shard is read to its end.
+    pub(super) next: Option<&'a str>,
+}
+
+/// Moves a shard past a batch whose invalidations went out: checkpoints its last record (so a
+/// crash re-reads the batch rather than skipping it), then keeps the next iterator, or marks the
+/// shard read to its end.
+pub(super) async fn advance(
+    checkpoints: &mut Checkpoints<'_>,
+    id: &str,
+    batch: Batch<'_>,
+    iterator: &mut Option<String>,
+    last: &mut Option<String>,
+    done: &mut bool,
+) -> Result<ShardRead, LeaseError> {
+    if let Some(seq) = batch.last {
+        checkpoints.save(id, seq).await?;
+        *last = Some(seq.to_string());
+    }
+    *done = batch.next.is_none();
+    if let Some(next) = batch.next {
+        *iterator = Some(next.to_string());
+    } else {
+        checkpoints.save(id, END).await?;
+    }
+    Ok(ShardRead {
+        records: batch.records,
+        closed: *done,
+    })
+}
+
+pub(super) fn stop_or_retry(e: CallError) -> ShardError {
     match e.kind {
         "not_enabled" => ShardError::Stop(Stop::NotEnabled),
         "denied" => ShardError::Stop(Stop::Call(e)),
@@ -471,7 +493,7 @@ fn stop_or_retry(e: CallError) -> ShardError {
     }
 }
 
-async fn publish(ctx: &Ctx, scope: &WriteScope) {
+pub(super) async fn publish(ctx: &Ctx, scope: &WriteScope) {
     if let Some(bus) = &ctx.bus {
         bus.publish(scope, Origin::Stream).await;
     }
@@ -480,7 +502,7 @@ async fn publish(ctx: &Ctx, scope: &WriteScope) {
 /// The items a batch of records changed, for table identity `id` whose partition key attribute
 /// is `partition_key` (when known: Query entries of the item's partition go too, else every Query
 /// entry of the table). A record whose keys cannot be read widens to the whole table.
-fn scope_of(id: &TableId, partition_key: Option<&str>, records: &[Value]) -> WriteScope {
+pub(super) fn scope_of(id: &TableId, partition_key: Option<&str>, records: &[Value]) -> WriteScope {
     let mut scope = WriteScope::default();
     for r in records {
         let keys = r["dynamodb"]["Keys"].to_string();
@@ -600,12 +622,12 @@ async fn shard_iterator(
 /// A failed stream call, with the `kind` label of `ddbcache_stream_errors_total`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-struct CallError {
-    kind: &'static str,
-    message: String,
+pub(super) struct CallError {
+    pub(super) kind: &'static str,
+    pub(super) message: String,
 }
 
-fn count_error(ctx: &Ctx, kind: &str) {
+pub(super) fn count_error(ctx: &Ctx, kind: &str) {
     ctx.metrics
         .fleet
         .stream_errors
@@ -614,7 +636,7 @@ fn count_error(ctx: &Ctx, kind: &str) {
 }
 
 /// One call of ddbcache's own to the DynamoDB or Streams endpoint.
-async fn call(ctx: &Ctx, op: Operation, body: Value) -> Result<Value, CallError> {
+pub(super) async fn call(ctx: &Ctx, op: Operation, body: Value) -> Result<Value, CallError> {
     let headers = ctx.upstream.own_headers(op);
     let answer = ctx
         .upstream
@@ -627,10 +649,24 @@ async fn call(ctx: &Ctx, op: Operation, body: Value) -> Result<Value, CallError>
             true,
         )
         .await
-        .map_err(|e| CallError {
-            kind: "upstream",
-            message: error_chain(&e),
-        })?;
+        .map_err(upstream_failed)?;
+    read_answer(op.name(), &answer)
+}
+
+/// A call that got no answer.
+pub(super) fn upstream_failed(e: crate::upstream::UpstreamError) -> CallError {
+    CallError {
+        kind: "upstream",
+        message: error_chain(&e),
+    }
+}
+
+/// A stream call's answer (`what` names the call): its JSON, or the error it says, with the
+/// kind of error it is (the error names of DynamoDB, DynamoDB Streams and Kinesis alike).
+pub(super) fn read_answer(
+    what: &str,
+    answer: &crate::upstream::UpstreamResponse,
+) -> Result<Value, CallError> {
     let json: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     if answer.status.is_success() {
         return Ok(json);
@@ -655,7 +691,7 @@ async fn call(ctx: &Ctx, op: Operation, body: Value) -> Result<Value, CallError>
         .unwrap_or("");
     Err(CallError {
         kind,
-        message: format!("{} {}: {name} {message}", op.name(), answer.status),
+        message: format!("{what} {}: {name} {message}", answer.status),
     })
 }
 

@@ -2,7 +2,9 @@
 //! file named for it:
 //!
 //! 1. admit ([`admit`]): a body within the limit, gzip undone for reading, and what DynamoDB's
-//!    front door answers before any operation runs (`protocol::front_door`);
+//!    front door answers before any operation runs (`protocol::front_door`); then table aliases
+//!    ([`aliases`]): a request naming one is rewritten to name the real table, and its answer is
+//!    given the request's names back at the end;
 //! 2. plan ([`policy`]): a read is parsed and proven (`protocol::reads::parse_read`) and the
 //!    policy decides whether and how it uses the cache — a [`policy::Plan`], or a bypass with its
 //!    reason; a write's scope is read (`protocol::writes`);
@@ -18,6 +20,7 @@
 //! nothing of the cache.
 
 mod admit;
+mod aliases;
 mod batch_get;
 mod budget;
 mod forward;
@@ -36,6 +39,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::aliases::Aliases;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::fleet::Fleet;
@@ -76,6 +80,8 @@ pub(crate) struct Proxy {
     regions: admit::Regions,
     /// The bound on request body bytes buffered at once.
     budget: BodyBudget,
+    /// Table aliases: the real table of a name a request uses.
+    aliases: Arc<Aliases>,
 }
 
 impl Proxy {
@@ -84,6 +90,7 @@ impl Proxy {
         upstream: Arc<Upstream>,
         cache: Option<Arc<Cache>>,
         fleet: Fleet,
+        aliases: Arc<Aliases>,
         metrics: Arc<Metrics>,
     ) -> Proxy {
         let forwarder = Arc::new(Forwarder::new(upstream, &config.upstream, metrics.clone()));
@@ -102,6 +109,7 @@ impl Proxy {
             upstream: forwarder,
             counters,
             cached,
+            aliases,
         }
     }
 
@@ -113,10 +121,19 @@ impl Proxy {
         let admitted = admit::admit(req, &self.budget, &self.regions).await;
         let (op, mut response, outcome) = match admitted {
             Ok(inbound) => {
-                let (mut response, outcome) = self
-                    .dispatch(&inbound)
-                    .await
-                    .unwrap_or_else(|e| (respond::error(&e), Outcome::NotCacheable));
+                let answered = match aliases::apply(&self.aliases, &inbound) {
+                    Ok(None) => self.dispatch(&inbound).await,
+                    Ok(Some((named, renamed))) => match self.dispatch(&named).await {
+                        Ok((response, outcome)) => {
+                            let op = named.op;
+                            Ok((aliases::answer_back(response, op, &renamed).await, outcome))
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(refused) => Err(refused),
+                };
+                let (mut response, outcome) =
+                    answered.unwrap_or_else(|e| (respond::error(&e), Outcome::NotCacheable));
                 // An answer ddbcache composed gets what DynamoDB would have added to it.
                 if !respond::is_relayed(&response) {
                     inbound.admission.decorate(response.headers_mut());

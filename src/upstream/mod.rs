@@ -1,9 +1,11 @@
-//! The upstream client: endpoint resolution, pooled keep-alive connections (HTTP or HTTPS with
-//! rustls), and SigV4 re-signing. It forwards bytes; cache policy lives elsewhere, and so does how
-//! long a client's request is waited for (`proxy::forward`). ddbcache's own calls made here (stream
+//! The upstream client: endpoint resolution (a configured URL, or AWS's own endpoints as the SDKs
+//! choose them: [`endpoints`]), pooled keep-alive connections (HTTP or HTTPS with rustls), and
+//! SigV4 re-signing. It forwards bytes; cache policy lives elsewhere, and so does how long a
+//! client's request is waited for (`proxy::forward`). ddbcache's own calls made here (stream
 //! reads, the readiness probe) have no client waiting: they are bounded here.
 
 pub mod amz_date;
+pub mod endpoints;
 pub mod signing;
 
 use std::borrow::Cow;
@@ -17,9 +19,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{UpstreamConfig, REGION_PLACEHOLDER};
+use crate::config::{AccountEndpoints, UpstreamConfig, REGION_PLACEHOLDER};
 use crate::protocol::{Operation, ProtocolError};
 use crate::wait::within;
+use endpoints::{EndpointError, Service};
 pub use signing::{Signer, SigningError};
 
 /// An upstream answer, whole.
@@ -50,6 +53,8 @@ pub(crate) enum UpstreamError {
     Io { endpoint: String, detail: String },
     #[error("cannot sign the upstream request")]
     Signing(#[from] SigningError),
+    #[error("no upstream endpoint")]
+    Endpoint(#[from] EndpointError),
 }
 
 /// Why the readiness probe did not pass.
@@ -72,13 +77,16 @@ impl UpstreamError {
             UpstreamError::Backstop { .. } => "backstop",
             UpstreamError::Io { .. } => "io",
             UpstreamError::Signing(_) => "signing",
+            UpstreamError::Endpoint(_) => "endpoint",
         }
     }
 
     /// What the client sees: a status every SDK retries.
     pub(crate) fn to_protocol(&self) -> ProtocolError {
         match self {
-            UpstreamError::Signing(_) => ProtocolError::Internal(error_chain(self)),
+            UpstreamError::Signing(_) | UpstreamError::Endpoint(_) => {
+                ProtocolError::Internal(error_chain(self))
+            }
             _ => ProtocolError::UpstreamUnavailable(self.to_string()),
         }
     }
@@ -108,58 +116,86 @@ const SIGNATURE_HEADERS: &[&str] = &[
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// The upstream: DynamoDB's endpoint and its DynamoDB Streams endpoint, for each region.
+/// Target prefix and content type of Kinesis Data Streams' JSON protocol.
+const KINESIS_PREFIX: &str = "Kinesis_20131202.";
+const KINESIS_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// The upstream: DynamoDB's endpoint, its DynamoDB Streams endpoint and the Kinesis Data Streams
+/// endpoint, for each region.
 pub struct Upstream {
     client: HttpsClient,
     endpoint: Route,
     streams_endpoint: Route,
+    /// Kinesis Data Streams, for the Kinesis change source.
+    kinesis_endpoint: Route,
     signer: Option<Signer>,
     /// `upstream.backstop`: how long a call no client waits for is waited for.
     backstop: Duration,
     /// `upstream.region`: the readiness probe's.
     region: String,
+    /// Whether AWS's DynamoDB endpoints are the account's (`upstream.account_endpoints`, or as
+    /// the SDKs decide).
+    account_endpoints: AccountEndpoints,
+    /// `upstream.account_id`: the account when the credentials name none.
+    account_id: Option<String>,
 }
 
-/// Where a service's requests go: one URL, or one per region (`{region}` in the URL).
+/// Where a service's requests go: one URL, one per region (`{region}` in the URL), or AWS's.
 enum Route {
     Fixed(Endpoint),
-    PerRegion { template: String },
+    PerRegion {
+        template: String,
+    },
+    /// AWS's endpoint of the service in the request's region ([`endpoints`]).
+    Aws(Service),
 }
 
 impl Route {
-    /// `default_region` fills the template once, to check it makes URLs.
-    fn parse(template: &str, default_region: &str) -> anyhow::Result<Route> {
-        if template.contains(REGION_PLACEHOLDER) {
-            Endpoint::parse(&template.replace(REGION_PLACEHOLDER, default_region))?;
-            Ok(Route::PerRegion {
-                template: template.to_string(),
-            })
-        } else {
-            Ok(Route::Fixed(Endpoint::parse(template)?))
+    /// `default_region` fills the template once, to check it makes URLs; no template: AWS's.
+    fn parse(
+        template: Option<String>,
+        service: Service,
+        default_region: &str,
+    ) -> anyhow::Result<Route> {
+        match template {
+            None => Ok(Route::Aws(service)),
+            Some(t) if t.contains(REGION_PLACEHOLDER) => {
+                Endpoint::parse(&t.replace(REGION_PLACEHOLDER, default_region))?;
+                Ok(Route::PerRegion { template: t })
+            }
+            Some(t) => Ok(Route::Fixed(Endpoint::parse(&t)?)),
         }
     }
 
-    /// The endpoint of `region`. Region names are letters, digits and hyphens (`Region`), so
-    /// filling one in cannot change the URL's shape.
-    fn endpoint(&self, region: &str) -> Result<Cow<'_, Endpoint>, UpstreamError> {
-        match self {
-            Route::Fixed(e) => Ok(Cow::Borrowed(e)),
-            Route::PerRegion { template } => {
-                let url = template.replace(REGION_PLACEHOLDER, region);
-                Endpoint::parse(&url)
-                    .map(Cow::Owned)
-                    .map_err(|e| UpstreamError::Connect {
-                        endpoint: url,
-                        detail: e.to_string(),
-                    })
-            }
-        }
+    /// The endpoint of `region` (for AWS's DynamoDB endpoints, of `account` when that is
+    /// known). Region names are letters, digits and hyphens (`Region`), so filling one in cannot
+    /// change the URL's shape.
+    fn endpoint(
+        &self,
+        region: &str,
+        account: Option<&str>,
+        mode: AccountEndpoints,
+    ) -> Result<Cow<'_, Endpoint>, UpstreamError> {
+        let url = match self {
+            Route::Fixed(e) => return Ok(Cow::Borrowed(e)),
+            Route::PerRegion { template } => template.replace(REGION_PLACEHOLDER, region),
+            Route::Aws(service) => endpoints::resolve(*service, region, account, mode)?,
+        };
+        Endpoint::parse(&url)
+            .map(Cow::Owned)
+            .map_err(|e| UpstreamError::Connect {
+                endpoint: url,
+                detail: e.to_string(),
+            })
     }
 
     fn describe(&self) -> &str {
         match self {
             Route::Fixed(e) => &e.url,
             Route::PerRegion { template } => template,
+            Route::Aws(Service::DynamoDb) => "AWS's DynamoDB endpoints",
+            Route::Aws(Service::Streams) => "AWS's DynamoDB Streams endpoints",
+            Route::Aws(Service::Kinesis) => "AWS's Kinesis endpoints",
         }
     }
 }
@@ -196,14 +232,22 @@ impl Upstream {
     /// Builds the client; with `sign`, loads the credential chain (credentials themselves are
     /// fetched on first use and by the readiness probe).
     pub async fn new(config: &UpstreamConfig) -> anyhow::Result<Upstream> {
-        let signer = if config.sign {
-            Some(Signer::from_default_chain(config.region.clone()).await?)
+        let (signer, sdk_account_endpoints) = if config.sign {
+            let (signer, mode) = Signer::from_default_chain(config.region.clone()).await?;
+            (Some(signer), mode)
         } else {
-            None
+            (None, None)
         };
-        Self::with_signer(config, signer)
+        let mut upstream = Self::with_signer(config, signer)?;
+        // As the SDKs decide it (`AWS_ACCOUNT_ID_ENDPOINT_MODE`, the profile), unless configured.
+        if config.account_endpoints.is_none() {
+            upstream.account_endpoints = sdk_account_endpoints.unwrap_or_default();
+        }
+        Ok(upstream)
     }
 
+    /// The client for `config`, signing with `signer` when given; `upstream.account_endpoints`
+    /// unset means `preferred` here.
     pub fn with_signer(
         config: &UpstreamConfig,
         signer: Option<Signer>,
@@ -226,12 +270,60 @@ impl Upstream {
             .build(https);
         Ok(Upstream {
             client,
-            endpoint: Route::parse(&config.endpoint_template(), &config.region)?,
-            streams_endpoint: Route::parse(&config.streams_endpoint_template(), &config.region)?,
+            endpoint: Route::parse(
+                config.endpoint_template(),
+                Service::DynamoDb,
+                &config.region,
+            )?,
+            streams_endpoint: Route::parse(
+                config.streams_endpoint_template(),
+                Service::Streams,
+                &config.region,
+            )?,
+            kinesis_endpoint: Route::parse(
+                config.kinesis_endpoint_template(),
+                Service::Kinesis,
+                &config.region,
+            )?,
             signer,
             backstop: config.backstop,
             region: config.region.clone(),
+            account_endpoints: config.account_endpoints.unwrap_or_default(),
+            account_id: config.account_id.clone(),
         })
+    }
+
+    /// The endpoint a request of `op` for `region` goes to now.
+    async fn endpoint_for(
+        &self,
+        op: Operation,
+        region: &str,
+    ) -> Result<Cow<'_, Endpoint>, UpstreamError> {
+        let route = if op.is_streams() {
+            &self.streams_endpoint
+        } else {
+            &self.endpoint
+        };
+        let account = match route {
+            Route::Aws(Service::DynamoDb)
+                if self.account_endpoints != AccountEndpoints::Disabled =>
+            {
+                self.account().await?
+            }
+            _ => None,
+        };
+        route.endpoint(region, account.as_deref(), self.account_endpoints)
+    }
+
+    /// The account of account-based endpoints: the credentials' (when they name one), else
+    /// `upstream.account_id`.
+    async fn account(&self) -> Result<Option<String>, SigningError> {
+        if let Some(signer) = &self.signer {
+            if let Some(account) = signer.credentials().await?.account_id() {
+                return Ok(Some(account.as_str().to_string()));
+            }
+        }
+        Ok(self.account_id.clone())
     }
 
     /// The endpoint as configured (a URL, or a URL with `{region}`), for logs.
@@ -255,7 +347,15 @@ impl Upstream {
         identity_encoding: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let exchange = self.exchange(op, region, path_and_query, inbound, body, identity_encoding);
-        within(self.backstop, exchange)
+        self.bounded(exchange).await
+    }
+
+    /// Waits for one of ddbcache's own calls `upstream.backstop` at most.
+    async fn bounded(
+        &self,
+        call: impl std::future::Future<Output = Result<UpstreamResponse, UpstreamError>>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        within(self.backstop, call)
             .await
             .map_err(|_| UpstreamError::Backstop {
                 endpoint: self.endpoint().to_string(),
@@ -275,16 +375,8 @@ impl Upstream {
         body: Bytes,
         identity_encoding: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let route = if op.is_streams() {
-            &self.streams_endpoint
-        } else {
-            &self.endpoint
-        };
-        let endpoint = route.endpoint(region)?;
-        let mut request = Request::post(endpoint.uri(path_and_query))
-            .body(body)
-            .expect("a POST with a valid URI is a valid request");
-        let headers = request.headers_mut();
+        let endpoint = self.endpoint_for(op, region).await?;
+        let mut headers = HeaderMap::with_capacity(inbound.len());
         for (name, value) in inbound {
             let n = name.as_str();
             if HOP_BY_HOP.contains(&n)
@@ -295,9 +387,48 @@ impl Upstream {
             }
             headers.append(name.clone(), value.clone());
         }
-        headers.insert(header::HOST, endpoint.host.clone());
+        self.request(&endpoint, "dynamodb", region, path_and_query, headers, body)
+            .await
+    }
+
+    /// One Kinesis Data Streams call of ddbcache's own (the Kinesis change source): `action`
+    /// (`ListShards`, `GetRecords`, ...) to the Kinesis endpoint of `region`, signed for Kinesis.
+    pub(crate) async fn send_kinesis(
+        &self,
+        action: &str,
+        region: &str,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let endpoint = self
+            .kinesis_endpoint
+            .endpoint(region, None, self.account_endpoints)?;
+        let target = format!("{KINESIS_PREFIX}{action}");
+        let headers = self.headers_of_own(&target, KINESIS_CONTENT_TYPE, "kinesis");
+        self.bounded(self.request(&endpoint, "kinesis", region, "/", headers, body))
+            .await
+    }
+
+    /// Sends a request with `headers` to `endpoint`, signed (when ddbcache signs) as a call of
+    /// the service `signing_name` in `region`, and returns the whole answer, waiting for it as
+    /// long as the caller does.
+    async fn request(
+        &self,
+        endpoint: &Endpoint,
+        signing_name: &str,
+        region: &str,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut request = Request::post(endpoint.uri(path_and_query))
+            .body(body)
+            .expect("a POST with a valid URI is a valid request");
+        *request.headers_mut() = headers;
+        request
+            .headers_mut()
+            .insert(header::HOST, endpoint.host.clone());
         if let Some(signer) = &self.signer {
-            signer.sign_for(&mut request, region).await?;
+            signer.sign_as(&mut request, region, signing_name).await?;
         }
         let request = request.map(Full::new);
         let started = Instant::now();
@@ -345,17 +476,20 @@ impl Upstream {
         } else {
             crate::protocol::operation::DYNAMODB_PREFIX
         };
+        let target = format!("{prefix}{}", op.name());
+        self.headers_of_own(&target, crate::protocol::CONTENT_TYPE, "dynamodb")
+    }
+
+    /// The headers of a call of ddbcache's own to `service` (its signing name).
+    fn headers_of_own(&self, target: &str, content_type: &'static str, service: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if let Ok(target) = HeaderValue::from_str(&format!("{prefix}{}", op.name())) {
+        if let Ok(target) = HeaderValue::from_str(target) {
             headers.insert(HeaderName::from_static("x-amz-target"), target);
         }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::protocol::CONTENT_TYPE),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if self.signer.is_none() {
             let auth = format!(
-                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/{}/dynamodb/aws4_request, \
+                "AWS4-HMAC-SHA256 Credential=ddbcache/20200101/{}/{service}/aws4_request, \
                  SignedHeaders=host;x-amz-date;x-amz-target, Signature=0",
                 self.region
             );
@@ -421,17 +555,145 @@ mod tests {
 
     #[test]
     fn routes_fill_in_the_region() {
-        let per_region =
-            Route::parse("https://dynamodb.{region}.amazonaws.com", "us-east-1").unwrap();
-        let e = per_region.endpoint("eu-west-3").unwrap();
+        let mode = AccountEndpoints::Preferred;
+        let per_region = Route::parse(
+            Some("https://dynamodb.{region}.amazonaws.com".into()),
+            Service::DynamoDb,
+            "us-east-1",
+        )
+        .unwrap();
+        let e = per_region.endpoint("eu-west-3", None, mode).unwrap();
         assert_eq!(
             e.uri("/").to_string(),
             "https://dynamodb.eu-west-3.amazonaws.com/"
         );
         assert_eq!(e.host, "dynamodb.eu-west-3.amazonaws.com");
-        let fixed = Route::parse("http://127.0.0.1:4567", "us-east-1").unwrap();
-        assert_eq!(fixed.endpoint("eu-west-3").unwrap().host, "127.0.0.1:4567");
-        assert!(Route::parse("not a url {region}", "us-east-1").is_err());
+        let fixed = Route::parse(
+            Some("http://127.0.0.1:4567".into()),
+            Service::DynamoDb,
+            "x-1",
+        )
+        .unwrap();
+        let e = fixed
+            .endpoint("eu-west-3", Some("111122223333"), mode)
+            .unwrap();
+        assert_eq!(e.host, "127.0.0.1:4567");
+        assert!(Route::parse(Some("not a url {region}".into()), Service::DynamoDb, "x-1").is_err());
+    }
+
+    /// An upstream on AWS's endpoints, signing with credentials that name `account`.
+    fn aws_upstream(account: Option<&str>, config: impl FnOnce(&mut UpstreamConfig)) -> Upstream {
+        let mut c = UpstreamConfig::default();
+        config(&mut c);
+        let mut creds = aws_credential_types::Credentials::builder()
+            .access_key_id("AKID")
+            .secret_access_key("secret")
+            .provider_name("test");
+        if let Some(a) = account {
+            creds = creds.account_id(a);
+        }
+        let provider =
+            aws_credential_types::provider::SharedCredentialsProvider::new(creds.build());
+        Upstream::with_signer(&c, Some(Signer::with_provider(provider, c.region.clone()))).unwrap()
+    }
+
+    async fn host(upstream: &Upstream, op: Operation, region: &str) -> Result<String, String> {
+        match upstream.endpoint_for(op, region).await {
+            Ok(e) => Ok(e.host.to_str().unwrap().to_string()),
+            Err(e) => Err(error_chain(&e)),
+        }
+    }
+
+    #[tokio::test]
+    async fn dynamodb_requests_go_to_the_account_the_credentials_name() {
+        let up = aws_upstream(Some("111122223333"), |_| {});
+        assert_eq!(
+            host(&up, Operation::GetItem, "eu-west-1").await.unwrap(),
+            "111122223333.ddb.eu-west-1.amazonaws.com"
+        );
+        // DynamoDB Streams has no account-based endpoints.
+        assert_eq!(
+            host(&up, Operation::GetRecords, "eu-west-1").await.unwrap(),
+            "streams.dynamodb.eu-west-1.amazonaws.com"
+        );
+        // The credentials' account wins over the configured one, which serves when they name none.
+        let configured = |c: &mut UpstreamConfig| c.account_id = Some("444455556666".into());
+        let up = aws_upstream(Some("111122223333"), configured);
+        assert!(host(&up, Operation::Query, "us-east-1")
+            .await
+            .unwrap()
+            .starts_with("111122223333."));
+        let up = aws_upstream(None, configured);
+        assert_eq!(
+            host(&up, Operation::Query, "cn-north-1").await.unwrap(),
+            "444455556666.ddb.cn-north-1.amazonaws.com.cn"
+        );
+        let up = aws_upstream(None, |_| {});
+        assert_eq!(
+            host(&up, Operation::Query, "us-east-1").await.unwrap(),
+            "dynamodb.us-east-1.amazonaws.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_mode_the_sdks_read_applies_unless_one_is_configured() {
+        // The standard chain, from the environment: no other test of this binary reads these
+        // variables.
+        for (var, value) in [
+            ("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled"),
+            ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ACCOUNT_ID", "111122223333"),
+        ] {
+            std::env::set_var(var, value);
+        }
+        let up = Upstream::new(&UpstreamConfig::default()).await.unwrap();
+        assert_eq!(
+            host(&up, Operation::GetItem, "us-east-1").await.unwrap(),
+            "dynamodb.us-east-1.amazonaws.com"
+        );
+        let configured = UpstreamConfig {
+            account_endpoints: Some(AccountEndpoints::Preferred),
+            ..UpstreamConfig::default()
+        };
+        let up = Upstream::new(&configured).await.unwrap();
+        assert_eq!(
+            host(&up, Operation::GetItem, "us-east-1").await.unwrap(),
+            "111122223333.ddb.us-east-1.amazonaws.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_required_and_a_configured_endpoint() {
+        let up = aws_upstream(Some("111122223333"), |c| {
+            c.account_endpoints = Some(AccountEndpoints::Disabled)
+        });
+        assert_eq!(
+            host(&up, Operation::PutItem, "us-east-1").await.unwrap(),
+            "dynamodb.us-east-1.amazonaws.com"
+        );
+        let up = aws_upstream(None, |c| {
+            c.account_endpoints = Some(AccountEndpoints::Required)
+        });
+        let refused = host(&up, Operation::PutItem, "us-east-1")
+            .await
+            .unwrap_err();
+        assert!(refused.contains("no AWS account is known"), "{refused}");
+        let err = up
+            .endpoint_for(Operation::PutItem, "us-east-1")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((err.kind(), err.to_protocol().status()), ("endpoint", 500));
+        // A configured endpoint is used as it is, as the SDKs use an endpoint override.
+        let up = aws_upstream(Some("111122223333"), |c| {
+            c.endpoint = Some("https://dynamodb.{region}.example.com".into());
+            c.account_endpoints = Some(AccountEndpoints::Required);
+        });
+        assert_eq!(
+            host(&up, Operation::PutItem, "us-east-2").await.unwrap(),
+            "dynamodb.us-east-2.example.com"
+        );
     }
 
     #[test]

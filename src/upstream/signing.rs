@@ -12,7 +12,10 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
+use aws_types::endpoint_config::AccountIdEndpointMode;
 use tokio::sync::{Mutex, RwLock};
+
+use crate::config::AccountEndpoints;
 
 /// Refresh credentials this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -47,8 +50,12 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// A signer using the default credential chain.
-    pub async fn from_default_chain(region: String) -> anyhow::Result<Signer> {
+    /// A signer using the default credential chain, and the account-based endpoint mode the
+    /// SDKs read with it (`AWS_ACCOUNT_ID_ENDPOINT_MODE`, the profile's
+    /// `account_id_endpoint_mode`), when one is set.
+    pub async fn from_default_chain(
+        region: String,
+    ) -> anyhow::Result<(Signer, Option<AccountEndpoints>)> {
         let sdk_config = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.clone()))
             .load()
@@ -56,7 +63,13 @@ impl Signer {
         let provider = sdk_config
             .credentials_provider()
             .ok_or_else(|| anyhow::anyhow!("no AWS credential provider could be configured"))?;
-        Ok(Self::with_provider(provider, region))
+        let mode = sdk_config.account_id_endpoint_mode().map(|m| match m {
+            AccountIdEndpointMode::Disabled => AccountEndpoints::Disabled,
+            AccountIdEndpointMode::Required => AccountEndpoints::Required,
+            // Preferred, and whatever a newer SDK adds: the SDKs' default.
+            _ => AccountEndpoints::Preferred,
+        });
+        Ok((Self::with_provider(provider, region), mode))
     }
 
     pub fn with_provider(provider: SharedCredentialsProvider, region: String) -> Signer {
@@ -115,12 +128,23 @@ impl Signer {
         request: &mut http::Request<bytes::Bytes>,
         region: &str,
     ) -> Result<(), SigningError> {
+        self.sign_as(request, region, "dynamodb").await
+    }
+
+    /// Signs `request` as a call of the service whose signing name is `service` (`dynamodb`,
+    /// `kinesis`) in `region`.
+    pub async fn sign_as(
+        &self,
+        request: &mut http::Request<bytes::Bytes>,
+        region: &str,
+        service: &str,
+    ) -> Result<(), SigningError> {
         let credentials = self.credentials().await?;
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
-            .name("dynamodb")
+            .name(service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()

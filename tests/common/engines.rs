@@ -58,6 +58,11 @@ impl Engine {
         self.port
     }
 
+    /// Whether this is moto (which has transactions and PartiQL).
+    pub fn is_moto(&self) -> bool {
+        matches!(self.kind, Kind::Moto)
+    }
+
     /// Kills the engine and waits for it to exit; its port stops answering. All data is lost.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -249,28 +249,35 @@ pub fn create_table_request(
     name: &str,
 ) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
     use aws_sdk_dynamodb::types::*;
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let string = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
     client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(string("pk"))
-        .attribute_definitions(string("sk"))
+        .key_schema(key_element("pk", KeyType::Hash))
+        .key_schema(key_element("sk", KeyType::Range))
+        .attribute_definitions(string_attribute("pk"))
+        .attribute_definitions(string_attribute("sk"))
+}
+
+/// A key schema element: `name` as the HASH or RANGE key.
+pub fn key_element(
+    name: &str,
+    kind: aws_sdk_dynamodb::types::KeyType,
+) -> aws_sdk_dynamodb::types::KeySchemaElement {
+    aws_sdk_dynamodb::types::KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
+/// An attribute definition: `name` is a string.
+pub fn string_attribute(name: &str) -> aws_sdk_dynamodb::types::AttributeDefinition {
+    aws_sdk_dynamodb::types::AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+        .build()
+        .unwrap()
 }
 
 /// Creates a table keyed by one attribute of the given type (`S`, `N`, `B`), and waits until ACTIVE.
@@ -687,6 +694,21 @@ impl Relay {
                 c.headers
                     .get("x-amz-target")
                     .is_some_and(|t| t == target.as_str())
+            })
+            .count()
+    }
+
+    /// How many requests have come whose target ends with `op` and whose body holds `holds`.
+    pub async fn seen(&self, op: &str, holds: &str) -> usize {
+        self.captured
+            .lock()
+            .await
+            .iter()
+            .filter(|c| {
+                c.headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t.as_bytes().ends_with(op.as_bytes()))
+                    && String::from_utf8_lossy(&c.body).contains(holds)
             })
             .count()
     }

@@ -138,7 +138,7 @@ impl DynamoClient {
             bail!("--endpoint {:?} has no host", opts.endpoint);
         }
         let auth = if opts.sign {
-            let signer = Signer::from_default_chain(opts.region).await?;
+            let (signer, _) = Signer::from_default_chain(opts.region).await?;
             // Load them now, so a missing credential fails the run before it starts.
             signer
                 .credentials()
