@@ -68,6 +68,21 @@ pub struct UpstreamConfig {
     pub backstop: Duration,
     /// Idle keep-alive connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// Failures in a row of one endpoint's calls that open its circuit breaker: no connection,
+    /// a connection lost, a call given up at `timeout` or `backstop`, a call whose client hung up
+    /// after waiting `breaker_hang_up` for it, a 5xx answer (throttling is an answer, not a
+    /// failure). While open, calls to the endpoint are answered a retryable 503 at once, for
+    /// `breaker_open`; then one probe call goes through, and its outcome closes the breaker or
+    /// opens it again. 0 (the default): no breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker answers at once before it lets one probe call through.
+    #[serde(with = "units::positive_duration")]
+    pub breaker_open: Duration,
+    /// A call whose client hung up after waiting this long for it, unanswered, counts as a
+    /// failure of its endpoint: with no `timeout`, a hung upstream fails no call by itself, its
+    /// clients give up on it.
+    #[serde(with = "units::duration")]
+    pub breaker_hang_up: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -82,6 +97,9 @@ impl Default for UpstreamConfig {
             timeout: None,
             backstop: Duration::from_secs(60),
             max_idle_per_host: 64,
+            breaker_failures: 0,
+            breaker_open: Duration::from_secs(10),
+            breaker_hang_up: Duration::from_secs(1),
         }
     }
 }
@@ -558,7 +576,8 @@ impl Default for StreamsConfig {
     }
 }
 
-/// Per-table TTLs; an absent key inherits the cache's. `0s` turns that cache off for the table.
+/// Per-table settings. TTLs: an absent key inherits the cache's, `0s` turns that cache off for
+/// the table.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableOverrides {
@@ -568,6 +587,17 @@ pub struct TableOverrides {
     pub negative_ttl: Option<Duration>,
     #[serde(with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
     pub query_ttl: Option<Duration>,
+    /// While the breaker of the table's own region is open, send its eventually consistent reads
+    /// (GetItem, BatchGetItem, Query, Scan) to a replica region, signed for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failover: bool,
+    /// The table's replica regions, in order of preference. Empty: those its DescribeTable lists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+    /// Store answers read from a replica region like any other (off: a replica may lag behind
+    /// the table's own region by an unbounded time).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub store_failover: bool,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::protocol::table::KeySchema;
 use crate::protocol::ProtocolError;
 
 use super::admit::Inbound;
+use super::failover;
 use super::forward::Encoding;
 use super::policy::{self, zero_capacity, BatchPlan, MissRead, Unstored};
 use super::respond::{self, Outcome};
@@ -148,12 +149,21 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: BatchPlan<'_>) -> An
             return Ok((respond::relayed(upstream), Outcome::Miss));
         }
     };
-    fill(cx, &plan, &schemas, &output, misses);
+    match policy::failover_kept(&upstream) {
+        Ok(()) => fill(cx, &plan, &schemas, &output, misses),
+        Err(reason) => {
+            for _ in &misses {
+                cx.counters.unstored(Kind::Item, reason);
+            }
+        }
+    }
     if !any_hit {
         return Ok((respond::relayed(upstream), Outcome::Miss));
     }
     let body = merge(read, &hits, Some(&output))?;
-    Ok((respond::composed(body), Outcome::Miss))
+    let mut response = respond::composed(body);
+    failover::carry_mark(&upstream, response.headers_mut());
+    Ok((response, Outcome::Miss))
 }
 
 /// Stores what a BatchGetItem answer says about each missed key: its item, or (when every

@@ -20,6 +20,7 @@
 mod admit;
 mod batch_get;
 mod budget;
+mod failover;
 mod forward;
 pub mod front_door;
 pub mod headers;
@@ -84,7 +85,7 @@ impl Proxy {
         fleet: Fleet,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let forwarder = Arc::new(Forwarder::new(upstream, &config.upstream, metrics.clone()));
+        let forwarder = Arc::new(Forwarder::new(upstream, &config, metrics.clone()));
         let counters = Arc::new(Counters::new(metrics.clone()));
         let cached = cache.map(|cache| Cached {
             cache,

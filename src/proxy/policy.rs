@@ -22,6 +22,10 @@
 //! 5. An answer is stored only if it is a 200 with a plain body, of the shape DynamoDB's answers
 //!    have, the key schema is known and matches, and no write began or may still land since the
 //!    read started.
+//! 6. An answer a replica region gave while the breaker of the table's own region was open (read
+//!    failover, `proxy::forward`) is stored only where every table it read says `store_failover`
+//!    ([`failover_storable`], decided when the read is sent there): a replica may lag behind by an
+//!    unbounded time, and an entry would go on answering with what it read.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -32,7 +36,7 @@ use bytes::Bytes;
 use http::{header, StatusCode};
 
 use crate::cache::{Address, Cache, CacheKey, Dependency, Kind, Restrictions};
-use crate::config::{Config, TableTtls};
+use crate::config::{Config, TableOverrides, TableTtls};
 use crate::fleet::{Blocked, Fleet};
 use crate::protocol::answers;
 use crate::protocol::reads::{BatchGetRead, Capacity, GetItemRead, Parsed, QueryRead, Read};
@@ -89,6 +93,9 @@ pub(crate) enum Unstored {
     /// Not shaped as DynamoDB's answer to the operation (unknown fields, items that are not
     /// attribute-value maps): whatever produced it, it is not an answer to keep.
     Shape,
+    /// Read from a replica region while the table's own was down (rule 6), for a table that does
+    /// not store such answers.
+    Failover,
 }
 
 impl From<crate::cache::Refusal> for Unstored {
@@ -518,6 +525,9 @@ pub(crate) fn keep(
     if let MissRead::Unstored(reason) = how {
         return Keeping::Not(reason);
     }
+    if let Err(reason) = failover_kept(answer) {
+        return Keeping::Not(reason);
+    }
     if let Err(reason) = storable(answer, op) {
         return Keeping::Not(reason);
     }
@@ -577,4 +587,23 @@ pub(crate) fn storable(answer: &UpstreamResponse, op: Operation) -> Result<(), U
         return Err(Unstored::Shape);
     }
     Ok(())
+}
+
+/// Rule 6: whether an answer read from a replica region for tables with these settings (`None`:
+/// a table with none) may be stored — only when every one of them says `store_failover`.
+pub(crate) fn failover_storable<'t>(
+    tables: impl IntoIterator<Item = Option<&'t TableOverrides>>,
+) -> bool {
+    tables
+        .into_iter()
+        .all(|t| t.is_some_and(|t| t.store_failover))
+}
+
+/// Rule 6, as the answer carries it: a replica's answer is kept only where
+/// [`failover_storable`] allowed it when the read was sent there.
+pub(crate) fn failover_kept(answer: &UpstreamResponse) -> Result<(), Unstored> {
+    match &answer.from_replica {
+        Some(replica) if !replica.storable => Err(Unstored::Failover),
+        _ => Ok(()),
+    }
 }

@@ -1,9 +1,11 @@
 //! The upstream client: endpoint resolution, pooled keep-alive connections (HTTP or HTTPS with
-//! rustls), and SigV4 re-signing. It forwards bytes; cache policy lives elsewhere, and so does how
-//! long a client's request is waited for (`proxy::forward`). ddbcache's own calls made here (stream
-//! reads, the readiness probe) have no client waiting: they are bounded here.
+//! rustls), SigV4 re-signing, and a circuit breaker per endpoint ([`breaker`]). It forwards
+//! bytes; cache policy lives elsewhere, and so does how long a client's request is waited for and
+//! where it goes when its region's breaker is open (`proxy::forward`). ddbcache's own calls made
+//! here (stream reads, the readiness probe) have no client waiting: they are bounded here.
 
 pub mod amz_date;
+pub(crate) mod breaker;
 pub mod signing;
 
 use std::borrow::Cow;
@@ -18,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{UpstreamConfig, REGION_PLACEHOLDER};
+use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
 use crate::wait::within;
 pub use signing::{Signer, SigningError};
@@ -29,6 +32,17 @@ pub(crate) struct UpstreamResponse {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub elapsed: Duration,
+    /// Set when a replica region answered instead of the request's own (read failover).
+    pub from_replica: Option<FromReplica>,
+}
+
+/// An answer a replica region gave while the breaker of the request's own region was open.
+#[derive(Debug, Clone)]
+pub(crate) struct FromReplica {
+    pub region: Region,
+    /// Whether the cache may store it, as decided when the read was sent there
+    /// (`proxy::policy::failover_storable`).
+    pub storable: bool,
 }
 
 /// Why an upstream call produced no answer.
@@ -50,6 +64,12 @@ pub(crate) enum UpstreamError {
     Io { endpoint: String, detail: String },
     #[error("cannot sign the upstream request")]
     Signing(#[from] SigningError),
+    /// Not sent: the endpoint's circuit breaker is open ([`breaker`]).
+    #[error(
+        "upstream {endpoint} is failing: its circuit breaker is open, and calls to it are answered \
+         at once"
+    )]
+    BreakerOpen { endpoint: String },
 }
 
 /// Why the readiness probe did not pass.
@@ -72,7 +92,14 @@ impl UpstreamError {
             UpstreamError::Backstop { .. } => "backstop",
             UpstreamError::Io { .. } => "io",
             UpstreamError::Signing(_) => "signing",
+            UpstreamError::BreakerOpen { .. } => "breaker_open",
         }
+    }
+
+    /// Whether the call was refused at once by the endpoint's circuit breaker, never sent (where
+    /// every other error is a call that was sent, or tried to be, and failed).
+    pub(crate) fn refused_at_once(&self) -> bool {
+        matches!(self, UpstreamError::BreakerOpen { .. })
     }
 
     /// What the client sees: a status every SDK retries.
@@ -81,6 +108,12 @@ impl UpstreamError {
             UpstreamError::Signing(_) => ProtocolError::Internal(error_chain(self)),
             _ => ProtocolError::UpstreamUnavailable(self.to_string()),
         }
+    }
+}
+
+impl From<UpstreamError> for ProtocolError {
+    fn from(e: UpstreamError) -> ProtocolError {
+        e.to_protocol()
     }
 }
 
@@ -139,17 +172,27 @@ impl Route {
         }
     }
 
-    /// The endpoint of `region`. Region names are letters, digits and hyphens (`Region`), so
-    /// filling one in cannot change the URL's shape.
+    /// The URL of `region`'s endpoint. Region names are letters, digits and hyphens (`Region`),
+    /// so filling one in cannot change the URL's shape.
+    fn url(&self, region: &str) -> Cow<'_, str> {
+        match self {
+            Route::Fixed(e) => Cow::Borrowed(&e.url),
+            Route::PerRegion { template } => {
+                Cow::Owned(template.replace(REGION_PLACEHOLDER, region))
+            }
+        }
+    }
+
+    /// The endpoint of `region`.
     fn endpoint(&self, region: &str) -> Result<Cow<'_, Endpoint>, UpstreamError> {
         match self {
             Route::Fixed(e) => Ok(Cow::Borrowed(e)),
-            Route::PerRegion { template } => {
-                let url = template.replace(REGION_PLACEHOLDER, region);
+            Route::PerRegion { .. } => {
+                let url = self.url(region);
                 Endpoint::parse(&url)
                     .map(Cow::Owned)
                     .map_err(|e| UpstreamError::Connect {
-                        endpoint: url,
+                        endpoint: url.into_owned(),
                         detail: e.to_string(),
                     })
             }
@@ -239,6 +282,19 @@ impl Upstream {
         self.endpoint.describe()
     }
 
+    /// The URL `op`'s requests of `region` go to: what a circuit breaker is kept per.
+    pub(crate) fn endpoint_url(&self, op: Operation, region: &str) -> Cow<'_, str> {
+        self.route(op).url(region)
+    }
+
+    fn route(&self, op: Operation) -> &Route {
+        if op.is_streams() {
+            &self.streams_endpoint
+        } else {
+            &self.endpoint
+        }
+    }
+
     pub(crate) fn signer(&self) -> Option<&Signer> {
         self.signer.as_ref()
     }
@@ -275,12 +331,7 @@ impl Upstream {
         body: Bytes,
         identity_encoding: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let route = if op.is_streams() {
-            &self.streams_endpoint
-        } else {
-            &self.endpoint
-        };
-        let endpoint = route.endpoint(region)?;
+        let endpoint = self.route(op).endpoint(region)?;
         let mut request = Request::post(endpoint.uri(path_and_query))
             .body(body)
             .expect("a POST with a valid URI is a valid request");
@@ -333,6 +384,7 @@ impl Upstream {
             headers,
             body,
             elapsed: started.elapsed(),
+            from_replica: None,
         })
     }
 
