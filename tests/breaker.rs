@@ -99,24 +99,44 @@ async fn until_let_through(proxy: &TestProxy, relay: &Relay, req: &Raw, op: &str
     }
 }
 
-/// A table with one item, read once through `proxy` (its answer cached, the table's key schema
-/// known: no DescribeTable of ddbcache's own joins the calls a test counts).
-async fn table_with_item(proxy: &TestProxy) -> String {
-    let client = sdk_client(&proxy.endpoint).await;
-    let table = unique_table("breaker");
-    create_table(&client, &table).await;
-    put_v(&client, &table, "cached", "s", "1").await;
-    let read = get(&table, "cached").send(&proxy.endpoint).await;
-    assert_eq!(read.header("x-ddbcache"), Some("miss"));
-    table
+/// An engine behind a relay behind ddbcache with a breaker ([`breaker_proxy`]'s arguments), and
+/// a table with one item, read once through ddbcache: its answer cached, the table's key schema
+/// known (no DescribeTable of ddbcache's own joins the calls a test counts).
+struct Outage {
+    engine: Engine,
+    relay: Relay,
+    proxy: TestProxy,
+    table: String,
+}
+
+impl Outage {
+    async fn start(failures: u32, open: Duration, hang_up: Duration) -> Outage {
+        let engine = Engine::dynalite().await;
+        let relay = Relay::start(&engine.endpoint()).await;
+        let proxy = breaker_proxy(&relay, failures, open, hang_up).await;
+        let client = sdk_client(&proxy.endpoint).await;
+        let table = unique_table("breaker");
+        create_table(&client, &table).await;
+        put_v(&client, &table, "cached", "s", "1").await;
+        let read = get(&table, "cached").send(&proxy.endpoint).await;
+        assert_eq!(read.header("x-ddbcache"), Some("miss"));
+        Outage {
+            engine,
+            relay,
+            proxy,
+            table,
+        }
+    }
 }
 
 #[tokio::test]
 async fn the_breaker_opens_after_failures_in_a_row_and_then_answers_at_once_writes_included() {
-    let engine = Engine::dynalite().await;
-    let relay = Relay::start(&engine.endpoint()).await;
-    let proxy = breaker_proxy(&relay, 3, LONG, LONG).await;
-    let table = table_with_item(&proxy).await;
+    let Outage {
+        engine,
+        relay,
+        proxy,
+        table,
+    } = Outage::start(3, LONG, LONG).await;
     let query = op(
         "Query",
         json!({"TableName": table, "KeyConditionExpression": "pk = :p",
@@ -172,10 +192,12 @@ async fn the_breaker_opens_after_failures_in_a_row_and_then_answers_at_once_writ
 
 #[tokio::test]
 async fn answers_5xx_are_failures_and_throttling_is_not() {
-    let engine = Engine::dynalite().await;
-    let relay = Relay::start(&engine.endpoint()).await;
-    let proxy = breaker_proxy(&relay, 2, LONG, LONG).await;
-    let table = table_with_item(&proxy).await;
+    let Outage {
+        engine: _engine,
+        relay,
+        proxy,
+        table,
+    } = Outage::start(2, LONG, LONG).await;
 
     relay
         .fault(
@@ -222,10 +244,12 @@ async fn answers_5xx_are_failures_and_throttling_is_not() {
 
 #[tokio::test]
 async fn a_half_open_probe_opens_it_again_while_the_upstream_fails_and_closes_it_once_back() {
-    let engine = Engine::dynalite().await;
-    let relay = Relay::start(&engine.endpoint()).await;
-    let proxy = breaker_proxy(&relay, 2, Duration::from_millis(200), LONG).await;
-    let table = table_with_item(&proxy).await;
+    let Outage {
+        engine: _engine,
+        relay,
+        proxy,
+        table,
+    } = Outage::start(2, Duration::from_millis(200), LONG).await;
     let endpoint = relay.endpoint.clone();
 
     relay.fault(is("GetItem"), Fault::Reset).await;
@@ -280,10 +304,12 @@ async fn a_half_open_probe_opens_it_again_while_the_upstream_fails_and_closes_it
 
 #[tokio::test]
 async fn clients_that_hang_up_on_a_hung_upstream_open_the_breaker() {
-    let engine = Engine::dynalite().await;
-    let relay = Relay::start(&engine.endpoint()).await;
-    let proxy = breaker_proxy(&relay, 2, LONG, Duration::ZERO).await;
-    let table = table_with_item(&proxy).await;
+    let Outage {
+        engine: _engine,
+        relay,
+        proxy,
+        table,
+    } = Outage::start(2, LONG, Duration::ZERO).await;
 
     relay.fault(is("GetItem"), Fault::Blackhole).await;
     let impatient = sdk_client_giving_up_after(&proxy.endpoint, Duration::from_millis(300)).await;
@@ -345,18 +371,42 @@ async fn signed_for(relay: &Relay, region: &str) -> Vec<Captured> {
     all.into_iter().filter(|c| c.signed_for(region)).collect()
 }
 
-#[tokio::test]
-async fn eventually_consistent_reads_fail_over_to_a_replica_region_signed_for_it() {
+/// One moto engine standing for two regions, behind a relay: `tables` in both, each with items
+/// `a` and `b` whose `v` names the region that holds them.
+async fn two_regions(tables: &[&str]) -> (Engine, Relay) {
     let engine = Engine::moto().await;
     let relay = Relay::start(&engine.endpoint()).await;
     for region in [HOME, REPLICA] {
         let direct = sdk_client_in(&engine.endpoint(), region).await;
-        for table in [ORDERS, PRICES, LEDGER, LEARNED] {
+        for table in tables {
             create_table(&direct, table).await;
             put_v(&direct, table, "a", "s", region).await;
             put_v(&direct, table, "b", "s", region).await;
         }
     }
+    (engine, relay)
+}
+
+/// ddbcache sending each request to its region's endpoint (`{relay}/r/{region}`), signed for
+/// it, with a breaker that opens at the first failure, and `tables`' settings.
+async fn failover_proxy(relay: &Relay, tables: Vec<(&str, TableOverrides)>) -> TestProxy {
+    let proxy = start_proxy_with(&relay.endpoint, |c| {
+        c.upstream.sign = true;
+        c.upstream.endpoint = Some(format!("{}/r/{{region}}", relay.endpoint));
+        c.upstream.breaker_failures = 1;
+        c.upstream.breaker_open = LONG;
+        for (name, settings) in tables {
+            c.tables.insert(name.to_string(), settings);
+        }
+    })
+    .await;
+    proxy.wait_ready().await;
+    proxy
+}
+
+#[tokio::test]
+async fn eventually_consistent_reads_fail_over_to_a_replica_region_signed_for_it() {
+    let (_engine, relay) = two_regions(&[ORDERS, PRICES, LEDGER, LEARNED]).await;
     relay
         .fault_where(
             |c| {
@@ -367,23 +417,16 @@ async fn eventually_consistent_reads_fail_over_to_a_replica_region_signed_for_it
             Fault::Answer(LEARNED_DESCRIPTION),
         )
         .await;
-    let proxy = start_proxy_with(&relay.endpoint, |c| {
-        c.upstream.sign = true;
-        c.upstream.endpoint = Some(format!("{}/r/{{region}}", relay.endpoint));
-        c.upstream.breaker_failures = 1;
-        c.upstream.breaker_open = LONG;
-        let tables = [
+    let proxy = failover_proxy(
+        &relay,
+        vec![
             (ORDERS, failover_table(&[REPLICA], false)),
             (PRICES, failover_table(&["eu-west-1", REPLICA], true)),
             (LEDGER, TableOverrides::default()),
             (LEARNED, failover_table(&[], false)),
-        ];
-        for (name, settings) in tables {
-            c.tables.insert(name.to_string(), settings);
-        }
-    })
+        ],
+    )
     .await;
-    proxy.wait_ready().await;
     // ddbcache learns the tables' key schemas (and `learned`'s replicas) while the home region
     // answers.
     for table in [ORDERS, PRICES, LEDGER, LEARNED] {
@@ -508,25 +551,8 @@ async fn eventually_consistent_reads_fail_over_to_a_replica_region_signed_for_it
 
 #[tokio::test]
 async fn consistent_reads_writes_and_tables_without_failover_never_go_to_a_replica() {
-    let engine = Engine::moto().await;
-    let relay = Relay::start(&engine.endpoint()).await;
-    for region in [HOME, REPLICA] {
-        let direct = sdk_client_in(&engine.endpoint(), region).await;
-        for table in [ORDERS, LEDGER] {
-            create_table(&direct, table).await;
-            put_v(&direct, table, "a", "s", region).await;
-        }
-    }
-    let proxy = start_proxy_with(&relay.endpoint, |c| {
-        c.upstream.sign = true;
-        c.upstream.endpoint = Some(format!("{}/r/{{region}}", relay.endpoint));
-        c.upstream.breaker_failures = 1;
-        c.upstream.breaker_open = LONG;
-        c.tables
-            .insert(ORDERS.to_string(), failover_table(&[REPLICA], true));
-    })
-    .await;
-    proxy.wait_ready().await;
+    let (engine, relay) = two_regions(&[ORDERS, LEDGER]).await;
+    let proxy = failover_proxy(&relay, vec![(ORDERS, failover_table(&[REPLICA], true))]).await;
     relay
         .fault_where(|c| c.signed_for(HOME), Fault::Reset)
         .await;

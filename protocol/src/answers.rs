@@ -286,14 +286,16 @@ pub fn item_key(item: &RawValue, key_names: &[String]) -> Option<Vec<u8>> {
     encode_key(values.iter().map(|(n, v)| (*n, v)))
 }
 
+/// A DescribeTable answer, `Table` read as `T` (what one reader wants of it).
+#[derive(Deserialize)]
+struct DescribeTableOutput<T> {
+    #[serde(rename = "Table")]
+    table: T,
+}
+
 /// A table's key schema and indexes, from a DescribeTable answer. `None` when the answer does not
 /// hold exactly one HASH key and at most one RANGE key.
 pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
-    #[derive(Deserialize)]
-    struct Out {
-        #[serde(rename = "Table")]
-        table: Desc,
-    }
     #[derive(Deserialize)]
     struct Desc {
         #[serde(rename = "TableArn", default)]
@@ -317,7 +319,7 @@ pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
         #[serde(rename = "IndexName")]
         index_name: String,
     }
-    let out: Out = serde_json::from_slice(body).ok()?;
+    let out: DescribeTableOutput<Desc> = serde_json::from_slice(body).ok()?;
     let mut hash = None;
     let mut range = None;
     for k in out.table.key_schema {
@@ -356,11 +358,6 @@ pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
 /// sent there would not be answered from the table's data.
 pub fn describe_table_replicas(body: &[u8]) -> Vec<Region> {
     #[derive(Deserialize)]
-    struct Out {
-        #[serde(rename = "Table")]
-        table: Desc,
-    }
-    #[derive(Deserialize)]
     struct Desc {
         #[serde(rename = "Replicas", default)]
         replicas: Vec<Replica>,
@@ -372,7 +369,7 @@ pub fn describe_table_replicas(body: &[u8]) -> Vec<Region> {
         #[serde(rename = "ReplicaStatus")]
         replica_status: Option<String>,
     }
-    let Ok(out) = serde_json::from_slice::<Out>(body) else {
+    let Ok(out) = serde_json::from_slice::<DescribeTableOutput<Desc>>(body) else {
         return Vec::new();
     };
     out.table
