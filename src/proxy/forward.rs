@@ -138,9 +138,9 @@ impl Forwarder {
     /// probe out), counted; `None` when it would go (it may be the probe). For a write, which
     /// does nothing before its call if that is refused.
     pub(crate) fn refusing(&self, inb: &Inbound) -> Option<UpstreamError> {
+        let breakers = self.breakers.as_ref()?;
         let endpoint = self.upstream.endpoint_url(inb.op, inb.region.as_str());
-        let refused = self.breakers.as_ref()?.refusing(&endpoint)?;
-        Some(self.refused_at_once(refused))
+        Some(self.refused_at_once(breakers.refusing(&endpoint)?))
     }
 
     /// What a DescribeTable of `table` said of its replica regions (for its reads' failover).

@@ -171,16 +171,16 @@ impl Breakers {
     /// A call to `endpoint`: let through, or refused at once while its breaker is open.
     pub(crate) fn admit(&self, endpoint: &str) -> Result<Permit, UpstreamError> {
         let now = Instant::now();
-        let (admission, change) = match self.shared.states.lock().get_mut(endpoint) {
-            None => (Admission::Call { probe: false }, None),
+        let admission = match self.shared.states.lock().get_mut(endpoint) {
+            None => Admission::Call { probe: false },
             Some(state) => {
                 let before = *state;
-                (state.admit(now), Some((before, *state)))
+                let admission = state.admit(now);
+                // Under the lock, so that the gauge follows the transitions in their order.
+                self.shared.transitioned(endpoint, before, *state);
+                admission
             }
         };
-        if let Some((before, after)) = change {
-            self.shared.transitioned(endpoint, before, after);
-        }
         match admission {
             Admission::Call { probe } => Ok(Permit {
                 shared: self.shared.clone(),
@@ -256,11 +256,11 @@ impl Shared {
         if after == State::CLOSED {
             states.remove(endpoint);
         }
-        drop(states);
         self.transitioned(endpoint, before, after);
     }
 
-    /// Reports a change of state: the gauge, the transition counter, a log line.
+    /// Reports a change of state: the gauge, the transition counter, a log line. Called with the
+    /// states locked (transitions are rare), so that the gauge ends on the last one.
     fn transitioned(&self, endpoint: &str, before: State, after: State) {
         let ((was, from), (value, to)) = (before.label(), after.label());
         if was == value {
