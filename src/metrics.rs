@@ -21,6 +21,14 @@ pub struct Family {
 /// The two caches, as label values.
 pub(crate) const CACHES: [&str; 2] = ["item", "query"];
 
+/// `collector`, registered in `registry`.
+fn registered<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
+}
+
 pub struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
@@ -54,6 +62,65 @@ pub struct Metrics {
     pub(crate) fleet: FleetMetrics,
     /// The shared tier (`crate::fleet::shared`).
     pub(crate) shared: SharedMetrics,
+    /// The upstream's circuit breakers and read failover (`crate::upstream::breaker`).
+    pub(crate) breaker: BreakerMetrics,
+}
+
+/// The metrics of the upstream's circuit breakers, and of the reads sent to a replica region
+/// while one is open.
+pub(crate) struct BreakerMetrics {
+    pub(crate) state: IntGaugeVec,
+    pub(crate) transitions: IntCounterVec,
+    pub(crate) failover_reads: IntCounterVec,
+}
+
+impl BreakerMetrics {
+    fn new(registry: &Registry) -> BreakerMetrics {
+        BreakerMetrics {
+            state: registered(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ddbcache_upstream_breaker_state",
+                        "The circuit breaker of an upstream endpoint: 0 closed, 1 open (calls answered at once), 2 half-open (one probe call out).",
+                    ),
+                    &["endpoint"],
+                )
+                .expect("valid metric"),
+            ),
+            transitions: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ddbcache_upstream_breaker_transitions_total",
+                        "Changes of an endpoint's circuit breaker, by the state entered (open, half_open, closed).",
+                    ),
+                    &["endpoint", "to"],
+                )
+                .expect("valid metric"),
+            ),
+            failover_reads: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ddbcache_upstream_failover_reads_total",
+                        "Eventually consistent reads sent to a replica region while the breaker of their own was open, by region and outcome (answered; failed: the client got the 503).",
+                    ),
+                    &["region", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 3] {
+        let BreakerMetrics {
+            state,
+            transitions,
+            failover_reads,
+        } = self;
+        [state, transitions, failover_reads]
+    }
 }
 
 /// The metrics of the shared tier: what the caches asked of it and what came of it.
@@ -372,7 +439,7 @@ impl Metrics {
             ),
             upstream_errors: counter(
                 "ddbcache_upstream_errors_total",
-                "Upstream calls that got no response, by kind (connect, timeout, backstop, io, signing).",
+                "Upstream calls that got no response, by kind (connect, timeout, backstop, io, signing, breaker_open: refused at once by the endpoint's circuit breaker).",
                 &["kind"],
             ),
             cache_hits: counter(
@@ -508,6 +575,7 @@ impl Metrics {
             ),
             fleet: FleetMetrics::new(&registry, &latency_buckets),
             shared: SharedMetrics::new(&registry, &latency_buckets),
+            breaker: BreakerMetrics::new(&registry),
             registry,
         };
         for cache in CACHES {
@@ -565,6 +633,7 @@ impl Metrics {
             request_duration,
             fleet,
             shared,
+            breaker,
             connections_open,
             connections_closed,
             buffered_bytes,
@@ -602,6 +671,7 @@ impl Metrics {
             .into_iter()
             .chain(fleet.collectors())
             .chain(shared.collectors())
+            .chain(breaker.collectors())
             .flat_map(|c| c.desc().into_iter().zip(c.collect()))
             .map(|(desc, family)| Family {
                 name: desc.fq_name.clone(),

@@ -579,6 +579,69 @@ async fn garbage_and_damaged_upstream_answers_are_passed_on_but_never_stored() {
     }
 }
 
+/// A BatchGetItem partly answered from the cache forwards only its misses; when that smaller
+/// answer arrives damaged it cannot be merged with the hits, and the client's whole request is
+/// sent as it came instead, never an answer missing the keys that hit.
+#[tokio::test]
+async fn a_damaged_answer_to_a_batch_get_s_misses_never_loses_its_hits() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let proxy = start_proxy(&relay.endpoint).await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = unique_table("batchdamage");
+    create_table(&direct, &table).await;
+    for pk in ["hit", "miss"] {
+        direct
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(key(pk, "1")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (get_hit, _) = get_and_query_of(&table, "hit", "1");
+    let post = |target: &str, body: String| {
+        let (endpoint, target) = (
+            proxy.endpoint.clone(),
+            format!("DynamoDB_20120810.{target}"),
+        );
+        async move { dynamodb_post(&endpoint, Some(&target), &[], body).await }
+    };
+    post("GetItem", get_hit.clone()).await;
+    assert_eq!(post("GetItem", get_hit).await.1["x-ddbcache"], "hit");
+    // Damage the answer to a BatchGetItem that reads the missing key alone.
+    relay
+        .fault_where(
+            |c| {
+                let body = String::from_utf8_lossy(&c.body);
+                c.target().ends_with(".BatchGetItem") && !body.contains(r#""hit""#)
+            },
+            Fault::CorruptBody,
+        )
+        .await;
+    let batch = format!(
+        r#"{{"RequestItems":{{"{table}":{{"Keys":[{{"pk":{{"S":"hit"}},"sk":{{"S":"1"}}}},{{"pk":{{"S":"miss"}},"sk":{{"S":"1"}}}}]}}}}}}"#
+    );
+    let (status, headers, answer) = post("BatchGetItem", batch).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let mut pks: Vec<&str> = json["Responses"][&table]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pk"]["S"].as_str().unwrap())
+        .collect();
+    pks.sort();
+    assert_eq!(pks, ["hit", "miss"], "{json}");
+    let sent: u32 = headers["x-amz-crc32"].to_str().unwrap().parse().unwrap();
+    assert_eq!(sent, crc32fast::hash(&answer));
+    assert_eq!(
+        relay.sent("BatchGetItem").await,
+        2,
+        "the subset, then the whole"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_during_an_outage_are_all_answered_within_one_upstream_timeout() {
     let engine = Engine::dynalite().await;

@@ -108,10 +108,10 @@ async fn expired_entries_answer_while_dynamodb_fails_marked_with_their_age() {
     );
     // A 5xx, then throttling: the same.
     o.relay.clear_faults().await;
-    o.relay.fault(all, Fault::Error(500, INTERNAL)).await;
+    o.relay.fault(all, Fault::Status(500, INTERNAL)).await;
     assert_eq!(get(&o.proxy, &o.table, false).await.1, "stale");
     o.relay.clear_faults().await;
-    o.relay.fault(all, Fault::Error(400, THROTTLED)).await;
+    o.relay.fault(all, Fault::Status(400, THROTTLED)).await;
     o.clock.advance(Duration::from_secs(20));
     assert_eq!(
         get(&o.proxy, &o.table, false).await,
@@ -135,11 +135,55 @@ async fn expired_entries_answer_while_dynamodb_fails_marked_with_their_age() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_breaker_open_expired_entries_answer_at_once_without_asking_dynamodb() {
+    let o = outage(|c| {
+        c.cache.stale_if_error = Duration::from_secs(60);
+        c.upstream.breaker_failures = 2;
+        c.upstream.breaker_open = Duration::from_secs(3600);
+    })
+    .await;
+    get(&o.proxy, &o.table, false).await;
+    o.clock.advance(Duration::from_secs(15));
+    o.relay.fault(all, Fault::Status(500, INTERNAL)).await;
+    // Two failures in a row open the breaker, each answered stale.
+    for _ in 0..2 {
+        assert_eq!(get(&o.proxy, &o.table, false).await.1, "stale");
+    }
+    let sent = o.relay.sent("GetItem").await;
+    // Now refused at once, never sent, and still answered with the entry.
+    for _ in 0..3 {
+        assert_eq!(
+            get(&o.proxy, &o.table, false).await,
+            (200, "stale".to_string(), Some(15), 1)
+        );
+    }
+    assert_eq!(o.relay.sent("GetItem").await, sent);
+    for (reason, count) in [("server_error", 2.0), ("breaker", 3.0)] {
+        let series =
+            format!("ddbcache_cache_stale_answers_total{{cache=\"item\",reason=\"{reason}\"}}");
+        assert_eq!(o.proxy.metric(&series).await, count, "{reason}");
+    }
+    // A read with no entry to answer gets the breaker's retryable refusal.
+    let other = format!(
+        r#"{{"TableName":"{}","Key":{{"pk":{{"S":"b"}},"sk":{{"S":"s"}}}}}}"#,
+        o.table
+    );
+    let (status, _, body) = dynamodb_post(
+        &o.proxy.endpoint,
+        Some("DynamoDB_20120810.GetItem"),
+        &[],
+        other,
+    )
+    .await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_stale_if_error_a_failed_read_fails_as_dynamodb_does() {
     let o = outage(|_| {}).await;
     get(&o.proxy, &o.table, false).await;
     o.clock.advance(Duration::from_secs(15));
-    o.relay.fault(all, Fault::Error(500, INTERNAL)).await;
+    o.relay.fault(all, Fault::Status(500, INTERNAL)).await;
     assert_eq!(get(&o.proxy, &o.table, false).await.0, 500);
 }
 

@@ -1,7 +1,7 @@
 //! Upstream answers, read just enough to fill the caches and learn key schemas: where a GetItem's
 //! `Item` sits in its body, a BatchGetItem's per-table items and unprocessed keys, the key of a
-//! returned item, a table's key schema from its DescribeTable, and an answer's body without its
-//! `ConsumedCapacity` (what is stored: a hit consumes none).
+//! returned item, a table's key schema and replica regions from its DescribeTable, and an answer's
+//! body without its `ConsumedCapacity` (what is stored: a hit consumes none).
 
 use std::collections::HashMap;
 
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::canonical::{encode_key, KeyAttr};
+use super::region::Region;
 use super::table::KeySchema;
 use super::Operation;
 
@@ -298,6 +299,13 @@ pub fn item_key(item: &RawValue, key_names: &[String]) -> Option<Vec<u8>> {
     encode_key(values.iter().map(|(n, v)| (*n, v)))
 }
 
+/// A DescribeTable answer, `Table` read as `T` (what one reader wants of it).
+#[derive(Deserialize)]
+struct DescribeTableOutput<T> {
+    #[serde(rename = "Table")]
+    table: T,
+}
+
 /// Most attributes one side (HASH or RANGE) of a global secondary index's key may have: four since
 /// multi-attribute keys (November 2025).
 pub const MAX_INDEX_KEY_ATTRIBUTES: usize = 4;
@@ -318,11 +326,6 @@ pub const MAX_INDEX_KEY_ATTRIBUTES: usize = 4;
 /// depend on every write to the table), so only its name is kept.
 pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
     #[derive(Deserialize)]
-    struct Out {
-        #[serde(rename = "Table")]
-        table: Desc,
-    }
-    #[derive(Deserialize)]
     struct Desc {
         #[serde(rename = "TableArn", default)]
         table_arn: Option<String>,
@@ -340,7 +343,7 @@ pub fn describe_table_schema(body: &[u8]) -> Option<KeySchema> {
         #[serde(rename = "KeySchema")]
         key_schema: Vec<KeyElement>,
     }
-    let out: Out = serde_json::from_slice(body).ok()?;
+    let out: DescribeTableOutput<Desc> = serde_json::from_slice(body).ok()?;
     let (mut hash, range) = key_sides(out.table.key_schema)?;
     if hash.len() != 1 || range.len() > 1 {
         return None;
@@ -398,6 +401,35 @@ fn key_sides(elements: Vec<KeyElement>) -> Option<(Vec<String>, Vec<String>)> {
         }
     }
     Some((hash, range))
+}
+
+/// The regions holding an active replica of a global table (version 2019.11.21), from its
+/// DescribeTable answer (`Table.Replicas`), in the order DynamoDB lists them; empty for a table
+/// that is not global, and for names that are not region names. Replicas being created, deleted
+/// or cut off (`REGION_DISABLED`, `INACCESSIBLE_ENCRYPTION_CREDENTIALS`) are left out: a read
+/// sent there would not be answered from the table's data.
+pub fn describe_table_replicas(body: &[u8]) -> Vec<Region> {
+    #[derive(Deserialize)]
+    struct Desc {
+        #[serde(rename = "Replicas", default)]
+        replicas: Vec<Replica>,
+    }
+    #[derive(Deserialize)]
+    struct Replica {
+        #[serde(rename = "RegionName")]
+        region_name: Option<String>,
+        #[serde(rename = "ReplicaStatus")]
+        replica_status: Option<String>,
+    }
+    let Ok(out) = serde_json::from_slice::<DescribeTableOutput<Desc>>(body) else {
+        return Vec::new();
+    };
+    out.table
+        .replicas
+        .into_iter()
+        .filter(|r| r.replica_status.as_deref() == Some("ACTIVE"))
+        .filter_map(|r| Region::parse(r.region_name.as_deref()?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -566,5 +598,22 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn replica_regions_from_describe_table() {
+        let body = br#"{"Table":{"TableName":"t","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"Replicas":[{"RegionName":"eu-west-1","ReplicaStatus":"ACTIVE"},{"RegionName":"us-west-2","ReplicaStatus":"CREATING"},{"RegionName":"ap-south-1","ReplicaStatus":"ACTIVE","ReplicaStatusDescription":"x"},{"RegionName":"Not A Region","ReplicaStatus":"ACTIVE"},{"ReplicaStatus":"ACTIVE"}]}}"#;
+        let names: Vec<String> = describe_table_replicas(body)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(names, ["eu-west-1", "ap-south-1"]);
+        for single_region in [
+            &br#"{"Table":{"TableName":"t"}}"#[..],
+            br#"{"Table":{"Replicas":[]}}"#,
+            b"garbage",
+        ] {
+            assert!(describe_table_replicas(single_region).is_empty());
+        }
     }
 }

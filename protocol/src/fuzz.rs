@@ -155,6 +155,7 @@ fn parse_everything(body: &[u8]) {
     let _ = answers::without_consumed_capacity(body);
     let _ = answers::parse_batch_get_output(body);
     let _ = answers::describe_table_schema(body);
+    let _ = answers::describe_table_replicas(body);
     if let Ok(raw) = serde_json::from_slice::<Box<serde_json::value::RawValue>>(body) {
         let _ = answers::item_key(&raw, &["pk".into(), "sk".into()]);
     }

@@ -41,6 +41,15 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_UPSTREAM_TIMEOUT", "upstream.timeout"),
     ("DDBCACHE_UPSTREAM_TIMEOUT_MS", "upstream.timeout_ms"),
     ("DDBCACHE_UPSTREAM_BACKSTOP", "upstream.backstop"),
+    (
+        "DDBCACHE_UPSTREAM_BREAKER_FAILURES",
+        "upstream.breaker_failures",
+    ),
+    ("DDBCACHE_UPSTREAM_BREAKER_OPEN", "upstream.breaker_open"),
+    (
+        "DDBCACHE_UPSTREAM_BREAKER_HANG_UP",
+        "upstream.breaker_hang_up",
+    ),
     ("DDBCACHE_MAX_BODY_BYTES", "server.max_body_bytes"),
     ("DDBCACHE_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("DDBCACHE_WORKER_THREADS", "server.worker_threads"),

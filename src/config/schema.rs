@@ -85,6 +85,21 @@ pub struct UpstreamConfig {
     /// as IRSA do, and win).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
+    /// Failures in a row of one endpoint's calls that open its circuit breaker: no connection,
+    /// a connection lost, a call given up at `timeout` or `backstop`, a call whose client hung up
+    /// after waiting `breaker_hang_up` for it, a 5xx answer (throttling is an answer, not a
+    /// failure). While open, calls to the endpoint are answered a retryable 503 at once, for
+    /// `breaker_open`; then one probe call goes through, and its outcome closes the breaker or
+    /// opens it again. 0 (the default): no breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker answers at once before it lets one probe call through.
+    #[serde(with = "units::positive_duration")]
+    pub breaker_open: Duration,
+    /// A call whose client hung up after waiting this long for it, unanswered, counts as a
+    /// failure of its endpoint: with no `timeout`, a hung upstream fails no call by itself, its
+    /// clients give up on it.
+    #[serde(with = "units::duration")]
+    pub breaker_hang_up: Duration,
 }
 
 /// `upstream.account_endpoints`: the SDKs' `AWS_ACCOUNT_ID_ENDPOINT_MODE`.
@@ -115,6 +130,9 @@ impl Default for UpstreamConfig {
             max_idle_per_host: 64,
             account_endpoints: None,
             account_id: None,
+            breaker_failures: 0,
+            breaker_open: Duration::from_secs(10),
+            breaker_hang_up: Duration::from_secs(1),
         }
     }
 }
@@ -734,7 +752,8 @@ impl<'de> Deserialize<'de> for TableAliases {
     }
 }
 
-/// Per-table TTLs; an absent key inherits the cache's. `0s` turns that cache off for the table.
+/// Per-table settings. TTLs: an absent key inherits the cache's, `0s` turns that cache off for
+/// the table.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableOverrides {
@@ -750,6 +769,17 @@ pub struct TableOverrides {
     /// `cache.refresh_ahead` for this table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_ahead: Option<f64>,
+    /// While the breaker of the table's own region is open, send its eventually consistent reads
+    /// (GetItem, BatchGetItem, Query, Scan) to a replica region, signed for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failover: bool,
+    /// The table's replica regions, in order of preference. Empty: those its DescribeTable lists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+    /// Store answers read from a replica region like any other (off: a replica may lag behind
+    /// the table's own region by an unbounded time).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub store_failover: bool,
 }
 
 #[cfg(test)]

@@ -116,6 +116,53 @@ impl Config {
         if self.streams.lease_ttl < Duration::from_secs(1) {
             return invalid("streams.lease_ttl", "must be at least 1s");
         }
+        self.failover_is_possible()
+    }
+
+    /// A table's replica regions are region names, and reads fail over only where they can: while
+    /// a breaker is open, to another region's endpoint, signed for that region.
+    fn failover_is_possible(&self) -> Result<(), ConfigError> {
+        for (name, table) in &self.tables {
+            let invalid = |key: &str, message: &str| {
+                Err(ConfigError::Invalid {
+                    key: format!("tables.{name}.{key}"),
+                    message: message.to_string(),
+                })
+            };
+            if let Some(bad) = table
+                .replicas
+                .iter()
+                .find(|r| crate::protocol::region::Region::parse(r).is_none())
+            {
+                return invalid(
+                    "replicas",
+                    &format!("`{bad}` is not a region name such as us-west-2"),
+                );
+            }
+            if !table.failover {
+                continue;
+            }
+            if self.upstream.breaker_failures == 0 {
+                return invalid(
+                    "failover",
+                    "needs upstream.breaker_failures: reads fail over while the breaker of the \
+                     table's region is open",
+                );
+            }
+            if !self.upstream.sign {
+                return invalid(
+                    "failover",
+                    "needs upstream.sign: a read sent to another region is signed for it",
+                );
+            }
+            if !self.upstream.follows_client_region() {
+                return invalid(
+                    "failover",
+                    "needs an endpoint per region (`{region}` in upstream.endpoint, or the \
+                     default) and upstream.pin_region off",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -139,10 +186,11 @@ mod tests {
     use super::*;
 
     /// The durations and sizes that refuse zero: timeouts and intervals, and the largest body.
-    const POSITIVE: [&str; 15] = [
+    const POSITIVE: [&str; 16] = [
         "upstream.connect_timeout",
         "upstream.timeout",
         "upstream.backstop",
+        "upstream.breaker_open",
         "server.max_body_bytes",
         "server.header_timeout",
         "server.body_timeout",
@@ -217,6 +265,37 @@ mod tests {
         c.server.max_buffered_bytes = c.server.max_body_bytes - 1;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("server.max_buffered_bytes"), "{err}");
+    }
+
+    #[test]
+    fn failover_needs_a_breaker_signing_and_an_endpoint_per_region() {
+        let check = |toml: &str| Config::from_toml(toml).unwrap().validate();
+        let table = "[tables.t]\nfailover = true\nreplicas = [\"us-west-2\"]\n";
+        let upstream = |extra: &str| format!("[upstream]\nbreaker_failures = 3\n{extra}\n{table}");
+        check(&upstream("")).unwrap();
+        check(&upstream("endpoint = \"http://127.0.0.1:8001/{region}\"")).unwrap();
+        for (toml, says) in [
+            (table.to_string(), "upstream.breaker_failures"),
+            (upstream("sign = false"), "upstream.sign"),
+            (upstream("pin_region = true"), "endpoint per region"),
+            (
+                upstream("endpoint = \"http://127.0.0.1:8001\""),
+                "endpoint per region",
+            ),
+        ] {
+            let err = check(&toml).unwrap_err().to_string();
+            assert!(
+                err.contains("tables.t.failover") && err.contains(says),
+                "{err}"
+            );
+        }
+        let err = check("[tables.t]\nreplicas = [\"us-west-2\", \"West US\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tables.t.replicas") && err.contains("West US"),
+            "{err}"
+        );
     }
 
     #[test]

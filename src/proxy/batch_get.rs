@@ -18,6 +18,7 @@ use crate::protocol::table::KeySchema;
 use crate::protocol::ProtocolError;
 
 use super::admit::Inbound;
+use super::failover;
 use super::forward::Encoding;
 use super::policy::{self, zero_capacity, BatchPlan, MissRead, Unstored};
 use super::respond::{self, Body, Outcome};
@@ -148,19 +149,36 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: BatchPlan<'_>) -> An
     let output = match output {
         Ok(output) => output,
         Err(reason) => {
-            // An error (or an answer ddbcache cannot read): the client gets it as it came.
             for _ in &misses {
                 cx.counters.unstored(Kind::Item, reason);
             }
+            if any_hit && upstream.status == http::StatusCode::OK {
+                // An answer to the misses alone that cannot be merged with the hits (its body
+                // does not match its checksum, or is not shaped as DynamoDB's): the client's
+                // whole request is sent as it came, and its answer relayed, as it would be direct.
+                let whole = cx.upstream.send(inb, Encoding::AsClientAsked).await?;
+                return Ok((respond::relayed(whole), Outcome::Miss));
+            }
+            // An error (or, for the whole request, an answer ddbcache cannot read): the client
+            // gets it as it came.
             return Ok((respond::relayed(upstream), Outcome::Miss));
         }
     };
-    fill(cx, &plan, &schemas, &output, misses);
+    match policy::failover_kept(&upstream) {
+        Ok(()) => fill(cx, &plan, &schemas, &output, misses),
+        Err(reason) => {
+            for _ in &misses {
+                cx.counters.unstored(Kind::Item, reason);
+            }
+        }
+    }
     if !any_hit {
         return Ok((respond::relayed(upstream), Outcome::Miss));
     }
     let body = merge(read, &hits, Some(&output))?;
-    Ok((respond::composed(body), Outcome::Miss))
+    let mut response = respond::composed(body);
+    failover::carry_mark(&upstream, response.headers_mut());
+    Ok((response, Outcome::Miss))
 }
 
 /// When DynamoDB failed the read and every key that missed has an expired entry its table keeps

@@ -1,6 +1,6 @@
 //! The way upstream: a request sent as the client sent it (re-signed by the upstream client), or
-//! asking for an uncompressed answer the caches can store — and how long its answer is waited for,
-//! decided here for every upstream call of the request path.
+//! asking for an uncompressed answer the caches can store — how long its answer is waited for,
+//! and whether it goes at all, decided here for every upstream call of the request path.
 //!
 //! A slow answer is still DynamoDB's answer, so by default ddbcache sets no limit of its own on
 //! what a client waits for: the client's own timeout governs. A client that hangs up drops its
@@ -10,22 +10,34 @@
 //! so are ddbcache's own calls made for a request ([`Forwarder::send_own`]). `upstream.timeout`,
 //! when set, answers every request a retryable 503 that long after its admission.
 //!
-//! A hung upstream is a circuit breaker's to cut short, not a per-request timeout's: a breaker per
-//! endpoint belongs in [`Forwarder::call`], which every upstream call of the request path passes,
-//! with the future that decides when it stops waiting.
+//! A hung upstream is a circuit breaker's to cut short, not a per-request timeout's: every call
+//! passes [`Forwarder::call`], which asks the breaker of the endpoint it goes to
+//! ([`crate::upstream::breaker`]) first and tells it how the call ended. While a breaker is open,
+//! calls to its endpoint are answered DynamoDB's retryable 503 at once, writes included (a write
+//! refused at once was never sent, so it is not in doubt), with an error that says so
+//! ([`UpstreamError::refused_at_once`]) — except an eventually consistent read of a table that
+//! fails over ([`super::failover`]): it is sent to a replica region whose breaker is closed,
+//! signed for it, and its answer marked and counted.
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::warn;
+use futures_util::FutureExt;
+use http::StatusCode;
+use tracing::{debug, warn};
 
+use super::failover::{self, Failover};
 use super::front_door;
-use crate::config::UpstreamConfig;
+use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::protocol::region::Region;
+use crate::protocol::table::TableId;
 use crate::protocol::ProtocolError;
-use crate::upstream::{error_chain, Upstream, UpstreamError, UpstreamResponse};
+use crate::upstream::breaker::{Breakers, Verdict};
+use crate::upstream::{error_chain, FromReplica, Upstream, UpstreamError, UpstreamResponse};
 
 use super::admit::Inbound;
 
@@ -45,31 +57,38 @@ pub(crate) struct Forwarder {
     timeout: Option<Duration>,
     /// `upstream.backstop`: how long an answer no client waits for is waited for.
     backstop: Duration,
+    /// A circuit breaker per endpoint; none unless `upstream.breaker_failures` is set.
+    breakers: Option<Breakers>,
+    /// The tables whose reads fail over, and their replica regions; none unless a table's do.
+    failover: Option<Failover>,
     metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
     pub(crate) fn new(
         upstream: Arc<Upstream>,
-        config: &UpstreamConfig,
+        config: &Arc<Config>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Forwarder {
             upstream,
-            timeout: config.timeout,
-            backstop: config.backstop,
+            timeout: config.upstream.timeout,
+            backstop: config.upstream.backstop,
+            breakers: Breakers::new(&config.upstream, &metrics.breaker),
+            failover: Failover::new(config),
             metrics,
         }
     }
 
     /// Sends a request its client waits for, and returns the whole answer; no answer at all
-    /// (unreachable, connection lost, `upstream.timeout` passed) is a retryable error for the
-    /// client. Waited for as long as the client waits, unless `upstream.timeout` is set.
+    /// (unreachable, connection lost, `upstream.timeout` passed, refused by the endpoint's
+    /// breaker) is a retryable error for the client. Waited for as long as the client waits,
+    /// unless `upstream.timeout` is set.
     pub(crate) async fn send(
         &self,
         inb: &Inbound,
         encoding: Encoding,
-    ) -> Result<UpstreamResponse, ProtocolError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         self.call(inb, encoding, self.deadline(inb)).await
     }
 
@@ -79,7 +98,7 @@ impl Forwarder {
         &self,
         inb: &Inbound,
         encoding: Encoding,
-    ) -> Result<UpstreamResponse, ProtocolError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let give_up = async {
             tokio::select! {
                 timed_out = self.deadline(inb) => timed_out,
@@ -97,7 +116,7 @@ impl Forwarder {
         &self,
         inb: &Inbound,
         abandoned: impl Future<Output = ()>,
-    ) -> Result<UpstreamResponse, ProtocolError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         self.call(inb, Encoding::AsClientAsked, self.backstop_after(abandoned))
             .await
     }
@@ -111,7 +130,23 @@ impl Forwarder {
     ) -> Result<T, ProtocolError> {
         tokio::select! {
             answered = answer => Ok(answered),
-            timed_out = self.deadline(inb) => Err(self.failed(inb, timed_out)),
+            timed_out = self.deadline(inb) => Err(self.failed(inb, timed_out).into()),
+        }
+    }
+
+    /// The refusal `inb` would get now from its endpoint's breaker (open, or half-open with its
+    /// probe out), counted; `None` when it would go (it may be the probe). For a write, which
+    /// does nothing before its call if that is refused.
+    pub(crate) fn refusing(&self, inb: &Inbound) -> Option<UpstreamError> {
+        let breakers = self.breakers.as_ref()?;
+        let endpoint = self.upstream.endpoint_url(inb.op, inb.region.as_str());
+        Some(self.refused_at_once(breakers.refusing(&endpoint)?))
+    }
+
+    /// What a DescribeTable of `table` said of its replica regions (for its reads' failover).
+    pub(crate) fn learned_replicas(&self, table: &TableId, replicas: Vec<Region>) {
+        if let Some(failover) = &self.failover {
+            failover.learned(table, replicas);
         }
     }
 
@@ -139,16 +174,119 @@ impl Forwarder {
         }
     }
 
-    /// Every upstream call of the request path: sent, and waited for until the answer or until
-    /// `give_up` resolves (with why), then counted. `give_up` is polled first, so a request whose
-    /// time ran out while it waited for another's fill is not sent at all. A circuit breaker per
-    /// endpoint would sit here: refusing before the send, learning from the result.
+    /// Every upstream call of the request path: let through by its endpoint's breaker (or, while
+    /// that is open, failed over or refused at once), sent, waited for until the answer or until
+    /// `give_up` resolves (with why), then counted, by the breaker too. `give_up` is polled
+    /// first, so a request whose time ran out while it waited for another's fill is not sent at
+    /// all (and says nothing of the endpoint).
     async fn call(
         &self,
         inb: &Inbound,
         encoding: Encoding,
         give_up: impl Future<Output = UpstreamError>,
-    ) -> Result<UpstreamResponse, ProtocolError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut give_up = pin!(give_up);
+        if let Some(gave_up) = give_up.as_mut().now_or_never() {
+            return Err(self.failed(inb, gave_up));
+        }
+        let permit = match &self.breakers {
+            None => None,
+            Some(breakers) => {
+                match breakers.admit(&self.upstream.endpoint_url(inb.op, inb.region.as_str())) {
+                    Ok(permit) => Some(permit),
+                    Err(refused) => return self.refused(inb, encoding, refused, give_up).await,
+                }
+            }
+        };
+        let result = self.exchange(inb, &inb.region, encoding, give_up).await;
+        if let Some(permit) = permit {
+            permit.settle(Verdict::of(&result));
+        }
+        result.map_err(|e| self.failed(inb, e))
+    }
+
+    /// A call its endpoint's breaker refused: failed over when it may be, else the refusal.
+    async fn refused(
+        &self,
+        inb: &Inbound,
+        encoding: Encoding,
+        refused: UpstreamError,
+        give_up: Pin<&mut impl Future<Output = UpstreamError>>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        if let Some(answer) = self.fail_over(inb, encoding, give_up).await {
+            return Ok(answer);
+        }
+        Err(self.refused_at_once(refused))
+    }
+
+    /// Counts a refusal of the breaker (not logged: the breaker logged when it opened).
+    fn refused_at_once(&self, refused: UpstreamError) -> UpstreamError {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[refused.kind()])
+            .inc();
+        refused
+    }
+
+    /// An eventually consistent read of a table that fails over, sent to the first of its replica
+    /// regions whose breaker is closed ([`Failover::route`]), signed for it. Its answer, when a
+    /// 200, is marked ([`failover::HEADER_FAILOVER`]) and says whether the cache may keep it;
+    /// `None` otherwise (the client then gets the refusal its own region's breaker gave).
+    async fn fail_over(
+        &self,
+        inb: &Inbound,
+        encoding: Encoding,
+        give_up: Pin<&mut impl Future<Output = UpstreamError>>,
+    ) -> Option<UpstreamResponse> {
+        let (failover, breakers) = (self.failover.as_ref()?, self.breakers.as_ref()?);
+        let endpoint = |region: &Region| self.upstream.endpoint_url(inb.op, region.as_str());
+        let route = failover.route(inb.op, &inb.region, &inb.json, |region| {
+            breakers.is_closed(&endpoint(region))
+        })?;
+        let permit = breakers.admit(&endpoint(&route.region)).ok()?;
+        let result = self.exchange(inb, &route.region, encoding, give_up).await;
+        permit.settle(Verdict::of(&result));
+        let outcome = match result {
+            Ok(mut answer) if answer.status == StatusCode::OK => {
+                answer.from_replica = Some(FromReplica {
+                    region: route.region.clone(),
+                    storable: route.storable,
+                });
+                failover::mark(&mut answer);
+                Some(answer)
+            }
+            Ok(answer) => {
+                debug!(op = inb.op.name(), region = %route.region, status = %answer.status,
+                    "a replica region did not answer a read failed over to it");
+                None
+            }
+            Err(e) => {
+                self.failed(inb, e);
+                None
+            }
+        };
+        let label = if outcome.is_some() {
+            "answered"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .breaker
+            .failover_reads
+            .with_label_values(&[route.region.as_str(), label])
+            .inc();
+        outcome
+    }
+
+    /// One exchange with `region`'s endpoint, signed for it, until its answer or until `give_up`
+    /// resolves; an answer's time is observed.
+    async fn exchange(
+        &self,
+        inb: &Inbound,
+        region: &Region,
+        encoding: Encoding,
+        give_up: Pin<&mut impl Future<Output = UpstreamError>>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         // A signature in the query string is the client's: when ddbcache signs, the upstream
         // gets ddbcache's signature instead, in the headers.
         let path = if inb.admission.query_signed && self.upstream.signer().is_some() {
@@ -158,7 +296,7 @@ impl Forwarder {
         };
         let send = self.upstream.exchange(
             inb.op,
-            inb.region.as_str(),
+            region.as_str(),
             &path,
             &inb.headers,
             inb.body.clone(),
@@ -169,25 +307,22 @@ impl Forwarder {
             gave_up = give_up => Err(gave_up),
             answered = send => answered,
         };
-        match result {
-            Ok(r) => {
-                self.metrics
-                    .upstream_duration
-                    .with_label_values(&[inb.op.name()])
-                    .observe(r.elapsed.as_secs_f64());
-                Ok(r)
-            }
-            Err(e) => Err(self.failed(inb, e)),
+        if let Ok(r) = &result {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[inb.op.name()])
+                .observe(r.elapsed.as_secs_f64());
         }
+        result
     }
 
-    /// Counts and logs a call that got no answer, and says what the client sees.
-    fn failed(&self, inb: &Inbound, e: UpstreamError) -> ProtocolError {
+    /// Counts and logs a call that got no answer.
+    fn failed(&self, inb: &Inbound, e: UpstreamError) -> UpstreamError {
         self.metrics
             .upstream_errors
             .with_label_values(&[e.kind()])
             .inc();
         warn!(op = inb.op.name(), error = %error_chain(&e), "upstream call failed");
-        e.to_protocol()
+        e
     }
 }

@@ -23,6 +23,7 @@ mod admit;
 mod aliases;
 mod batch_get;
 mod budget;
+mod failover;
 mod forward;
 pub mod front_door;
 pub mod headers;
@@ -93,7 +94,7 @@ impl Proxy {
         aliases: Arc<Aliases>,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let forwarder = Arc::new(Forwarder::new(upstream, &config.upstream, metrics.clone()));
+        let forwarder = Arc::new(Forwarder::new(upstream, &config, metrics.clone()));
         let counters = Arc::new(Counters::new(metrics.clone()));
         let cached = cache.map(|cache| Cached {
             config: config.clone(),

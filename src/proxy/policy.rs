@@ -22,6 +22,10 @@
 //! 5. An answer is stored only if it is a 200 with a plain body, of the shape DynamoDB's answers
 //!    have, the key schema is known and matches, and no write began or may still land since the
 //!    read started.
+//! 6. An answer a replica region gave while the breaker of the table's own region was open (read
+//!    failover, `proxy::forward`) is stored only where every table it read says `store_failover`
+//!    ([`failover_storable`], decided when the read is sent there): a replica may lag behind by an
+//!    unbounded time, and an entry would go on answering with what it read.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -32,14 +36,14 @@ use bytes::Bytes;
 use http::{header, StatusCode};
 
 use crate::cache::{Address, Cache, CacheKey, Dependency, Entry, Kind, Restrictions};
-use crate::config::{Config, TableTtls};
+use crate::config::{Config, TableOverrides, TableTtls};
 use crate::fleet::{Blocked, Fleet};
 use crate::protocol::answers;
 use crate::protocol::reads::{BatchGetRead, Capacity, GetItemRead, Parsed, QueryRead, Read};
 use crate::protocol::region::Region;
 use crate::protocol::table::{KeySchema, TableId, TableRef};
-use crate::protocol::{Operation, ProtocolError, HEADER_CRC32};
-use crate::upstream::UpstreamResponse;
+use crate::protocol::{Operation, HEADER_CRC32};
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 use super::respond::ZeroCapacity;
 
@@ -89,6 +93,9 @@ pub(crate) enum Unstored {
     /// Not shaped as DynamoDB's answer to the operation (unknown fields, items that are not
     /// attribute-value maps): whatever produced it, it is not an answer to keep.
     Shape,
+    /// Read from a replica region while the table's own was down (rule 6), for a table that does
+    /// not store such answers.
+    Failover,
 }
 
 impl From<crate::cache::Refusal> for Unstored {
@@ -496,14 +503,18 @@ pub(crate) enum Failure {
     ServerError,
     /// `ProvisionedThroughputExceededException`, `ThrottlingException`, `RequestLimitExceeded`.
     Throttled,
+    /// Not sent: the endpoint's circuit breaker is open.
+    Breaker,
 }
 
 /// Rule 6 (stale-if-error): the failure an upstream result is, when an expired entry may answer
-/// for it; `None` for an answer (an error DynamoDB gives for the request itself included).
-pub(crate) fn failure(result: &Result<UpstreamResponse, ProtocolError>) -> Option<Failure> {
+/// for it; `None` for an answer (an error DynamoDB gives for the request itself included) and for
+/// ddbcache's own trouble (no credentials to sign with, no endpoint), which is not DynamoDB down.
+pub(crate) fn failure(result: &Result<UpstreamResponse, UpstreamError>) -> Option<Failure> {
     match result {
-        Err(ProtocolError::UpstreamUnavailable(_)) => Some(Failure::Unavailable),
-        Err(_) => None,
+        Err(e) if e.refused_at_once() => Some(Failure::Breaker),
+        Err(UpstreamError::Signing(_) | UpstreamError::Endpoint(_)) => None,
+        Err(_) => Some(Failure::Unavailable),
         Ok(a) if a.status.is_server_error() => Some(Failure::ServerError),
         Ok(a) if answers::is_throttling(a.status.as_u16(), &a.body) => Some(Failure::Throttled),
         Ok(_) => None,
@@ -590,6 +601,9 @@ pub(crate) fn keep(
     if let MissRead::Unstored(reason) = how {
         return Keeping::Not(reason);
     }
+    if let Err(reason) = failover_kept(answer) {
+        return Keeping::Not(reason);
+    }
     if let Err(reason) = storable(answer, op) {
         return Keeping::Not(reason);
     }
@@ -649,4 +663,23 @@ pub(crate) fn storable(answer: &UpstreamResponse, op: Operation) -> Result<(), U
         return Err(Unstored::Shape);
     }
     Ok(())
+}
+
+/// Rule 6: whether an answer read from a replica region for tables with these settings (`None`:
+/// a table with none) may be stored — only when every one of them says `store_failover`.
+pub(crate) fn failover_storable<'t>(
+    tables: impl IntoIterator<Item = Option<&'t TableOverrides>>,
+) -> bool {
+    tables
+        .into_iter()
+        .all(|t| t.is_some_and(|t| t.store_failover))
+}
+
+/// Rule 6, as the answer carries it: a replica's answer is kept only where
+/// [`failover_storable`] allowed it when the read was sent there.
+pub(crate) fn failover_kept(answer: &UpstreamResponse) -> Result<(), Unstored> {
+    match &answer.from_replica {
+        Some(replica) if !replica.storable => Err(Unstored::Failover),
+        _ => Ok(()),
+    }
 }

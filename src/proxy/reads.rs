@@ -13,8 +13,8 @@ use http::Response;
 
 use crate::cache::{Entry, Fill, Kind, Lookup, NoRefresh, Source};
 use crate::protocol::table::KeySchema;
-use crate::protocol::{answers, reads, ProtocolError};
-use crate::upstream::UpstreamResponse;
+use crate::protocol::{answers, reads};
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 use super::admit::Inbound;
 use super::forward::Encoding;
@@ -84,7 +84,7 @@ async fn forward_miss(
     how: MissRead,
     waiting: Waiting,
 ) -> (
-    Result<UpstreamResponse, ProtocolError>,
+    Result<UpstreamResponse, UpstreamError>,
     Option<Arc<KeySchema>>,
 ) {
     let request = miss_request(cx, plan.kind, inb, how);
@@ -141,7 +141,7 @@ fn stale_answer(
     cx: &Cached,
     plan: &Plan<'_>,
     fill: &Fill<'_>,
-    result: &Result<UpstreamResponse, ProtocolError>,
+    result: &Result<UpstreamResponse, UpstreamError>,
 ) -> Option<Response<Body>> {
     let failure = policy::failure(result)?;
     let (entry, past) = fill.stale().filter(|(_, past)| plan.answers_stale(*past))?;

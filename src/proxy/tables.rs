@@ -13,7 +13,7 @@ use http::StatusCode;
 use tracing::debug;
 
 use crate::cache::Need;
-use crate::protocol::answers::describe_table_schema;
+use crate::protocol::answers::{describe_table_replicas, describe_table_schema};
 use crate::protocol::table::{KeySchema, TableId};
 use crate::protocol::{Operation, HEADER_TARGET};
 
@@ -39,7 +39,7 @@ pub(super) async fn schema(
                 let _ = done.changed().await;
             }
             Need::Fetch(ticket) => {
-                let schema = describe_table(cx, as_sent, inb).await;
+                let schema = describe_table(cx, table, as_sent, inb).await;
                 ticket.finish(schema);
             }
         }
@@ -52,15 +52,23 @@ pub(super) async fn schema(
 pub(super) fn prefetch(cx: &Cached, table: &TableId, as_sent: &str, inb: &Inbound) {
     if let Need::Fetch(ticket) = cx.cache.need_schema(table) {
         let (cx, as_sent, inb) = (cx.clone(), as_sent.to_string(), inb.clone());
+        let table = table.clone();
         tokio::spawn(async move {
-            let schema = describe_table(&cx, &as_sent, &inb).await;
+            let schema = describe_table(&cx, &table, &as_sent, &inb).await;
             ticket.finish(schema);
         });
     }
 }
 
-/// ddbcache's own DescribeTable, sent with the headers of the request that needed it.
-async fn describe_table(cx: &Cached, table_name: &str, like: &Inbound) -> Option<KeySchema> {
+/// ddbcache's own DescribeTable of `table`, sent with the headers of the request that needed it
+/// and naming the table as it did (`table_name`). What it says of the table's replica regions is
+/// kept for its reads' failover.
+async fn describe_table(
+    cx: &Cached,
+    table: &TableId,
+    table_name: &str,
+    like: &Inbound,
+) -> Option<KeySchema> {
     let mut headers = like.headers.clone();
     headers.insert(
         HeaderName::from_static(HEADER_TARGET),
@@ -72,7 +80,11 @@ async fn describe_table(cx: &Cached, table_name: &str, like: &Inbound) -> Option
     request.path = "/".to_string();
     request.headers = headers;
     let schema = match cx.upstream.send_own(&request, Encoding::Identity).await {
-        Ok(answer) if answer.status == StatusCode::OK => describe_table_schema(&answer.body),
+        Ok(answer) if answer.status == StatusCode::OK => {
+            cx.upstream
+                .learned_replicas(table, describe_table_replicas(&answer.body));
+            describe_table_schema(&answer.body)
+        }
         Ok(answer) => {
             debug!(table = table_name, status = %answer.status, "DescribeTable for the key schema failed");
             None

@@ -9,7 +9,8 @@
 //! `upstream.timeout`, must not cancel the invalidation that follows the upstream's answer. The
 //! task waits for that answer for as long as the client does, and for `upstream.backstop` more
 //! once nobody waits ([`super::forward::Forwarder::see_through`]); ddbcache never sends a write
-//! twice.
+//! twice. A write the circuit breaker of its endpoint refuses is answered at once, and touches
+//! nothing: it was never sent.
 
 use tokio::sync::oneshot;
 
@@ -18,7 +19,7 @@ use crate::fleet::Origin;
 use crate::protocol::table::TableId;
 use crate::protocol::writes::{self, WriteContext, WriteScope};
 use crate::protocol::{answers, partiql, ProtocolError};
-use crate::upstream::UpstreamResponse;
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 use super::admit::Inbound;
 use super::forward::Encoding;
@@ -71,6 +72,11 @@ pub(super) async fn unknown(cx: &Cached, inb: &Inbound) -> Answered {
 /// Invalidate, forward, invalidate again, whatever the outcome, and publish — in a task that
 /// outlives the client's connection.
 async fn forward(cx: &Cached, inb: &Inbound, scope: WriteScope, kind: WriteKind) -> Answered {
+    // A write its endpoint's circuit breaker refuses is never sent: nothing it names changed, so
+    // nothing is invalidated (entries an outage leaves are worth keeping) or in doubt.
+    if let Some(refused) = cx.upstream.refusing(inb) {
+        return Err(refused.into());
+    }
     // Dropped once nobody waits for the answer: the client hung up (this future is dropped with
     // its request) or is answered at its deadline.
     let (_waiting, abandoned) = oneshot::channel::<()>();
@@ -100,14 +106,35 @@ async fn forward(cx: &Cached, inb: &Inbound, scope: WriteScope, kind: WriteKind)
     Ok((respond::relayed(answer), Outcome::NotCacheable))
 }
 
-/// How a forwarded write ended, as the cache needs to know it.
-fn outcome(result: &Result<UpstreamResponse, ProtocolError>) -> WriteOutcome {
+/// How a forwarded write ended, as the cache needs to know it. One its endpoint's circuit breaker
+/// refused at once (it opened after [`forward`] looked) was never sent: nothing of it can land.
+fn outcome(result: &Result<UpstreamResponse, UpstreamError>) -> WriteOutcome {
     match result {
+        Err(e) if e.refused_at_once() => WriteOutcome::Answered,
         Err(_) => WriteOutcome::Unknown,
         Ok(answer) if answer.status.is_server_error() => WriteOutcome::Unknown,
         Ok(answer) if answers::contradicts_schema(answer.status.as_u16(), &answer.body) => {
             WriteOutcome::ContradictedSchema
         }
         Ok(_) => WriteOutcome::Answered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_refused_at_once_is_not_in_doubt() {
+        let endpoint = || "http://e".to_string();
+        let refused = Err(UpstreamError::BreakerOpen {
+            endpoint: endpoint(),
+        });
+        assert_eq!(outcome(&refused), WriteOutcome::Answered);
+        let lost = Err(UpstreamError::Io {
+            endpoint: endpoint(),
+            detail: "reset".into(),
+        });
+        assert_eq!(outcome(&lost), WriteOutcome::Unknown);
     }
 }

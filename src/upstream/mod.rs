@@ -1,10 +1,12 @@
 //! The upstream client: endpoint resolution (a configured URL, or AWS's own endpoints as the SDKs
-//! choose them: [`endpoints`]), pooled keep-alive connections (HTTP or HTTPS with rustls), and
-//! SigV4 re-signing. It forwards bytes; cache policy lives elsewhere, and so does how long a
-//! client's request is waited for (`proxy::forward`). ddbcache's own calls made here (stream
-//! reads, the readiness probe) have no client waiting: they are bounded here.
+//! choose them: [`endpoints`]), pooled keep-alive connections (HTTP or HTTPS with rustls), SigV4
+//! re-signing, and a circuit breaker per endpoint ([`breaker`]). It forwards bytes; cache policy
+//! lives elsewhere, and so does how long a client's request is waited for and where it goes when
+//! its region's breaker is open (`proxy::forward`). ddbcache's own calls made here (stream reads,
+//! the readiness probe) have no client waiting: they are bounded here.
 
 pub mod amz_date;
+pub(crate) mod breaker;
 pub mod endpoints;
 pub mod signing;
 
@@ -20,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{AccountEndpoints, UpstreamConfig, REGION_PLACEHOLDER};
+use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
 use crate::wait::within;
 use endpoints::{EndpointError, Service};
@@ -32,6 +35,17 @@ pub(crate) struct UpstreamResponse {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub elapsed: Duration,
+    /// Set when a replica region answered instead of the request's own (read failover).
+    pub from_replica: Option<FromReplica>,
+}
+
+/// An answer a replica region gave while the breaker of the request's own region was open.
+#[derive(Debug, Clone)]
+pub(crate) struct FromReplica {
+    pub region: Region,
+    /// Whether the cache may store it, as decided when the read was sent there
+    /// (`proxy::policy::failover_storable`).
+    pub storable: bool,
 }
 
 /// Why an upstream call produced no answer.
@@ -55,6 +69,12 @@ pub(crate) enum UpstreamError {
     Signing(#[from] SigningError),
     #[error("no upstream endpoint")]
     Endpoint(#[from] EndpointError),
+    /// Not sent: the endpoint's circuit breaker is open ([`breaker`]).
+    #[error(
+        "upstream {endpoint} is failing: its circuit breaker is open, and calls to it are answered \
+         at once"
+    )]
+    BreakerOpen { endpoint: String },
 }
 
 /// Why the readiness probe did not pass.
@@ -78,7 +98,14 @@ impl UpstreamError {
             UpstreamError::Io { .. } => "io",
             UpstreamError::Signing(_) => "signing",
             UpstreamError::Endpoint(_) => "endpoint",
+            UpstreamError::BreakerOpen { .. } => "breaker_open",
         }
+    }
+
+    /// Whether the call was refused at once by the endpoint's circuit breaker, never sent (where
+    /// every other error is a call that was sent, or tried to be, and failed).
+    pub(crate) fn refused_at_once(&self) -> bool {
+        matches!(self, UpstreamError::BreakerOpen { .. })
     }
 
     /// What the client sees: a status every SDK retries.
@@ -89,6 +116,12 @@ impl UpstreamError {
             }
             _ => ProtocolError::UpstreamUnavailable(self.to_string()),
         }
+    }
+}
+
+impl From<UpstreamError> for ProtocolError {
+    fn from(e: UpstreamError) -> ProtocolError {
+        e.to_protocol()
     }
 }
 
@@ -164,6 +197,21 @@ impl Route {
                 Ok(Route::PerRegion { template: t })
             }
             Some(t) => Ok(Route::Fixed(Endpoint::parse(&t)?)),
+        }
+    }
+
+    /// The URL of `region`'s endpoint, which a circuit breaker is kept per: for AWS's endpoints,
+    /// the regional one (the account-based endpoint of one account is one per region too).
+    fn url(&self, region: &str) -> Cow<'_, str> {
+        match self {
+            Route::Fixed(e) => Cow::Borrowed(&e.url),
+            Route::PerRegion { template } => {
+                Cow::Owned(template.replace(REGION_PLACEHOLDER, region))
+            }
+            Route::Aws(service) => Cow::Owned(
+                endpoints::resolve(*service, region, None, AccountEndpoints::Disabled)
+                    .unwrap_or_else(|_| format!("{} in {region}", self.describe())),
+            ),
         }
     }
 
@@ -299,11 +347,7 @@ impl Upstream {
         op: Operation,
         region: &str,
     ) -> Result<Cow<'_, Endpoint>, UpstreamError> {
-        let route = if op.is_streams() {
-            &self.streams_endpoint
-        } else {
-            &self.endpoint
-        };
+        let route = self.route(op);
         let account = match route {
             Route::Aws(Service::DynamoDb)
                 if self.account_endpoints != AccountEndpoints::Disabled =>
@@ -329,6 +373,19 @@ impl Upstream {
     /// The endpoint as configured (a URL, or a URL with `{region}`), for logs.
     pub(crate) fn endpoint(&self) -> &str {
         self.endpoint.describe()
+    }
+
+    /// The URL `op`'s requests of `region` go to: what a circuit breaker is kept per.
+    pub(crate) fn endpoint_url(&self, op: Operation, region: &str) -> Cow<'_, str> {
+        self.route(op).url(region)
+    }
+
+    fn route(&self, op: Operation) -> &Route {
+        if op.is_streams() {
+            &self.streams_endpoint
+        } else {
+            &self.endpoint
+        }
     }
 
     pub(crate) fn signer(&self) -> Option<&Signer> {
@@ -464,6 +521,7 @@ impl Upstream {
             headers,
             body,
             elapsed: started.elapsed(),
+            from_replica: None,
         })
     }
 

@@ -560,6 +560,27 @@ pub struct Captured {
 /// Picks a request by its target and body.
 type RequestMatcher = Box<dyn Fn(&str, &[u8]) -> bool + Send>;
 
+/// Picks a request by anything of it (its signature, the path it was sent to).
+type FaultMatcher = Box<dyn Fn(&Captured) -> bool + Send>;
+
+impl Captured {
+    /// The `X-Amz-Target` it carries, or "".
+    pub fn target(&self) -> &str {
+        self.headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Whether it is signed for `region` (its SigV4 credential scope names it).
+    pub fn signed_for(&self, region: &str) -> bool {
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|auth| auth.contains(&format!("/{region}/dynamodb/aws4_request")))
+    }
+}
+
 struct Hold {
     matches: RequestMatcher,
     /// Hold the request before it reaches the engine (else: the answer after it).
@@ -583,17 +604,18 @@ pub enum Fault {
     CorruptBody,
     /// Close the connection without answering.
     Reset,
-    /// Answer with this status and body, without asking the engine (a 5xx, or DynamoDB
-    /// throttling the request).
-    Error(u16, &'static str),
+    /// Answer with this status and body, without asking the engine (a 5xx, a throttling error).
+    Status(u16, &'static str),
 }
 
-type Faults = Arc<Mutex<Vec<(RequestMatcher, Fault)>>>;
+type Faults = Arc<Mutex<Vec<(FaultMatcher, Fault)>>>;
 
 /// An HTTP relay in front of an engine: records every request, can hold back the response to
 /// one chosen request until the test releases it, and can answer matching requests with a
 /// [`Fault`]. With it a test can make an upstream answer "arrive late" at exactly the moment it
-/// wants, or arrive broken.
+/// wants, or arrive broken. A request sent to `/r/<region>/…` (an endpoint `{relay}/r/{region}`
+/// tells the relay which region's endpoint each request went to) reaches the engine as `/…`:
+/// moto answers at `/` only.
 pub struct Relay {
     pub endpoint: String,
     captured: Arc<Mutex<Vec<Captured>>>,
@@ -672,6 +694,17 @@ impl Relay {
         matches: impl Fn(&str, &[u8]) -> bool + Send + 'static,
         fault: Fault,
     ) {
+        self.fault_where(move |c| matches(c.target(), &c.body), fault)
+            .await;
+    }
+
+    /// Answers every request that satisfies `matches` with `fault`, until
+    /// [`Relay::clear_faults`].
+    pub async fn fault_where(
+        &self,
+        matches: impl Fn(&Captured) -> bool + Send + 'static,
+        fault: Fault,
+    ) {
         self.faults.lock().await.push((Box::new(matches), fault));
     }
 
@@ -690,11 +723,7 @@ impl Relay {
             .lock()
             .await
             .iter()
-            .filter(|c| {
-                c.headers
-                    .get("x-amz-target")
-                    .is_some_and(|t| t == target.as_str())
-            })
+            .filter(|c| c.target() == target)
             .count()
     }
 
@@ -775,6 +804,30 @@ impl Drop for OnDrop {
     }
 }
 
+/// A relay's own answer, with its correct checksum, as DynamoDB would send it.
+fn answer(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    let crc = crc32fast::hash(body.as_bytes()).to_string();
+    response
+        .headers_mut()
+        .insert("x-amz-crc32", crc.parse().unwrap());
+    response.headers_mut().insert(
+        "content-type",
+        "application/x-amz-json-1.0".parse().unwrap(),
+    );
+    response
+}
+
+/// The path a request sent to the relay at `path` takes to the engine: without a leading
+/// `/r/<region>`.
+fn engine_path(path: &str) -> &str {
+    match path.strip_prefix("/r/") {
+        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => path,
+    }
+}
+
 async fn relay(
     req: Request<Incoming>,
     target: &str,
@@ -790,23 +843,19 @@ async fn relay(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    captured.lock().await.push(Captured {
+    let request = Captured {
         path: path.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
-    });
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    };
+    let op = request.target().to_string();
     let fault = faults
         .lock()
         .await
         .iter()
-        .find(|(matches, _)| matches(&op, &body))
+        .find(|(matches, _)| matches(&request))
         .map(|(_, fault)| fault.clone());
+    captured.lock().await.push(request);
     match fault {
         Some(Fault::Blackhole) => std::future::pending::<()>().await,
         Some(Fault::Reset) => {
@@ -815,23 +864,9 @@ async fn relay(
                 "fault: reset",
             ))
         }
-        Some(Fault::Answer(body)) | Some(Fault::Error(_, body)) => {
-            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-            if let Some(Fault::Error(status, _)) = fault {
-                *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-            }
-            response.headers_mut().insert(
-                "x-amz-crc32",
-                crc32fast::hash(body.as_bytes())
-                    .to_string()
-                    .parse()
-                    .unwrap(),
-            );
-            response.headers_mut().insert(
-                "content-type",
-                "application/x-amz-json-1.0".parse().unwrap(),
-            );
-            return Ok(response);
+        Some(Fault::Answer(body)) => return Ok(answer(StatusCode::OK, body)),
+        Some(Fault::Status(status, body)) => {
+            return Ok(answer(StatusCode::from_u16(status).unwrap(), body))
         }
         Some(Fault::CorruptBody) | None => {}
     }
@@ -846,7 +881,7 @@ async fn relay(
     // Fires if this exchange is dropped before it answers: hyper drops it when ddbcache closes the
     // connection.
     let mut abandoned = OnDrop(held.as_mut().and_then(|h| h.abandoned.take()));
-    let mut out = Request::post(format!("{target}{path}"));
+    let mut out = Request::post(format!("{target}{}", engine_path(&path)));
     for (k, v) in parts.headers.iter() {
         // The body may be rewritten: its length is the client's to set.
         if k != "host" && k != "content-length" {
