@@ -1,5 +1,6 @@
-//! When DynamoDB is not there: stale-if-error answers a failed read with an expired entry that
-//! nothing invalidated, marked with its age; refresh-ahead keeps a hot key's entry fresh so it
+//! When DynamoDB is not there: stale-if-error answers a failed read (or one the open breaker
+//! refused) with an expired entry that nothing invalidated — no write through this sidecar or a
+//! peer, no stream record — marked with its age; refresh-ahead keeps a hot key's entry fresh so it
 //! never takes the miss. The cache keeps its time by a clock the tests move, so TTLs pass without
 //! waiting; the upstream fails on cue (a relay's faults).
 
@@ -8,6 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::fleet::{create_streamed_table, put_direct, streams_config, until_stream_read};
+use common::redis::RedisServer;
 use common::*;
 use ddbcache::cache::ManualClock;
 use ddbcache::config::Config;
@@ -202,6 +205,69 @@ async fn an_invalidated_entry_is_never_answered_stale_even_when_its_write_failed
             .await,
         0.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_a_peer_s_write_invalidated_is_never_answered_stale() {
+    let engine = Engine::dynalite().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let redis = RedisServer::start().await;
+    let clock = ManualClock::new();
+    let on_bus = |c: &mut Config| {
+        c.fleet.redis_url = Some(redis.url());
+        c.cache.item.ttl = Duration::from_secs(10);
+        c.cache.stale_if_error = Duration::from_secs(60);
+    };
+    let reader = start_proxy_timed(&relay.endpoint, clock.clone(), on_bus).await;
+    let writer = start_proxy_with(&relay.endpoint, on_bus).await;
+    for p in [&reader, &writer] {
+        p.wait_ready().await;
+        p.wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+            .await;
+    }
+    let table = unique_table("outage");
+    create_table(&sdk_client(&writer.endpoint).await, &table).await;
+    put(&writer, &table, "a", 1).await;
+    get(&reader, &table, false).await;
+    assert_eq!(get(&reader, &table, false).await.1, "hit");
+    let applied = "ddbcache_fleet_received_total{outcome=\"applied\"}";
+    let received = reader.metric(applied).await;
+    assert_eq!(put(&writer, &table, "a", 2).await, 200);
+    reader.wait_metric(applied, WAIT, |v| v > received).await;
+    clock.advance(Duration::from_secs(15));
+    relay.fault(all, Fault::Reset).await;
+    assert_eq!(get(&reader, &table, false).await.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_a_stream_record_invalidated_is_never_answered_stale() {
+    let engine = Engine::moto().await;
+    let relay = Relay::start(&engine.endpoint()).await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = create_streamed_table(&direct, "outage-stream").await;
+    let clock = ManualClock::new();
+    let proxy = start_proxy_timed(&relay.endpoint, clock.clone(), |c| {
+        streams_config(&table)(c);
+        c.cache.item.ttl = Duration::from_secs(10);
+        c.cache.stale_if_error = Duration::from_secs(60);
+    })
+    .await;
+    proxy.wait_ready().await;
+    until_stream_read(&direct, &[&proxy], &table).await;
+    put_direct(&direct, &table, "a", 1).await;
+    let records = format!("ddbcache_stream_records_total{{table=\"{table}\"}}");
+    let read = proxy.metric(&records).await;
+    // `a` at v1 is held; until the stream's record of its write is read, and then it is not.
+    while get(&proxy, &table, false).await.3 != 1 {}
+    proxy.wait_metric(&records, WAIT, |v| v > read).await;
+    get(&proxy, &table, false).await;
+    assert_eq!(get(&proxy, &table, false).await.1, "hit");
+    let read = proxy.metric(&records).await;
+    put_direct(&direct, &table, "a", 2).await;
+    proxy.wait_metric(&records, WAIT, |v| v > read).await;
+    clock.advance(Duration::from_secs(15));
+    relay.fault(all, Fault::Reset).await;
+    assert_eq!(get(&proxy, &table, false).await.0, 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
