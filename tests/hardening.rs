@@ -211,6 +211,17 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert_eq!(read_response(&mut third).0, 400);
 }
 
+/// A client that declares a `declared`-byte body for `target`, sends its `first` bytes and stalls.
+fn stalled_upload(endpoint: &str, target: &str, declared: usize, first: &str) -> TcpStream {
+    let mut s = raw(endpoint);
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         x-amz-target: DynamoDB_20120810.{target}\r\ncontent-length: {declared}\r\n\r\n{first}"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     let engine = Engine::dynalite().await;
@@ -225,17 +236,7 @@ async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     let body_len = 60 * 1024;
     let body = format!("{{\"Limit\":1,\"x\":\"{}\"}}", "a".repeat(body_len - 20));
     let slow: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = raw(&proxy.endpoint);
-            let head = format!(
-                "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
-                 x-amz-target: DynamoDB_20120810.ListTables\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            s.write_all(head.as_bytes()).unwrap();
-            s.write_all(&body.as_bytes()[..10]).unwrap();
-            s
-        })
+        .map(|_| stalled_upload(&proxy.endpoint, "ListTables", body.len(), &body[..10]))
         .collect();
     wait_metric(&proxy, buffered, |v| v >= 2.0 * body_len as f64).await;
 
@@ -273,6 +274,55 @@ async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     assert_eq!(status, StatusCode::OK);
     drop(slow);
     wait_metric(&proxy, buffered, |v| v == 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_requests_find_room_while_large_uploads_stall() {
+    let engine = Engine::dynalite().await;
+    const MIB: usize = 1 << 20;
+    let proxy = start_proxy_with(&engine.endpoint(), |c| {
+        c.server.max_body_bytes = MIB as u64;
+        c.server.max_buffered_bytes = 4 * MIB as u64;
+        c.server.buffer_wait = Duration::from_millis(200);
+    })
+    .await;
+    let client = sdk_client(&proxy.endpoint).await;
+    let table = unique_table("stalled");
+    create_table(&client, &table).await;
+    put_v(&client, &table, "p", "s", "v1").await;
+    let buffered = "ddbcache_request_buffer_bytes";
+    // Four clients each declare a largest PutItem, send its first bytes and stall: together they
+    // would hold the whole budget.
+    let _uploads: Vec<TcpStream> = (0..4)
+        .map(|_| stalled_upload(&proxy.endpoint, "PutItem", MIB, r#"{"TableName":"#))
+        .collect();
+    wait_metric(&proxy, buffered, |v| v >= 3.0 * MIB as f64).await;
+
+    // Small GetItems from other clients, all at once, are answered while the uploads hold.
+    let (get, _) = get_and_query_of(&table, "p", "s");
+    let gets: Vec<_> = (0..25)
+        .map(|_| {
+            let (endpoint, get) = (proxy.endpoint.clone(), get.clone());
+            tokio::spawn(async move {
+                dynamodb_post(&endpoint, Some("DynamoDB_20120810.GetItem"), &[], get).await
+            })
+        })
+        .collect();
+    for get in gets {
+        let (status, _, answer) = get.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer:?}");
+        assert!(
+            String::from_utf8_lossy(&answer).contains("v1"),
+            "{answer:?}"
+        );
+    }
+
+    // The large bodies' share held three uploads; the fourth was refused, not the small ones.
+    wait_metric(&proxy, "ddbcache_request_buffer_refusals_total", |v| {
+        v == 1.0
+    })
+    .await;
+    wait_metric(&proxy, buffered, |v| v == 3.0 * MIB as f64).await;
 }
 
 // ---------------------------------------------------------------------------------------------
