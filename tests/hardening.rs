@@ -44,6 +44,17 @@ fn request(target: &str, body: &str) -> String {
     )
 }
 
+/// A client that declares a `declared`-byte body for `target`, sends its `first` bytes and stalls.
+fn stalled_upload(endpoint: &str, target: &str, declared: usize, first: &str) -> TcpStream {
+    let mut s = raw(endpoint);
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         x-amz-target: DynamoDB_20120810.{target}\r\ncontent-length: {declared}\r\n\r\n{first}"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
 /// Reads one response's head and its `content-length` body from a keep-alive connection.
 fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut data = Vec::new();
@@ -187,6 +198,35 @@ async fn a_body_that_never_finishes_gets_408_at_the_body_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_over_the_limit_is_refused_before_any_of_it_arrives() {
+    let limit = 64 * 1024;
+    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| {
+        c.server.max_body_bytes = limit as u64;
+        // An answer that waited for the body, or for the time it was due, would not come within
+        // the read timeout.
+        c.server.body_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut s = stalled_upload(&proxy.endpoint, "PutItem", limit + 1, "");
+    let (status, answer) = read_response(&mut s);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("ValidationException"), "{answer}");
+    assert!(
+        answer.contains(&format!("limit of {limit} bytes")),
+        "{answer}"
+    );
+    // The connection lingers, reading what is still sent of the body, and closes once it ended.
+    s.write_all(" ".repeat(limit + 1).as_bytes()).unwrap();
+    assert!(read_until_closed(&mut s).is_empty());
+    assert_eq!(
+        proxy
+            .metric("ddbcache_requests_total{operation=\"PutItem\",status=\"413\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let proxy = start_proxy_with(DEAD_UPSTREAM, |c| c.server.max_connections = 2).await;
     let open = "ddbcache_connections_open{port=\"data\"}";
@@ -209,17 +249,6 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     assert_eq!(read_response(&mut third).0, 400);
-}
-
-/// A client that declares a `declared`-byte body for `target`, sends its `first` bytes and stalls.
-fn stalled_upload(endpoint: &str, target: &str, declared: usize, first: &str) -> TcpStream {
-    let mut s = raw(endpoint);
-    let head = format!(
-        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
-         x-amz-target: DynamoDB_20120810.{target}\r\ncontent-length: {declared}\r\n\r\n{first}"
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,11 @@ impl Reservation {
     fn large_units(&self) -> u64 {
         self.large.as_ref().map_or(0, |p| p.num_permits() as u64)
     }
+
+    /// When the body must have arrived.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl Drop for Reservation {
@@ -104,6 +109,11 @@ impl BodyBudget {
         self.max_body
     }
 
+    /// When a body whose headers arrive now must have arrived whole: `server.body_timeout` on.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.body_timeout
+    }
+
     /// Starts reading a body: reserves what its `Content-Length` declares (waiting up to
     /// `server.buffer_wait` for room) and starts its `server.body_timeout`.
     pub(crate) async fn start(&self, declared: Option<u64>) -> Result<Reservation, ProtocolError> {
@@ -111,7 +121,7 @@ impl BodyBudget {
             permit: None,
             large: None,
             gauge: self.gauge.clone(),
-            deadline: Instant::now() + self.body_timeout,
+            deadline: self.deadline(),
         };
         self.reserve(&mut reservation, declared.unwrap_or(0))
             .await?;
