@@ -251,6 +251,31 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert_eq!(read_response(&mut third).0, 400);
 }
 
+/// The accept-queue length of the socket listening at `endpoint`, as `ss` reports it (a listening
+/// socket's Send-Q).
+fn listen_backlog(endpoint: &str) -> u32 {
+    let port = endpoint.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) reads a listening socket's backlog");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("{endpoint} is not listening"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ports_queue_the_configured_backlog_of_connections() {
+    // Below the kernel's cap (net.core.somaxconn, 4096 by default), and not tokio's 128.
+    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| c.server.listen_backlog = 1000).await;
+    for endpoint in [&proxy.endpoint, &proxy.admin] {
+        assert_eq!(listen_backlog(endpoint), 1000, "{endpoint}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     let engine = Engine::dynalite().await;
