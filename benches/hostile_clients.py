@@ -47,6 +47,17 @@ def rss_mib(pid):
     return 0.0
 
 
+def stop(*procs):
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+
+
+def ddbcache_env():
+    """The DDBCACHE_* settings this run was given, for its report."""
+    return {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}
+
+
 def wait_port(port, proc):
     for _ in range(600):
         if proc.poll() is not None:
@@ -133,10 +144,9 @@ def spike(args):
         print(json.dumps({"mode": "spike", "preload": args.preload, "clients": args.clients,
                           "body_bytes": size, "idle_mib": round(idle, 1),
                           "peak_mib": round(peak, 1), "after_mib": round(after, 1),
-                          "env": {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}}))
+                          "env": ddbcache_env()}))
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
 def trickle(args):
@@ -170,12 +180,11 @@ def trickle(args):
             time.sleep(0.1)
         print(json.dumps({"mode": "trickle", "clients": args.clients, "hold_s": args.hold,
                           "still_held": len(open_socks), "rss_mib": round(rss_mib(proc.pid), 1),
-                          "env": {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}}))
+                          "env": ddbcache_env()}))
         for s in socks:
             s.close()
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
 def serve_fixed(args):
@@ -209,10 +218,7 @@ def steady(args):
                           "full_mib": round(full, 1),
                           "per_entry_bytes": round((full - idle) * 2**20 / args.entries)}))
     finally:
-        proc.terminate()
-        proc.wait()
-        fixed.terminate()
-        fixed.wait()
+        stop(proc, fixed)
 
 
 def starve(args):
@@ -269,14 +275,11 @@ def starve(args):
                           "get_items_ok": ok, "statuses": counts,
                           "slowest_get_item_s": round(max(t for _, t in statuses), 2),
                           "buffer_refusals": metric(admin, "ddbcache_request_buffer_refusals_total"),
-                          "env": {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}}))
+                          "env": ddbcache_env()}))
         for s in uploads:
             s.close()
     finally:
-        proc.terminate()
-        proc.wait()
-        fixed.terminate()
-        fixed.wait()
+        stop(proc, fixed)
 
 
 def main():
