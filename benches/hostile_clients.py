@@ -10,10 +10,14 @@ the allocator.
           still hold, and its RSS.
   steady: N distinct GetItems fill the item cache from `ddbcache-load serve-fixed` (every answer
           an item of --item-bytes); RSS is read once the cache holds them all.
+  starve: --uploads clients each declare a 16 MiB PutItem, send 15 MiB of it and stall; meanwhile
+          --clients other clients each send one small GetItem (answered by `serve-fixed`): how
+          many of them are answered 200, and how many uploads the budget holds.
 
   benches/hostile_clients.py spike  --ddbcache target/release/ddbcache [--preload /usr/lib/.../libjemalloc.so.2]
   benches/hostile_clients.py trickle --ddbcache target/release/ddbcache [--clients 50 --hold 15]
   benches/hostile_clients.py steady --ddbcache target/release/ddbcache --load target/release/ddbcache-load
+  benches/hostile_clients.py starve --ddbcache target/release/ddbcache --load target/release/ddbcache-load [--uploads 4 --clients 25]
 
 Extra DDBCACHE_* settings come from the environment (e.g. DDBCACHE_MAX_BUFFERED_BYTES=4GiB to
 see the process without the buffered-body bound). Only loopback addresses are used.
@@ -41,6 +45,17 @@ def rss_mib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def stop(*procs):
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+
+
+def ddbcache_env():
+    """The DDBCACHE_* settings this run was given, for its report."""
+    return {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}
 
 
 def wait_port(port, proc):
@@ -71,7 +86,18 @@ def start_ddbcache(args, upstream, extra_env=None):
     proc = subprocess.Popen([args.ddbcache, "--config", "/dev/null"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(data, proc)
-    return proc, data
+    return proc, data, admin
+
+
+def metric(admin, series):
+    conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 HEADERS = {
@@ -83,7 +109,7 @@ HEADERS = {
 
 
 def spike(args):
-    proc, port = start_ddbcache(args, "http://127.0.0.1:9")
+    proc, port, _ = start_ddbcache(args, "http://127.0.0.1:9")
     try:
         time.sleep(1)
         idle = rss_mib(proc.pid)
@@ -118,14 +144,13 @@ def spike(args):
         print(json.dumps({"mode": "spike", "preload": args.preload, "clients": args.clients,
                           "body_bytes": size, "idle_mib": round(idle, 1),
                           "peak_mib": round(peak, 1), "after_mib": round(after, 1),
-                          "env": {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}}))
+                          "env": ddbcache_env()}))
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
 def trickle(args):
-    proc, port = start_ddbcache(args, "http://127.0.0.1:9")
+    proc, port, _ = start_ddbcache(args, "http://127.0.0.1:9")
     try:
         head = (b"POST / HTTP/1.1\r\nhost: x\r\n"
                 b"x-amz-target: DynamoDB_20120810.ListTables\r\nx-padding: ")
@@ -155,22 +180,25 @@ def trickle(args):
             time.sleep(0.1)
         print(json.dumps({"mode": "trickle", "clients": args.clients, "hold_s": args.hold,
                           "still_held": len(open_socks), "rss_mib": round(rss_mib(proc.pid), 1),
-                          "env": {k: v for k, v in os.environ.items() if k.startswith("DDBCACHE_")}}))
+                          "env": ddbcache_env()}))
         for s in socks:
             s.close()
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
 
 
-def steady(args):
+def serve_fixed(args):
     upstream_port = free_port()
     fixed = subprocess.Popen([args.load, "serve-fixed", "--addr", f"127.0.0.1:{upstream_port}",
                               "--item-bytes", str(args.item_bytes)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(upstream_port, fixed)
-    proc, port = start_ddbcache(args, f"http://127.0.0.1:{upstream_port}",
-                                {"DDBCACHE_ITEM_CAPACITY": "1GiB"})
+    return fixed, f"http://127.0.0.1:{upstream_port}"
+
+
+def steady(args):
+    fixed, upstream = serve_fixed(args)
+    proc, port, _ = start_ddbcache(args, upstream, {"DDBCACHE_ITEM_CAPACITY": "1GiB"})
     try:
         idle = rss_mib(proc.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port)
@@ -190,26 +218,85 @@ def steady(args):
                           "full_mib": round(full, 1),
                           "per_entry_bytes": round((full - idle) * 2**20 / args.entries)}))
     finally:
-        proc.terminate()
-        proc.wait()
-        fixed.terminate()
-        fixed.wait()
+        stop(proc, fixed)
+
+
+def starve(args):
+    fixed, upstream = serve_fixed(args)
+    proc, port, admin = start_ddbcache(args, upstream)
+    try:
+        declared, sent = 16 * 2**20, 15 * 2**20
+        head = (f"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n"
+                f"x-amz-target: DynamoDB_20120810.PutItem\r\ncontent-length: {declared}\r\n\r\n")
+        body = b'{"TableName":"t","Item":{"pk":{"S":"' + b"a" * sent
+        uploads = []
+
+        def upload():
+            s = socket.create_connection(("127.0.0.1", port))
+            uploads.append(s)
+            s.sendall(head.encode())
+            try:
+                s.sendall(body[:sent])  # then stall, holding the connection open
+            except OSError:
+                pass  # refused (503) and closed before the body was all sent
+
+        threads = [threading.Thread(target=upload) for _ in range(args.uploads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = metric(admin, "ddbcache_request_buffer_bytes")
+        statuses = []
+
+        def get_item(i):
+            started = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                body = json.dumps({"TableName": "t", "Key": {"pk": {"S": f"key-{i}"}}})
+                conn.request("POST", "/", body,
+                             dict(HEADERS, **{"x-amz-target": "DynamoDB_20120810.GetItem"}))
+                r = conn.getresponse()
+                r.read()
+                statuses.append((r.status, time.monotonic() - started))
+            except OSError as e:
+                statuses.append((str(e), time.monotonic() - started))
+
+        gets = [threading.Thread(target=get_item, args=(i,)) for i in range(args.clients)]
+        for t in gets:
+            t.start()
+        for t in gets:
+            t.join()
+        ok = sum(1 for status, _ in statuses if status == 200)
+        counts = {}
+        for status, _ in statuses:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        print(json.dumps({"mode": "starve", "uploads": args.uploads, "clients": args.clients,
+                          "buffered_mib_while_held": round(held / 2**20, 1),
+                          "get_items_ok": ok, "statuses": counts,
+                          "slowest_get_item_s": round(max(t for _, t in statuses), 2),
+                          "buffer_refusals": metric(admin, "ddbcache_request_buffer_refusals_total"),
+                          "env": ddbcache_env()}))
+        for s in uploads:
+            s.close()
+    finally:
+        stop(proc, fixed)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["spike", "trickle", "steady"])
+    p.add_argument("mode", choices=["spike", "trickle", "steady", "starve"])
     p.add_argument("--ddbcache", default="target/release/ddbcache")
     p.add_argument("--load", default="target/release/ddbcache-load")
     p.add_argument("--preload", help="an allocator to LD_PRELOAD (jemalloc, mimalloc)")
     p.add_argument("--clients", type=int, default=24)
+    p.add_argument("--uploads", type=int, default=4, help="stalled 16 MiB uploads (starve)")
     p.add_argument("--body-bytes", type=int, default=16 * 2**20 - 4096)
     p.add_argument("--settle", type=float, default=10.0, help="idle seconds before 'after'")
     p.add_argument("--hold", type=float, default=15.0, help="seconds of trickling (trickle)")
     p.add_argument("--entries", type=int, default=50_000)
     p.add_argument("--item-bytes", type=int, default=400)
     args = p.parse_args()
-    {"spike": spike, "trickle": trickle, "steady": steady}[args.mode](args)
+    {"spike": spike, "trickle": trickle, "steady": steady, "starve": starve}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 //! while making nothing better).
 //!
 //! The connection cap is a semaphore, as in mini-redis: a slot is taken before accepting, so
-//! clients beyond the cap wait in the kernel's accept queue instead of costing memory here, and
+//! clients beyond the cap wait in the kernel's accept queue (`server.listen_backlog` long, set
+//! where the port is bound) instead of costing memory here, and
 //! the slot comes back when the connection's task ends — which also tells shutdown when every
 //! connection has closed.
 

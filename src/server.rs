@@ -1,7 +1,8 @@
 //! Listeners and lifecycle: the data port (HTTP/1.1 and h2c, keep-alive, optionally TLS), the
 //! admin port, the background tasks (readiness probe, credential refresher, certificate reload),
 //! and graceful shutdown. Connections on both ports are served by [`crate::connection`] with the
-//! same limits: at most `server.max_connections` open, header and idle timeouts.
+//! same limits: at most `server.max_connections` open (up to `server.listen_backlog` more waiting
+//! in the kernel's accept queue), header and idle timeouts.
 //!
 //! `Server::bind` then `Server::run(shutdown)` is what both `main` and the tests call; shutdown is
 //! a future, so a test can end a server as a signal would.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -74,8 +75,9 @@ impl Server {
             true => Some(TlsAcceptor::load(&config.tls).context("cannot set up TLS")?),
             false => None,
         };
-        let data = bind(config.listen.addr, "listen.addr").await?;
-        let admin = bind(config.listen.admin_addr, "listen.admin_addr").await?;
+        let backlog = config.server.listen_backlog;
+        let data = bind(config.listen.addr, backlog, "listen.addr")?;
+        let admin = bind(config.listen.admin_addr, backlog, "listen.admin_addr")?;
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
         let grace = config.server.shutdown_grace;
@@ -256,10 +258,20 @@ impl Server {
     }
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {key} {addr}"))
+/// Listens on `addr` with room for `backlog` connections in the kernel's accept queue (tokio's
+/// `TcpListener::bind` leaves 128: clients beyond the connection cap would find it full at once).
+fn bind(addr: SocketAddr, backlog: u32, key: &str) -> anyhow::Result<TcpListener> {
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted process can listen again at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    listen().with_context(|| format!("cannot listen on {key} {addr}"))
 }
 
 /// Binds and runs with a config: what `main` calls.

@@ -44,6 +44,17 @@ fn request(target: &str, body: &str) -> String {
     )
 }
 
+/// A client that declares a `declared`-byte body for `target`, sends its `first` bytes and stalls.
+fn stalled_upload(endpoint: &str, target: &str, declared: usize, first: &str) -> TcpStream {
+    let mut s = raw(endpoint);
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         x-amz-target: DynamoDB_20120810.{target}\r\ncontent-length: {declared}\r\n\r\n{first}"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
 /// Reads one response's head and its `content-length` body from a keep-alive connection.
 fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut data = Vec::new();
@@ -187,6 +198,35 @@ async fn a_body_that_never_finishes_gets_408_at_the_body_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_over_the_limit_is_refused_before_any_of_it_arrives() {
+    let limit = 64 * 1024;
+    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| {
+        c.server.max_body_bytes = limit as u64;
+        // An answer that waited for the body, or for the time it was due, would not come within
+        // the read timeout.
+        c.server.body_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut s = stalled_upload(&proxy.endpoint, "PutItem", limit + 1, "");
+    let (status, answer) = read_response(&mut s);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("ValidationException"), "{answer}");
+    assert!(
+        answer.contains(&format!("limit of {limit} bytes")),
+        "{answer}"
+    );
+    // The connection lingers, reading what is still sent of the body, and closes once it ended.
+    s.write_all(" ".repeat(limit + 1).as_bytes()).unwrap();
+    assert!(read_until_closed(&mut s).is_empty());
+    assert_eq!(
+        proxy
+            .metric("ddbcache_requests_total{operation=\"PutItem\",status=\"413\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let proxy = start_proxy_with(DEAD_UPSTREAM, |c| c.server.max_connections = 2).await;
     let open = "ddbcache_connections_open{port=\"data\"}";
@@ -211,6 +251,31 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert_eq!(read_response(&mut third).0, 400);
 }
 
+/// The accept-queue length of the socket listening at `endpoint`, as `ss` reports it (a listening
+/// socket's Send-Q).
+fn listen_backlog(endpoint: &str) -> u32 {
+    let port = endpoint.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) reads a listening socket's backlog");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("{endpoint} is not listening"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ports_queue_the_configured_backlog_of_connections() {
+    // Below the kernel's cap (net.core.somaxconn, 4096 by default), and not tokio's 128.
+    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| c.server.listen_backlog = 1000).await;
+    for endpoint in [&proxy.endpoint, &proxy.admin] {
+        assert_eq!(listen_backlog(endpoint), 1000, "{endpoint}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     let engine = Engine::dynalite().await;
@@ -225,17 +290,7 @@ async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     let body_len = 60 * 1024;
     let body = format!("{{\"Limit\":1,\"x\":\"{}\"}}", "a".repeat(body_len - 20));
     let slow: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = raw(&proxy.endpoint);
-            let head = format!(
-                "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
-                 x-amz-target: DynamoDB_20120810.ListTables\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            s.write_all(head.as_bytes()).unwrap();
-            s.write_all(&body.as_bytes()[..10]).unwrap();
-            s
-        })
+        .map(|_| stalled_upload(&proxy.endpoint, "ListTables", body.len(), &body[..10]))
         .collect();
     wait_metric(&proxy, buffered, |v| v >= 2.0 * body_len as f64).await;
 
@@ -273,6 +328,55 @@ async fn bodies_beyond_the_buffer_budget_wait_then_get_a_retryable_503() {
     assert_eq!(status, StatusCode::OK);
     drop(slow);
     wait_metric(&proxy, buffered, |v| v == 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_requests_find_room_while_large_uploads_stall() {
+    let engine = Engine::dynalite().await;
+    const MIB: usize = 1 << 20;
+    let proxy = start_proxy_with(&engine.endpoint(), |c| {
+        c.server.max_body_bytes = MIB as u64;
+        c.server.max_buffered_bytes = 4 * MIB as u64;
+        c.server.buffer_wait = Duration::from_millis(200);
+    })
+    .await;
+    let client = sdk_client(&proxy.endpoint).await;
+    let table = unique_table("stalled");
+    create_table(&client, &table).await;
+    put_v(&client, &table, "p", "s", "v1").await;
+    let buffered = "ddbcache_request_buffer_bytes";
+    // Four clients each declare a largest PutItem, send its first bytes and stall: together they
+    // would hold the whole budget.
+    let _uploads: Vec<TcpStream> = (0..4)
+        .map(|_| stalled_upload(&proxy.endpoint, "PutItem", MIB, r#"{"TableName":"#))
+        .collect();
+    wait_metric(&proxy, buffered, |v| v >= 3.0 * MIB as f64).await;
+
+    // Small GetItems from other clients, all at once, are answered while the uploads hold.
+    let (get, _) = get_and_query_of(&table, "p", "s");
+    let gets: Vec<_> = (0..25)
+        .map(|_| {
+            let (endpoint, get) = (proxy.endpoint.clone(), get.clone());
+            tokio::spawn(async move {
+                dynamodb_post(&endpoint, Some("DynamoDB_20120810.GetItem"), &[], get).await
+            })
+        })
+        .collect();
+    for get in gets {
+        let (status, _, answer) = get.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer:?}");
+        assert!(
+            String::from_utf8_lossy(&answer).contains("v1"),
+            "{answer:?}"
+        );
+    }
+
+    // The large bodies' share held three uploads; the fourth was refused, not the small ones.
+    wait_metric(&proxy, "ddbcache_request_buffer_refusals_total", |v| {
+        v == 1.0
+    })
+    .await;
+    wait_metric(&proxy, buffered, |v| v == 3.0 * MIB as f64).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DDBCACHE_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("DDBCACHE_WORKER_THREADS", "server.worker_threads"),
     ("DDBCACHE_MAX_CONNECTIONS", "server.max_connections"),
+    ("DDBCACHE_LISTEN_BACKLOG", "server.listen_backlog"),
     ("DDBCACHE_HEADER_TIMEOUT", "server.header_timeout"),
     ("DDBCACHE_BODY_TIMEOUT", "server.body_timeout"),
     ("DDBCACHE_IDLE_TIMEOUT", "server.idle_timeout"),

@@ -218,6 +218,9 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     /// Open connections per port; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections the kernel queues per port, handshake done, until they are accepted (capped
+    /// by the kernel's `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Time a client has to send a request's headers, from its first byte.
     #[serde(with = "units::positive_duration")]
     pub header_timeout: Duration,
@@ -242,6 +245,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             worker_threads: 0,
             max_connections: 1024,
+            listen_backlog: 4096,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),

@@ -56,6 +56,9 @@ impl Config {
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be greater than 0");
         }
+        if self.server.listen_backlog == 0 {
+            return invalid("server.listen_backlog", "must be greater than 0");
+        }
         if self.server.max_buffered_bytes < self.server.max_body_bytes {
             return invalid(
                 "server.max_buffered_bytes",

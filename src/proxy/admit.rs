@@ -1,13 +1,15 @@
 //! Admission, the first phase. The body is read whole — a body over `server.max_body_bytes` is
-//! read on and thrown away (within a bound) and refused with a 413 the client, still sending, can
-//! actually read — and a gzipped one is inflated for reading (it is still forwarded exactly as the
-//! client sent it). Then DynamoDB's front door ([`front_door`]) answers what DynamoDB answers
+//! refused with a 413 as soon as that is known (from its `Content-Length`, before a byte of it
+//! arrives), then read on and thrown away within a bound before the connection closes, as nginx's
+//! lingering close does, so that a client still sending can read the 413 rather than have its
+//! connection reset — and a gzipped one is inflated for reading (it is still forwarded exactly as
+//! the client sent it). Then DynamoDB's front door ([`front_door`]) answers what DynamoDB answers
 //! before any operation runs: CORS preflights, `GET`, wrong methods and content types, bodies that
 //! are not JSON objects, unknown targets, malformed signatures. What passes is an [`Inbound`].
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -23,10 +25,9 @@ use crate::protocol::{Operation, ProtocolError};
 use super::budget::{BodyBudget, Reservation};
 use super::respond::{self, Body};
 
-/// How much of a too-large body is read and thrown away before the 413 is sent anyway (and the
-/// connection closed), and for how long at most.
-const DRAIN_LIMIT: u64 = 64 << 20;
-const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How much of a too-large body is read and thrown away after its 413, at most, before the
+/// connection is closed.
+const LINGER_LIMIT: u64 = 64 << 20;
 
 /// An admitted request: its operation, its region and its whole body.
 #[derive(Clone)]
@@ -86,6 +87,17 @@ impl Turned {
             response: respond::error(e),
         }
     }
+
+    /// An error answered while the body may still be coming: the connection cannot carry another
+    /// request, and says so.
+    fn closing(op: Option<Operation>, e: &ProtocolError) -> Turned {
+        let mut turned = Turned::error(op, e);
+        turned
+            .response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        turned
+    }
 }
 
 /// How a request's region is chosen: the one its client signed for, unless regions are pinned
@@ -130,29 +142,13 @@ pub(crate) async fn admit(
         .and_then(|t| Operation::from_target(t.to_str().ok()?));
     let (body, buffered) = match read_body(&parts.headers, body, budget).await {
         Ok(read) => read,
-        Err(BodyError::TooLarge { drained }) => {
+        Err(BodyError::TooLarge) => {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            let mut turned = Turned::error(named, &e);
-            if !drained {
-                // Part of the body is still coming: this connection cannot carry another request.
-                turned
-                    .response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return Err(turned);
+            return Err(Turned::closing(named, &e));
         }
-        Err(BodyError::Refused(e)) => {
-            // The body may still be coming: this connection cannot carry another request.
-            let mut turned = Turned::error(named, &e);
-            turned
-                .response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Err(turned);
-        }
+        Err(BodyError::Refused(e)) => return Err(Turned::closing(named, &e)),
         Err(BodyError::Read(e)) => {
             let e = ProtocolError::Serialization(format!("request body could not be read: {e}"));
             return Err(Turned::error(named, &e));
@@ -214,19 +210,16 @@ pub(crate) async fn admit(
 }
 
 enum BodyError {
-    /// Over the limit; `drained` when the rest of it was read (the connection can go on).
-    TooLarge {
-        drained: bool,
-    },
+    /// Over the limit; what is still coming of it is being thrown away ([`linger`]).
+    TooLarge,
     Read(hyper::Error),
     /// No room within `server.max_buffered_bytes` in time, or not sent within the body timeout.
     Refused(ProtocolError),
 }
 
-/// The whole body, up to `max` bytes. A longer one (declared or sent) is read on and thrown away
-/// within [`DRAIN_LIMIT`] and [`DRAIN_TIME`]: a client still sending it would otherwise have its
-/// connection reset under it and never see the 413. A client waiting for `100 Continue` has sent
-/// nothing yet, and is answered at once.
+/// The whole body, up to `max` bytes. A longer one (declared or sent) is refused at once, and
+/// what is still coming of it handed to [`linger`]. A client waiting for `100 Continue` has sent
+/// nothing of it and will not: its connection is closed after the answer.
 async fn read_body(
     headers: &HeaderMap,
     mut body: Incoming,
@@ -240,8 +233,10 @@ async fn read_body(
         let expects_continue = headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let drained = !expects_continue && drain(&mut body).await;
-        return Err(BodyError::TooLarge { drained });
+        if !expects_continue {
+            linger(body, budget.deadline());
+        }
+        return Err(BodyError::TooLarge);
     }
     let mut buffered = budget.start(declared).await.map_err(BodyError::Refused)?;
     let mut first: Option<Bytes> = None;
@@ -257,8 +252,8 @@ async fn read_body(
         };
         len += data.len() as u64;
         if len > max {
-            let drained = drain(&mut body).await;
-            return Err(BodyError::TooLarge { drained });
+            linger(body, buffered.deadline());
+            return Err(BodyError::TooLarge);
         }
         budget
             .cover(&mut buffered, len)
@@ -283,22 +278,23 @@ async fn read_body(
     Ok((body, buffered))
 }
 
-/// Reads the rest of a body and throws it away; `false` when it did not end within the bounds.
-async fn drain(body: &mut Incoming) -> bool {
-    let discard = async {
+/// Reads the rest of a refused body and throws it away, in the background, while its answer goes
+/// out: until the body ends, [`LINGER_LIMIT`] bytes were thrown away, or `until` (when the body
+/// was due) passes. The connection, whose answer says `Connection: close`, closes then. Closing
+/// at once would reset it while the client is still sending, and a client that writes its whole
+/// request before it reads would never see the 413. (The connection's header timeout may end it
+/// sooner: to the connection, bytes arriving after an answer are the next request beginning.)
+fn linger(mut body: Incoming, until: tokio::time::Instant) {
+    let discard = async move {
         let mut discarded = 0u64;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { return false };
+        while let Some(Ok(frame)) = body.frame().await {
             if let Ok(data) = frame.into_data() {
                 discarded += data.len() as u64;
-                if discarded > DRAIN_LIMIT {
-                    return false;
+                if discarded > LINGER_LIMIT {
+                    return;
                 }
             }
         }
-        true
     };
-    tokio::time::timeout(DRAIN_TIME, discard)
-        .await
-        .unwrap_or(false)
+    tokio::spawn(tokio::time::timeout_at(until, discard));
 }
