@@ -701,18 +701,14 @@ fn entry_memory(port: u16, used_before: u64) -> anyhow::Result<EntryMemory> {
     }
     let versions = redis.scan("{ddbcache}:s:*")?;
     let leases = redis.scan("{ddbcache}:l:*")?.len() as u64;
-    let sample = &entries[..entries.len().min(2000)];
-    let mut value = 0.0;
-    for key in sample {
-        value += redis.integer(&["STRLEN", key])? as f64;
-    }
+    let (sampled, usage_mean, value_mean) = redis.weigh(&entries[..entries.len().min(2000)])?;
     Ok(EntryMemory {
         entries: entries.len() as u64,
-        sampled: sample.len() as u64,
-        usage_mean: redis.mean_usage(sample)?,
-        value_mean: value / sample.len() as f64,
+        sampled,
+        usage_mean,
+        value_mean,
         versions: versions.len() as u64,
-        version_usage_mean: redis.mean_usage(&versions[..versions.len().min(2000)])?,
+        version_usage_mean: redis.weigh(&versions[..versions.len().min(2000)])?.1,
         leases,
         used_per_entry: used.saturating_sub(used_before) as f64 / entries.len() as f64,
     })
@@ -808,13 +804,6 @@ impl Redis {
         }
     }
 
-    fn integer(&mut self, args: &[&str]) -> anyhow::Result<i64> {
-        match self.call(args)? {
-            Resp::Integer(n) => Ok(n),
-            other => bail!("{args:?} answered {other:?}"),
-        }
-    }
-
     /// One PING's round trip.
     fn ping(&mut self) -> anyhow::Result<Duration> {
         let sent = Instant::now();
@@ -850,13 +839,22 @@ impl Redis {
         }
     }
 
-    /// The mean `MEMORY USAGE` of `keys` (NaN for none).
-    fn mean_usage(&mut self, keys: &[String]) -> anyhow::Result<f64> {
-        let mut sum = 0.0;
+    /// Of `keys` still there (entries expire while they are weighed): how many, their mean
+    /// `MEMORY USAGE`, and the mean length of those that are strings (`STRLEN`).
+    fn weigh(&mut self, keys: &[String]) -> anyhow::Result<(u64, f64, f64)> {
+        let (mut n, mut usage, mut len) = (0u64, 0.0, 0.0);
         for key in keys {
-            sum += self.integer(&["MEMORY", "USAGE", key])? as f64;
+            match self.call(&["MEMORY", "USAGE", key])? {
+                Resp::Integer(bytes) => usage += bytes as f64,
+                Resp::Bulk(None) => continue,
+                other => bail!("MEMORY USAGE answered {other:?}"),
+            }
+            n += 1;
+            if let Ok(Resp::Integer(l)) = self.call(&["STRLEN", key]) {
+                len += l as f64;
+            }
         }
-        Ok(sum / keys.len() as f64)
+        Ok((n, usage / n as f64, len / n as f64))
     }
 
     /// `used_memory` from `INFO memory`.
@@ -1168,7 +1166,10 @@ mod tests {
         };
         assert!(matches!(&parts[0], Resp::Bulk(Some(c)) if c == b"0"));
         assert!(matches!(&parts[1], Resp::Array(keys) if keys.len() == 2));
-        assert_eq!(redis.integer(&["STRLEN", "k"]).unwrap(), 42);
+        assert!(matches!(
+            redis.call(&["STRLEN", "k"]).unwrap(),
+            Resp::Integer(42)
+        ));
         server.join().unwrap();
     }
 
