@@ -2,8 +2,8 @@
 //! fleet and what it costs. Several ddbcache processes on one Redis, in front of one dynalite,
 //! with GetItem requests spread uniformly across them at a fixed rate, keys Zipf-distributed over
 //! a table, and an item TTL scaled down with the key count and the rate so that each key is asked
-//! for about as often per TTL as in the TTL model of issue 18 (seconds here, minutes in
-//! production):
+//! for about as often per TTL as in README's TTL model ("The shared tier"): seconds here, minutes
+//! in production.
 //!
 //! - hit ratio per tier (`x-ddbcache: hit` is L1, `hit-shared` is L2) and upstream GetItem calls
 //!   per 1,000 requests (the sidecars' `ddbcache_upstream_request_duration_seconds_count`) for
