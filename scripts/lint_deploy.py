@@ -13,7 +13,10 @@
                            file plus its DDBCACHE_* environment): probes on the admin port,
                            AWS_ENDPOINT_URL_DYNAMODB at its listen address, a memory limit of at
                            least the container memory check-config derives, a grace period above
-                           shutdown_grace; every *.toml is a config check-config accepts; every
+                           shutdown_grace, a shared tier (fleet.shared) that is on sealed with a
+                           key file mounted from a Secret (environment values from secretKeyRef
+                           are read from the Secrets the kustomization defines, others count as
+                           unset); every *.toml is a config check-config accepts; every
                            MutatingWebhookConfiguration can never block or loop: failurePolicy
                            Ignore, sideEffects None, a short timeout, reinvocationPolicy IfNeeded,
                            a namespaceSelector that matches neither kube-system nor the webhook's
@@ -28,6 +31,7 @@ this; scripts/test_lint_deploy.py tests it.
 """
 
 import argparse
+import base64
 import json
 import pathlib
 import re
@@ -143,6 +147,10 @@ def unrendered(kdir):
             data[key or pathlib.Path(src).name] = (kdir / src).read_text()
         objs.append({"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": gen["name"]}, "data": data})
+    for gen in doc.get("secretGenerator", []):
+        literals = dict(lit.split("=", 1) for lit in gen.get("literals", []))
+        objs.append({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": gen["name"]}, "stringData": literals})
     return objs
 
 
@@ -387,10 +395,47 @@ def mounted_config(pod, container, configmaps):
     return path, None
 
 
+def secret_values(objects):
+    """The Secrets among `objects`: name -> {key: value}, from data (base64) and stringData."""
+    out = {}
+    for s in of_kind(objects, "Secret"):
+        values = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
+        values.update(s.get("stringData") or {})
+        out[s["metadata"]["name"]] = values
+    return out
+
+
+def container_env(container, secrets):
+    """The container's environment as far as the manifests say: values, and secretKeyRef values
+    from the Secrets defined alongside (one created elsewhere reads as unset)."""
+    env = {}
+    for e in container.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            env[e["name"]] = secrets.get(ref.get("name"), {}).get(ref.get("key"), "")
+        else:
+            env[e["name"]] = e.get("value", "")
+    return env
+
+
+def secret_mounted(pod, container, path):
+    """Whether `path` is in the container's mount of a Secret volume (the innermost mount
+    that holds it)."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    holding = [m for m in container.get("volumeMounts", [])
+               if path == m["mountPath"].rstrip("/")
+               or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    if not holding:
+        return False
+    inner = max(holding, key=lambda m: len(m["mountPath"].rstrip("/")))
+    return "secret" in volumes.get(inner["name"], {})
+
+
 def sidecar_errors(objects, check_config):
     """`check_config(text, env)` gives the effective config as check-config --json prints it."""
     errors, sidecars = [], 0
     configmaps = {o["metadata"]["name"]: o for o in of_kind(objects, "ConfigMap")}
+    secrets = secret_values(objects)
     for w in of_kind(objects, "Deployment", "StatefulSet", "DaemonSet"):
         pod = w["spec"]["template"]["spec"]
         for c in pod.get("initContainers", []):
@@ -407,7 +452,7 @@ def sidecar_errors(objects, check_config):
             if text is None:
                 errors.append(f"{where}: no mounted ConfigMap provides {path}")
                 continue
-            env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+            env = container_env(c, secrets)
             try:
                 cfg = check_config(text, env)
             except ValueError as e:
@@ -435,6 +480,16 @@ def sidecar_errors(objects, check_config):
                 errors.append(f"{where}: memory limit {limit} is below the "
                               f"{-(-needed // 2**20)}Mi check-config gives for its config "
                               f"({cfg['derived']['container_memory_rule']})")
+            shared = cfg.get("fleet", {}).get("shared", {})
+            if shared.get("enabled"):
+                key = shared.get("key_file")
+                if not key:
+                    errors.append(f"{where}: fleet.shared is on without fleet.shared.key_file: "
+                                  "its entries in Redis are table data; seal them with a key "
+                                  "mounted from a Secret")
+                elif not secret_mounted(pod, c, key):
+                    errors.append(f"{where}: fleet.shared.key_file {key} is not in a mounted "
+                                  "Secret volume")
             grace = pod.get("terminationGracePeriodSeconds", 30)
             if grace <= cfg["server"]["shutdown_grace"]:
                 errors.append(f"{where}: terminationGracePeriodSeconds {grace} does not cover "

@@ -89,6 +89,80 @@ def test_a_config_check_config_rejects_is_reported():
     assert any("rejects its config: invalid config" in e for e in errors), errors
 
 
+def shared_tier_config(key_file="/etc/ddbcache-shared/key"):
+    """check-config's answer for a sidecar with the shared tier on, and what it was asked."""
+    asked = []
+
+    def check(text, env):
+        asked.append(env)
+        cfg = copy.deepcopy(CONFIG)
+        cfg["fleet"] = {"shared": {"enabled": True}}
+        if key_file:
+            cfg["fleet"]["shared"]["key_file"] = key_file
+        return cfg
+    return check, asked
+
+
+def test_an_enabled_tier_needs_its_key_file_mounted_from_a_secret():
+    objects = pod_objects()
+    pod = objects[0]["spec"]["template"]["spec"]
+    sidecar = pod["initContainers"][0]
+    check, _ = shared_tier_config()
+    errors = ld.sidecar_errors(objects, check)
+    assert any("key_file /etc/ddbcache-shared/key is not in a mounted Secret" in e
+               for e in errors), errors
+
+    pod["volumes"].append({"name": "key", "secret": {"secretName": "shared-key"}})
+    sidecar["volumeMounts"].append({"name": "key", "mountPath": "/etc/ddbcache-shared"})
+    assert ld.sidecar_errors(objects, check) == []
+
+    # The same file from a ConfigMap (readable by anyone who can read ConfigMaps) is not a key.
+    pod["volumes"][-1] = {"name": "key", "configMap": {"name": "ddbcache-config"}}
+    errors = ld.sidecar_errors(objects, check)
+    assert any("is not in a mounted Secret" in e for e in errors), errors
+
+    check, _ = shared_tier_config(key_file=None)
+    errors = ld.sidecar_errors(objects, check)
+    assert any("fleet.shared is on without fleet.shared.key_file" in e for e in errors), errors
+
+
+def test_a_secret_in_a_configmap_mount_counts_only_where_it_is_mounted():
+    objects = pod_objects()
+    pod = objects[0]["spec"]["template"]["spec"]
+    pod["volumes"].append({"name": "key", "secret": {"secretName": "shared-key"}})
+    pod["initContainers"][0]["volumeMounts"].append(
+        {"name": "key", "mountPath": "/etc/ddbcache/shared"})
+    check, _ = shared_tier_config(key_file="/etc/ddbcache/shared/key")
+    assert ld.sidecar_errors(objects, check) == []
+    # Beside the Secret's mount, inside the ConfigMap's: not from the Secret.
+    check, _ = shared_tier_config(key_file="/etc/ddbcache/shared-key")
+    errors = ld.sidecar_errors(objects, check)
+    assert any("is not in a mounted Secret" in e for e in errors), errors
+
+
+def test_secret_key_refs_are_read_from_the_secrets_defined_alongside():
+    objects = pod_objects()
+    objects.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bus"},
+                    "data": {"redis-url": "cmVkaXM6Ly9idXM6NjM3OQ=="}})
+    objects[0]["spec"]["template"]["spec"]["initContainers"][0]["env"] = [
+        {"name": "DDBCACHE_FLEET_REDIS_URL",
+         "valueFrom": {"secretKeyRef": {"name": "bus", "key": "redis-url"}}},
+        {"name": "DDBCACHE_FLEET_CHANNEL",
+         "valueFrom": {"secretKeyRef": {"name": "made-elsewhere", "key": "channel"}}},
+    ]
+    asked = []
+    ld.sidecar_errors(objects, lambda text, env: asked.append(env) or fixed_config(text, env))
+    assert asked == [{"DDBCACHE_FLEET_REDIS_URL": "redis://bus:6379",
+                      "DDBCACHE_FLEET_CHANNEL": ""}]
+
+
+def test_unrendered_kustomization_generates_its_secrets(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        "secretGenerator:\n  - name: bus\n    literals:\n      - redis-url=redis://bus:6379\n")
+    secrets = ld.secret_values(ld.unrendered(tmp_path))
+    assert secrets == {"bus": {"redis-url": "redis://bus:6379"}}
+
+
 def test_dangling_references_are_reported():
     objects = pod_objects()
     objects[3]["spec"]["selector"] = {"app": "other"}

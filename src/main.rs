@@ -62,10 +62,11 @@ fn main() -> ExitCode {
         Command::CheckConfig { json: false } => {
             let memory = config.container_memory_bytes();
             print(&format!(
-                "{}\n# Container memory for this config: {memory} bytes ({}Mi), from {}.\n",
+                "{}\n# Container memory for this config: {memory} bytes ({}Mi), from {}.\n{}",
                 config.to_toml(),
                 memory.div_ceil(1 << 20),
-                ddbcache::config::CONTAINER_MEMORY_RULE
+                ddbcache::config::CONTAINER_MEMORY_RULE,
+                config.shared_redis_advice().unwrap_or_default()
             ))
         }
         Command::Inject(args) => {

@@ -1025,3 +1025,21 @@ fn check_config_json_has_bytes_seconds_and_the_container_memory() {
     let text = ddbcache_ok(&["--config", "/dev/null", "check-config"], &capacities);
     assert!(text.contains("333447168 bytes (318Mi)"), "{text}");
 }
+
+#[test]
+fn check_config_advises_on_the_fleet_redis_while_the_shared_tier_is_on() {
+    let bus = ("DDBCACHE_FLEET_REDIS_URL", "redis://bus:6379");
+    let off = ddbcache_ok(&["--config", "/dev/null", "check-config"], &[bus]);
+    assert!(!off.contains("maxmemory"), "{off}");
+    let on = ddbcache_ok(
+        &["--config", "/dev/null", "check-config"],
+        &[bus, ("DDBCACHE_FLEET_SHARED", "true")],
+    );
+    assert!(on.contains("maxmemory-policy allkeys-lru"), "{on}");
+    // Still a config file: the advice is comments.
+    let effective: toml::Value = toml::from_str(&on).unwrap();
+    assert_eq!(
+        effective["fleet"]["shared"]["enabled"].as_bool(),
+        Some(true)
+    );
+}

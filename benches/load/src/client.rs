@@ -33,7 +33,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
-    /// The `x-ddbcache` header (hit, miss, bypass) when the endpoint is ddbcache.
+    /// The `x-ddbcache` header (hit, hit-shared, miss, bypass) when the endpoint is ddbcache.
     pub cache: Option<CacheOutcome>,
 }
 
@@ -62,6 +62,9 @@ impl Reply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheOutcome {
     Hit,
+    /// Answered from the shared tier (`[fleet.shared]`): another sidecar's, or this one's, entry
+    /// in Redis.
+    HitShared,
     Miss,
     Bypass,
 }
@@ -187,6 +190,7 @@ impl DynamoClient {
                 .get(HEADER_OUTCOME)
                 .and_then(|v| match v.as_bytes() {
                     b"hit" => Some(CacheOutcome::Hit),
+                    b"hit-shared" => Some(CacheOutcome::HitShared),
                     b"miss" => Some(CacheOutcome::Miss),
                     b"bypass" => Some(CacheOutcome::Bypass),
                     _ => None,

@@ -107,7 +107,7 @@ impl Record {
             Ok(reply) if reply.status.is_success() => {
                 per_op.ok += 1;
                 match reply.cache {
-                    Some(CacheOutcome::Hit) => self.cache_hit += 1,
+                    Some(CacheOutcome::Hit | CacheOutcome::HitShared) => self.cache_hit += 1,
                     Some(CacheOutcome::Miss) => self.cache_miss += 1,
                     Some(CacheOutcome::Bypass) => self.cache_bypass += 1,
                     None => {}

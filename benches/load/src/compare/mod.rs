@@ -113,6 +113,19 @@ pub struct CompareArgs {
     /// through its peer [300; --quick 50].
     #[arg(long)]
     pub fleet_probes: Option<u64>,
+    /// Sidecars of the `shared` scenario's fleet.
+    #[arg(long, default_value_t = 4)]
+    pub shared_sidecars: usize,
+    /// Items the `shared` scenario's requests choose from (Zipf) [10000; --quick 2000].
+    #[arg(long)]
+    pub shared_keys: Option<u64>,
+    /// Item TTL of the `shared` scenario's sidecars; each configuration runs for three [30s;
+    /// --quick 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub shared_ttl: Option<Duration>,
+    /// Requests per second across the `shared` scenario's fleet [800; --quick 400].
+    #[arg(long)]
+    pub shared_rate: Option<f64>,
     /// Where the report goes [benches/RESULTS.md].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -149,6 +162,10 @@ pub struct Settings {
     pub node: PathBuf,
     pub redis_server: PathBuf,
     pub fleet_probes: u64,
+    pub shared_sidecars: usize,
+    pub shared_keys: u64,
+    pub shared_ttl: Duration,
+    pub shared_rate: f64,
     pub out: PathBuf,
     pub notes: Option<PathBuf>,
     /// The command line, for the report.
@@ -192,6 +209,15 @@ impl Settings {
             }
         }
         let runs = args.runs.unwrap_or(if quick { 2 } else { 5 });
+        if args.shared_sidecars < 2 {
+            bail!("--shared-sidecars must be at least 2");
+        }
+        let shared_rate = args
+            .shared_rate
+            .unwrap_or(if quick { 400.0 } else { 800.0 });
+        if shared_rate.is_nan() || shared_rate <= 0.0 {
+            bail!("--shared-rate must be above 0");
+        }
         if runs == 0 || args.concurrency == 0 {
             bail!("--runs and --concurrency must be at least 1");
         }
@@ -263,6 +289,14 @@ impl Settings {
             node: args.node,
             redis_server: args.redis_server,
             fleet_probes: pick(args.fleet_probes, 300, 50),
+            shared_sidecars: args.shared_sidecars,
+            shared_keys: pick(args.shared_keys, 10_000, 2_000),
+            shared_ttl: args.shared_ttl.unwrap_or(if quick {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(30)
+            }),
+            shared_rate,
             out: args
                 .out
                 .unwrap_or_else(|| repository().join("benches/RESULTS.md")),

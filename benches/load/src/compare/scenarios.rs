@@ -5,6 +5,7 @@
 //! two sidecars on one bus), has a file of its own.
 
 mod fleet;
+mod shared;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ pub enum Scenario {
     /// The fleet bus: hit throughput and write latency with and without it, the invalidation
     /// lag at a peer, and reads through the peer right after writes (needs redis-server).
     Fleet,
+    /// The shared tier: hit ratio per tier and upstream reads of one sidecar, N without the tier
+    /// and N with it; a restart; L2 hit latency; Redis bytes per entry; strict consistency's cost
+    /// (needs redis-server).
+    Shared,
 }
 
 impl Scenario {
@@ -55,6 +60,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Writes => "writes",
             Scenario::Fleet => "fleet",
+            Scenario::Shared => "shared",
         }
     }
 
@@ -67,6 +73,7 @@ impl Scenario {
             Scenario::Scale => scale(bench).await,
             Scenario::Writes => writes(bench).await,
             Scenario::Fleet => fleet::fleet(bench).await,
+            Scenario::Shared => shared::shared(bench).await,
         }
     }
 }

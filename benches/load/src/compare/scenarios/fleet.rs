@@ -109,7 +109,7 @@ pub(super) async fn fleet(bench: &mut Bench) -> anyhow::Result<Section> {
 }
 
 /// Starts `redis-server`, in memory only, on a free port; its URL.
-async fn start_redis(bench: &mut Bench) -> anyhow::Result<String> {
+pub(super) async fn start_redis(bench: &mut Bench) -> anyhow::Result<String> {
     let port = bench.procs.free_port()?;
     let port_arg = port.to_string();
     let args = [
@@ -137,7 +137,7 @@ async fn start_redis(bench: &mut Bench) -> anyhow::Result<String> {
 }
 
 /// Waits until a sidecar has subscribed to the bus: until then it serves no hits.
-async fn wait_subscribed(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
+pub(super) async fn wait_subscribed(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
     let admin = target.admin.clone().context("a ddbcache")?;
     let subscribed = async || {
         run::admin_text(&admin, "/metrics")
@@ -250,14 +250,14 @@ async fn call(
 }
 
 /// A Prometheus histogram of one ddbcache: cumulative counts by upper bound.
-struct Histogram {
+pub(super) struct Histogram {
     buckets: Vec<(f64, f64)>,
     count: f64,
     sum: f64,
 }
 
 impl Histogram {
-    async fn scrape(admin: &str, name: &str) -> anyhow::Result<Histogram> {
+    pub(super) async fn scrape(admin: &str, name: &str) -> anyhow::Result<Histogram> {
         Ok(Histogram::parse(
             &run::admin_text(admin, "/metrics").await?,
             name,
@@ -291,7 +291,7 @@ impl Histogram {
     }
 
     /// What was observed since `before` (same buckets).
-    fn minus(&self, before: &Histogram) -> Histogram {
+    pub(super) fn minus(&self, before: &Histogram) -> Histogram {
         Histogram {
             buckets: self
                 .buckets
@@ -316,7 +316,7 @@ impl Histogram {
 
     /// The `q` quantile in seconds, interpolated linearly within its bucket (Prometheus's
     /// `histogram_quantile`); the highest finite bound when it falls in `+Inf`.
-    fn quantile(&self, q: f64) -> f64 {
+    pub(super) fn quantile(&self, q: f64) -> f64 {
         let rank = q * self.count;
         let (mut lower, mut below) = (0.0, 0.0);
         for &(le, n) in &self.buckets {
