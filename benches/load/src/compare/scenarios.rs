@@ -850,7 +850,11 @@ const UPSTREAM: &[&str] = &[
     "ddbcache::proxy::forward::Forwarder::send::{{closure}}",
     "tokio::runtime::task::core::Core<T,S>::poll'2",
 ];
-const CONNECTION: &str = "ddbcache::connection::serve::{{closure}}";
+/// A client connection's task: ddbcache's, and the bare server's.
+const CONNECTIONS: &[&str] = &[
+    "ddbcache::connection::serve::{{closure}}",
+    "ddbcache_load::fixed_server::serve::{{closure}}::{{closure}}",
+];
 
 /// The phases of a request, in the order it goes through them.
 const PHASES: &[Phase] = &[
@@ -899,7 +903,7 @@ const PHASES: &[Phase] = &[
     Phase {
         name: "upstream client (the forward, the pooled connection's task; other tasks)",
         functions: UPSTREAM,
-        less: &[CONNECTION],
+        less: CONNECTIONS,
         own: &[],
     },
     Phase {
