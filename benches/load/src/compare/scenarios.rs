@@ -1373,6 +1373,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_callgrind_annotates_functions_and_splits_a_request_into_phases() {
+        let text = "--------\nIr  file:function\n--------\n\
+            1,000  ???:ddbcache::proxy::Proxy::handle::{{closure}} [/bin/ddbcache]\n\
+            300  ???:ddbcache::proxy::front_door::examine [/bin/ddbcache]\n\
+            50  /src/x.rs:ddbcache::proxy::front_door::examine [/bin/ddbcache]\n\
+            20  ???:tokio::time::sleep::Sleep::new_timeout [/bin/ddbcache]\n";
+        let functions = parse_annotate(text);
+        assert_eq!(functions[HANDLE], 1000);
+        assert_eq!(functions["ddbcache::proxy::front_door::examine"], 350);
+        let first = BTreeMap::new();
+        let profile = Profile {
+            inclusive: per_request_by_function(&first, &functions, 10),
+            exclusive: per_request_by_function(&first, &functions, 10),
+        };
+        let rows = phase_rows(&[150.0], &[profile]);
+        let row = |name: &str| rows.iter().find(|r| r[0].starts_with(name)).unwrap()[1].clone();
+        assert_eq!(row("front door"), "35");
+        assert_eq!(row("timers"), "2");
+        // The pipeline is what `Proxy::handle` spends outside the other phases.
+        assert_eq!(row("the pipeline"), "65");
+        assert_eq!(row("HTTP, runtime"), "48");
+    }
+
+    #[test]
     fn reads_the_instruction_count_of_a_callgrind_profile() {
         let path = std::env::temp_dir().join(format!("callgrind-test-{}.out", std::process::id()));
         std::fs::write(
