@@ -42,9 +42,10 @@ fn new_cache(capacity: u64, compression: Compression) -> Cache {
     Cache::new(&config, Arc::new(Metrics::new()), MonotonicClock::new())
 }
 
-/// Stores items `0..n`; returns the answer bytes stored.
-async fn fill(cache: &Cache, n: u64) -> u64 {
+/// Stores items `0..n`; returns the answer bytes stored and the key bytes they are stored under.
+async fn fill(cache: &Cache, n: u64) -> (u64, u64) {
     let mut payload = 0;
+    let mut keys = 0;
     for i in 0..n {
         let k = key_part(i);
         let key = CacheKey::item(&TABLE, &k, b"");
@@ -57,11 +58,13 @@ async fn fill(cache: &Cache, n: u64) -> u64 {
         if let Lookup::Miss(fill) = cache.lookup(at).await {
             let body = answer(i);
             payload += body.len() as u64;
+            // The key as stored: table, NUL, canonical key, 0xff, projection (none).
+            keys += (TABLE.as_str().len() + 1 + k.len() + 1) as u64;
             let item = Some(8..body.len() - 1);
             let _ = fill.complete(body, item, TTL);
         }
     }
-    payload
+    (payload, keys)
 }
 
 fn main() {
@@ -102,15 +105,18 @@ fn main() {
 async fn items(n: u64, compression: Compression) {
     let start = rss_bytes();
     let cache = new_cache(4 << 30, compression);
-    let payload = fill(&cache, n).await;
+    let (payload, keys) = fill(&cache, n).await;
     let stats = cache.stats(Kind::Item);
     let rss = rss_bytes();
+    let per_item = (rss - start) / stats.entries as f64;
     println!(
-        "{n} items ({:.1} MiB of answers), compression {compression:?}: RSS {:.1} MiB (process at start {:.1} MiB), {:.0} B per item; weighed {:.1} MiB, {:.0} B per item; {:.0} items per GiB",
+        "{n} items ({:.1} MiB of answers, {:.0} B of body and key each), compression {compression:?}: RSS {:.1} MiB (process at start {:.1} MiB), {:.0} B per item, {:.0} B beyond body and key; weighed {:.1} MiB, {:.0} B per item; {:.0} items per GiB",
         payload as f64 / MIB,
+        (payload + keys) as f64 / n as f64,
         rss / MIB,
         start / MIB,
-        (rss - start) / stats.entries as f64,
+        per_item,
+        per_item - (payload + keys) as f64 / n as f64,
         stats.bytes as f64 / MIB,
         stats.bytes as f64 / stats.entries as f64,
         stats.entries as f64 * 1024.0 * MIB / (rss - start),

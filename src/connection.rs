@@ -13,7 +13,10 @@
 //! connection becomes ready for the next request, so it would also close every keep-alive
 //! connection idle for longer than the header timeout, and HTTP/2 has no such timeout at all. A
 //! small watchdog per connection covers both protocols: the connection's I/O and its handler
-//! record progress in [`Activity`], and the watchdog sleeps until the next deadline.
+//! record progress in [`Activity`] (a few atomic stores), and the watchdog sleeps until the next
+//! deadline, never longer than a header timeout. Nothing wakes it per request: a request that
+//! begins while it sleeps toward a later deadline has its header deadline at least one header
+//! timeout away, so the watchdog, awake again by then, still sees it in time.
 
 use std::future::Future;
 use std::io;
@@ -33,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus::IntCounterVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -100,8 +103,6 @@ struct Activity {
     last_progress: AtomicU64,
     /// First byte read while no request was in flight: a request has begun arriving.
     request_begun: AtomicU64,
-    /// Wakes the watchdog when a request begins: its deadline moves earlier then.
-    begun: Notify,
 }
 
 impl Activity {
@@ -111,7 +112,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_progress: AtomicU64::new(0),
             request_begun: AtomicU64::new(NONE),
-            begun: Notify::new(),
         }
     }
 
@@ -123,12 +123,10 @@ impl Activity {
         let now = self.now();
         self.last_progress.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) == 0 {
-            let begun =
+            // Only the first byte of a request marks its beginning.
+            let _ =
                 self.request_begun
                     .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Relaxed);
-            if begun.is_ok() {
-                self.begun.notify_one();
-            }
         }
     }
 
@@ -272,7 +270,14 @@ where
     // After a graceful shutdown was asked for, how long the client has to finish.
     let mut hard_deadline: Option<Instant> = None;
     loop {
-        let next = hard_deadline.or_else(|| activity.deadline(&port.limits).map(|(at, _)| at));
+        // At most a header timeout away: a request that begins meanwhile is then still seen
+        // before its own deadline, without waking the watchdog for it.
+        let look_again = Instant::now() + port.limits.header_timeout;
+        let next = hard_deadline.unwrap_or_else(|| {
+            activity
+                .deadline(&port.limits)
+                .map_or(look_again, |(at, _)| at.min(look_again))
+        });
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -280,12 +285,11 @@ where
                 }
                 return;
             }
-            _ = activity.begun.notified() => {}
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = sleep_until(next) => {
+            _ = tokio::time::sleep_until(next) => {
                 if hard_deadline.is_some() {
                     // The client had its chance to finish after a graceful shutdown.
                     return;
@@ -304,12 +308,5 @@ where
                 hard_deadline = Some(Instant::now() + port.limits.header_timeout);
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -109,13 +109,14 @@ struct Header {
     item_end: u32,
     /// Milliseconds on the cache's clock after which the entry is dead.
     expires: u64,
-    /// The digest of the shared tier's versions the entry was read under (0: none), for strict
-    /// consistency's confirmation.
-    shared: u64,
     /// Set on a reservation's key once its filled entry replaces it as the index's key.
     rekeyed: AtomicBool,
     /// The body is stored LZ4-compressed, its length prepended ([`lz4_flex::compress_prepend_size`]).
     compressed: bool,
+    /// The digest of the shared tier's versions the entry was read under ([`Entry::shared`]) is
+    /// stored after the checksum's digits. Most entries have none (no shared tier), and the
+    /// header is 48 bytes instead of 56 without it.
+    shared_stored: bool,
 }
 
 fn pack_scope(scope: Scope) -> u32 {
@@ -133,8 +134,8 @@ fn unpack_scope(packed: u32) -> Scope {
 }
 
 /// A stored answer, or (while its read is upstream) the key a miss reserved. One allocation:
-/// header, key bytes, body (as sent, or compressed), the checksum's decimal digits. Cloning it is
-/// a reference count.
+/// header, key bytes, body (as sent, or compressed), the checksum's decimal digits, and the shared
+/// tier's digest when there is one. Cloning it is a reference count.
 #[derive(Clone)]
 pub struct Entry(ThinArc<Header, u8>);
 
@@ -221,11 +222,13 @@ impl Entry {
             item_start,
             item_end,
             expires: e.expires,
-            shared: e.shared,
             rekeyed: AtomicBool::new(false),
             compressed: compressed.is_some(),
+            shared_stored: e.shared != 0,
         };
-        let parts = [e.key, prefix, stored, crc];
+        let shared = e.shared.to_le_bytes();
+        let shared: &[u8] = if e.shared != 0 { &shared } else { &[] };
+        let parts = [e.key, prefix, stored, crc, shared];
         Entry(ThinArc::from_header_and_iter(header, Concat::new(&parts)))
     }
 
@@ -289,7 +292,7 @@ impl Entry {
     /// one small allocation (a compressed body: decompressed into a buffer of its own).
     pub fn response_parts(&self) -> (Bytes, Bytes) {
         let body = self.body_range();
-        let crc = body.end..self.0.slice.len();
+        let crc = body.end..self.0.slice.len() - self.shared_len();
         let whole = Bytes::from_owner(Whole(self.clone()));
         if self.header().compressed {
             return (Bytes::from(self.decompressed()), whole.slice(crc));
@@ -315,7 +318,22 @@ impl Entry {
 
     /// The digest of the shared tier's versions the entry was read under (0: none).
     pub(crate) fn shared(&self) -> u64 {
-        self.header().shared
+        let slice = &self.0.slice;
+        match slice.len().checked_sub(self.shared_len()) {
+            Some(at) if self.header().shared_stored => {
+                u64::from_le_bytes(slice[at..].try_into().unwrap_or_default())
+            }
+            _ => 0,
+        }
+    }
+
+    /// Bytes of the shared tier's digest at the end of the entry: 8, or none.
+    fn shared_len(&self) -> usize {
+        if self.header().shared_stored {
+            8
+        } else {
+            0
+        }
     }
 
     fn same(&self, other: &Entry) -> bool {
@@ -630,6 +648,32 @@ mod tests {
         assert_eq!(crc, crc32fast::hash(body).to_string().as_bytes());
         let negative = entry(b"t\0k", b"{}", None);
         assert!(negative.is_negative() && negative.item_json().is_none());
+        assert_eq!(e.shared(), 0);
+    }
+
+    #[test]
+    fn the_shared_tiers_digest_is_kept_after_the_checksum_only_when_there_is_one() {
+        assert_eq!(std::mem::size_of::<Header>(), 48);
+        let body = br#"{"Item":{"a":{"S":"x"}}}"#;
+        let g = Generations::new();
+        let table = Arc::new(TableGenerations::default());
+        let stamp = g.stamp(&table, Scope::Stripe(7));
+        let e = Entry::new(NewEntry {
+            key: b"t\0k",
+            body,
+            item: Some(8..23),
+            table,
+            stamp,
+            expires: 42,
+            shared: 0x0102_0304_0506_0708,
+            compress: false,
+        });
+        assert_eq!(e.shared(), 0x0102_0304_0506_0708);
+        let (b, crc) = e.response_parts();
+        assert_eq!(&b[..], body);
+        assert_eq!(crc, crc32fast::hash(body).to_string().as_bytes());
+        let plain = entry(b"t\0k", body, Some(8..23));
+        assert_eq!(e.0.slice.len(), plain.0.slice.len() + 8);
     }
 
     #[test]

@@ -572,6 +572,17 @@ impl Cache {
             stale = self.stale(&found);
             store.entries.remove_if_same(at.key, &found);
         }
+        // A miss reserves its key or waits for another's fill, and may ask the shared tier: a
+        // future many times a hit's, kept on the heap so that every caller's stays small (a
+        // future is moved whole at each await that creates it).
+        Box::pin(self.reserve(at, stale)).await
+    }
+
+    /// The rest of a [`Cache::lookup`] that found no current entry: reserve the key (or wait for
+    /// the fill of the request that did), then the shared tier. `stale` is the expired entry the
+    /// lookup found, if it may answer stale.
+    async fn reserve(&self, at: Address<'_>, mut stale: Option<Entry>) -> Lookup<'_> {
+        let store = self.store(at.kind);
         let state = self.generations.table(at.table);
         let scope = self.scope_of(at.table, at.dependency);
         // Bounded: each turn either answers or removes a dead entry; a key rewritten faster than

@@ -102,10 +102,11 @@ impl Drop for FetchTicket {
     }
 }
 
-/// The key schemas, by table identity.
+/// The key schemas, by table identity. Every hit asks it ([`KeySchemas::is_key`]), so the map
+/// hashes with ahash (keyed at random per process, as std's is) rather than SipHash.
 #[derive(Default)]
 pub struct KeySchemas {
-    tables: Mutex<HashMap<TableId, Slot>>,
+    tables: Mutex<HashMap<TableId, Slot, ahash::RandomState>>,
 }
 
 impl KeySchemas {

@@ -22,11 +22,12 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::StatusCode;
+use prometheus::Histogram;
 use tracing::{debug, warn};
 
 use super::failover::{self, Failover};
@@ -35,7 +36,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::region::Region;
 use crate::protocol::table::TableId;
-use crate::protocol::ProtocolError;
+use crate::protocol::{Operation, ProtocolError};
 use crate::upstream::breaker::{Breakers, Verdict};
 use crate::upstream::{error_chain, FromReplica, Upstream, UpstreamError, UpstreamResponse};
 
@@ -61,6 +62,9 @@ pub(crate) struct Forwarder {
     breakers: Option<Breakers>,
     /// The tables whose reads fail over, and their replica regions; none unless a table's do.
     failover: Option<Failover>,
+    /// `ddbcache_upstream_request_duration_seconds{operation}`, indexed by the operation and
+    /// resolved on first use: a labelled lookup per call would take the family's lock and hash.
+    durations: Box<[OnceLock<Histogram>]>,
     metrics: Arc<Metrics>,
 }
 
@@ -76,6 +80,7 @@ impl Forwarder {
             backstop: config.upstream.backstop,
             breakers: Breakers::new(&config.upstream, &metrics.breaker),
             failover: Failover::new(config),
+            durations: Operation::ALL.iter().map(|_| OnceLock::new()).collect(),
             metrics,
         }
     }
@@ -198,7 +203,10 @@ impl Forwarder {
                 }
             }
         };
-        let result = self.exchange(inb, &inb.region, encoding, give_up).await;
+        // The exchange's future (endpoint, signing, the pooled client's call, the body) is most
+        // of a forwarded request's: on the heap, so that the futures of every path that may
+        // forward stay small (a future is moved whole at each await that creates it).
+        let result = Box::pin(self.exchange(inb, &inb.region, encoding, give_up)).await;
         if let Some(permit) = permit {
             permit.settle(Verdict::of(&result));
         }
@@ -308,9 +316,12 @@ impl Forwarder {
             answered = send => answered,
         };
         if let Ok(r) = &result {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[inb.op.name()])
+            self.durations[inb.op as usize]
+                .get_or_init(|| {
+                    self.metrics
+                        .upstream_duration
+                        .with_label_values(&[inb.op.name()])
+                })
                 .observe(r.elapsed.as_secs_f64());
         }
         result

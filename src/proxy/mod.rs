@@ -157,12 +157,14 @@ impl Proxy {
             }
             return self.pass_through(inb).await;
         };
+        // Every path but the read's is on the heap: a future is moved whole at each await that
+        // creates it, and a hit's would otherwise be as large as the largest path's.
         match inb.op.class() {
             OpClass::ItemRead | OpClass::QueryRead => self.read(cx, inb).await,
-            OpClass::ItemWrite => writes::item_write(cx, inb).await,
-            OpClass::PartiQl => writes::partiql(cx, inb).await,
-            OpClass::Control => writes::control(cx, inb).await,
-            OpClass::Unknown => writes::unknown(cx, inb).await,
+            OpClass::ItemWrite => Box::pin(writes::item_write(cx, inb)).await,
+            OpClass::PartiQl => Box::pin(writes::partiql(cx, inb)).await,
+            OpClass::Control => Box::pin(writes::control(cx, inb)).await,
+            OpClass::Unknown => Box::pin(writes::unknown(cx, inb)).await,
             OpClass::Other => self.pass_through(inb).await,
         }
     }
@@ -188,7 +190,7 @@ impl Proxy {
         );
         match planned {
             Ok(Planned::One(plan)) => reads::serve(cx, inb, plan).await,
-            Ok(Planned::Batch(plan)) => batch_get::serve(cx, inb, plan).await,
+            Ok(Planned::Batch(plan)) => Box::pin(batch_get::serve(cx, inb, plan)).await,
             Err(bypass) => self.bypass(cx, bypass, inb).await,
         }
     }

@@ -28,6 +28,14 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: Plan<'_>) -> Answere
         Lookup::Hit { entry, source, .. } => return Ok(hit(cx, inb, &plan, &entry, source)),
         Lookup::Miss(fill) => fill,
     };
+    // The miss's future holds the upstream call's, many times a hit's: on the heap, so that a
+    // hit's future stays small (a future is moved whole at each await that creates it).
+    Box::pin(miss(cx, inb, plan, fill)).await
+}
+
+/// A planned read the cache missed: forwarded as the policy says, answered stale when DynamoDB
+/// fails it and the policy allows, kept when the policy says.
+async fn miss(cx: &Cached, inb: &Inbound, plan: Plan<'_>, fill: Fill<'_>) -> Answered {
     let how = policy::miss_of(&plan, fill.restrictions());
     let (result, schema) = forward_miss(cx, inb, &plan, how, Waiting::Client).await;
     if let Some(stale) = stale_answer(cx, &plan, &fill, &result) {

@@ -126,25 +126,27 @@ impl From<UpstreamError> for ProtocolError {
 }
 
 /// Inbound headers that are not forwarded: hop-by-hop headers, and what the upstream request
-/// gets anew (host, length, and — when signing — the signature).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
+/// gets anew (host, length, and — when signing — the signature). Names built at compile time:
+/// comparing two standard names is comparing two small integers, and removing one from an
+/// answer's headers parses nothing.
+static HOP_BY_HOP: [HeaderName; 11] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::EXPECT,
 ];
-const SIGNATURE_HEADERS: &[&str] = &[
-    "authorization",
-    "x-amz-date",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
+static SIGNATURE_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-amz-date"),
+    HeaderName::from_static("x-amz-security-token"),
+    HeaderName::from_static("x-amz-content-sha256"),
 ];
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -175,7 +177,7 @@ pub struct Upstream {
 
 /// Where a service's requests go: one URL, one per region (`{region}` in the URL), or AWS's.
 enum Route {
-    Fixed(Endpoint),
+    Fixed(Box<Endpoint>),
     PerRegion {
         template: String,
     },
@@ -196,7 +198,7 @@ impl Route {
                 Endpoint::parse(&t.replace(REGION_PLACEHOLDER, default_region))?;
                 Ok(Route::PerRegion { template: t })
             }
-            Some(t) => Ok(Route::Fixed(Endpoint::parse(&t)?)),
+            Some(t) => Ok(Route::Fixed(Box::new(Endpoint::parse(&t)?))),
         }
     }
 
@@ -225,7 +227,7 @@ impl Route {
         mode: AccountEndpoints,
     ) -> Result<Cow<'_, Endpoint>, UpstreamError> {
         let url = match self {
-            Route::Fixed(e) => return Ok(Cow::Borrowed(e)),
+            Route::Fixed(e) => return Ok(Cow::Borrowed(e.as_ref())),
             Route::PerRegion { template } => template.replace(REGION_PLACEHOLDER, region),
             Route::Aws(service) => endpoints::resolve(*service, region, account, mode)?,
         };
@@ -252,6 +254,8 @@ impl Route {
 struct Endpoint {
     url: String,
     base: Uri,
+    /// The URI of `/` (what every DynamoDB call posts to), built once.
+    root: Uri,
     host: HeaderValue,
 }
 
@@ -261,14 +265,24 @@ impl Endpoint {
         let authority = base
             .authority()
             .ok_or_else(|| anyhow::anyhow!("endpoint `{url}` has no host"))?;
-        Ok(Endpoint {
+        let mut endpoint = Endpoint {
             url: url.to_string(),
             host: HeaderValue::from_str(authority.as_str())?,
+            root: base.clone(),
             base,
-        })
+        };
+        endpoint.root = endpoint.build_uri("/");
+        Ok(endpoint)
     }
 
     fn uri(&self, path_and_query: &str) -> Uri {
+        if path_and_query == "/" {
+            return self.root.clone();
+        }
+        self.build_uri(path_and_query)
+    }
+
+    fn build_uri(&self, path_and_query: &str) -> Uri {
         let base_path = self.base.path().trim_end_matches('/');
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = format!("{base_path}{path_and_query}").parse().ok();
@@ -435,9 +449,8 @@ impl Upstream {
         let endpoint = self.endpoint_for(op, region).await?;
         let mut headers = HeaderMap::with_capacity(inbound.len());
         for (name, value) in inbound {
-            let n = name.as_str();
-            if HOP_BY_HOP.contains(&n)
-                || (self.signer.is_some() && SIGNATURE_HEADERS.contains(&n))
+            if HOP_BY_HOP.contains(name)
+                || (self.signer.is_some() && SIGNATURE_HEADERS.contains(name))
                 || (identity_encoding && name == header::ACCEPT_ENCODING)
             {
                 continue;
@@ -513,8 +526,8 @@ impl Upstream {
             })?
             .to_bytes();
         let mut headers = parts.headers;
-        for h in HOP_BY_HOP {
-            headers.remove(*h);
+        for h in &HOP_BY_HOP {
+            headers.remove(h);
         }
         Ok(UpstreamResponse {
             status: parts.status,

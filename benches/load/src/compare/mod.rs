@@ -78,6 +78,10 @@ pub struct CompareArgs {
     /// Items the callgrind runs read (each is read once first, to fill the cache) [1000; --quick 200].
     #[arg(long)]
     pub callgrind_keys: Option<u64>,
+    /// Where to keep the instructions scenario's callgrind profiles (for `callgrind_annotate`);
+    /// they are deleted with the run's other files otherwise.
+    #[arg(long)]
+    pub callgrind_keep: Option<PathBuf>,
     /// Partitions (one item each) the `writes` scenario reads and writes [10000; --quick 1000].
     #[arg(long)]
     pub write_partitions: Option<u64>,
@@ -152,6 +156,7 @@ pub struct Settings {
     pub mem_keys: u64,
     pub callgrind_requests: (u64, u64),
     pub callgrind_keys: u64,
+    pub callgrind_keep: Option<PathBuf>,
     pub write_partitions: u64,
     pub write_requests: (u64, u64),
     pub before: Option<PathBuf>,
@@ -280,6 +285,7 @@ impl Settings {
             mem_keys: pick(args.mem_keys, 300_000, 40_000),
             callgrind_requests: (n1, n2),
             callgrind_keys,
+            callgrind_keep: args.callgrind_keep,
             write_partitions: pick(args.write_partitions, 10_000, 1_000),
             write_requests,
             before: args.before,

@@ -7,7 +7,7 @@
 mod fleet;
 mod shared;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -666,7 +666,9 @@ async fn latency(bench: &mut Bench) -> anyhow::Result<Section> {
 }
 
 /// Instructions per answer, from two callgrind runs per target that differ only in the number
-/// of measured requests: start-up, warm-up and shutdown cancel out of the difference.
+/// of measured requests: start-up, warm-up and shutdown cancel out of the difference. The same
+/// difference, function by function (`callgrind_annotate --inclusive=yes`), splits a request's
+/// instructions into the phases of [`PHASES`].
 async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
     let valgrind = Command::new("valgrind").arg("--version").output();
     if !valgrind.is_ok_and(|o| o.status.success()) {
@@ -678,15 +680,17 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
     bench.preload(TABLE, keys).await?;
     let mut rows = Vec::new();
     let mut per_request = Vec::new();
-    for key in ["fixed", "hit"] {
+    let mut per_function = Vec::new();
+    for key in ["fixed", "hit", "forwarded"] {
         let mut counts = Vec::new();
+        let mut functions = Vec::new();
         let mut label = "";
         for requests in [n1, n2] {
             let out = bench.work.join(format!("callgrind.{key}.{requests}.out"));
             let name = format!("{key}-callgrind-{requests}");
             let target = match key {
                 "fixed" => bench.start_fixed(&name, Some(&out)).await?,
-                _ => {
+                "hit" => {
                     let (target, _) = bench
                         .start_ddbcache(
                             &name,
@@ -698,6 +702,18 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
                         .await?;
                     bench.warm(&target, TABLE, keys).await?;
                     target
+                }
+                _ => {
+                    bench
+                        .start_ddbcache(
+                            &name,
+                            ("forwarded", "ddbcache, cache off (forwarded)"),
+                            &servers.direct.url,
+                            &[("DDBCACHE_CACHE_ENABLED", "false")],
+                            Some(&out),
+                        )
+                        .await?
+                        .0
                 }
             };
             label = target.label;
@@ -726,6 +742,11 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
                     target.proc.log.display()
                 )
             })?;
+            functions.push((by_function(&out, true)?, by_function(&out, false)?));
+            if let Some(dir) = &bench.settings.callgrind_keep {
+                std::fs::create_dir_all(dir)?;
+                std::fs::copy(&out, dir.join(out.file_name().expect("a file name")))?;
+            }
             bench.raw.push(json!({
                 "scenario": "instructions", "target": key, "requests": requests, "ir": ir,
             }));
@@ -733,6 +754,10 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
         }
         let ir = (counts[1] as f64 - counts[0] as f64) / (n2 - n1) as f64;
         per_request.push(ir);
+        per_function.push(Profile {
+            inclusive: per_request_by_function(&functions[0].0, &functions[1].0, n2 - n1),
+            exclusive: per_request_by_function(&functions[0].1, &functions[1].1, n2 - n1),
+        });
         rows.push(vec![
             label.to_owned(),
             format!("{ir:.0}"),
@@ -740,11 +765,18 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
             counts[1].to_string(),
         ]);
     }
+    let phases = phase_rows(&per_request, &per_function);
     let body = format!(
         "`valgrind --tool=callgrind` of each server, started afresh for {n1} and for {n2} \
          GetItem requests over {keys} items ({} in flight; a hit server first reads every key \
-         once): Ir per request = (Ir at {n2} − Ir at {n1}) ÷ {}. Instruction counts do not \
-         depend on the machine's noise, nor on the cores being shared.\n\n{}",
+         once; the forwarded one is a ddbcache with its cache off, in front of dynalite): Ir per \
+         request = (Ir at {n2} − Ir at {n1}) ÷ {}. Instruction counts do not depend on the \
+         machine's noise, nor on the cores being shared.\n\n{}\n\
+         By phase: the same difference per function, inclusive of what each calls \
+         (`callgrind_annotate --inclusive=yes`; timers from each function's own instructions), \
+         grouped as `PHASES` in `benches/load/src/compare/scenarios.rs` says; *HTTP, runtime and \
+         the rest* is what no phase claims: accepting and reading the connection, hyper's parsing \
+         and encoding, tokio's scheduling (the kernel's share is not counted).\n\n{}",
         bench.settings.concurrency,
         n2 - n1,
         table(
@@ -755,18 +787,266 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
                 &format!("Ir, {n2} requests"),
             ],
             &rows,
-        )
+        ),
+        table(&["phase", "bare hyper", "hit", "forwarded"], &phases,)
     );
     Ok(Section {
         title: "Instructions per request".to_owned(),
         body,
-        checks: vec![Check::ratio(
-            "instructions per hit ÷ per bare answer",
-            per_request[1] / per_request[0],
-            true,
-            1.2,
-        )],
+        checks: vec![
+            Check::ratio(
+                "instructions per hit ÷ per bare answer",
+                per_request[1] / per_request[0],
+                true,
+                1.5,
+            ),
+            Check::ratio(
+                "instructions per forwarded request ÷ per hit",
+                per_request[2] / per_request[1],
+                true,
+                1.6,
+            ),
+        ],
     })
+}
+
+/// A phase of a request: the functions whose inclusive instructions it is, less those of the
+/// functions they call that another phase claims, plus the instructions spent in the bodies of
+/// functions whose names start with one of `own` (exclusive counts: for what is spread over many
+/// small functions, such as timers). Names are matched in full, as callgrind reports them
+/// (demangled, without hashes). What the compiler inlines is counted in its caller, so a phase
+/// moves a little with inlining; what no phase claims is in the last rows.
+struct Phase {
+    name: &'static str,
+    functions: &'static [&'static str],
+    less: &'static [&'static str],
+    own: &'static [&'static str],
+}
+
+const HANDLE: &str = "ddbcache::proxy::Proxy::handle::{{closure}}";
+const ADMISSION: &[&str] = &[
+    "core::ptr::drop_in_place<ddbcache::proxy::admit::Inbound>",
+    "ddbcache::proxy::budget::BodyBudget::reserve::{{closure}}",
+    "<hyper::body::incoming::Incoming as http_body::Body>::poll_frame",
+];
+const FRONT_DOOR: &[&str] = &[
+    "ddbcache::proxy::front_door::examine",
+    "ddbcache::proxy::unproven_json",
+];
+const PARSE: &[&str] = &["ddbcache_protocol::reads::parse_read"];
+const POLICY: &[&str] = &["ddbcache::proxy::policy::plan"];
+const CACHE: &[&str] = &[
+    "ddbcache::cache::entries::Entries::get",
+    "ddbcache::cache::Cache::is_current",
+    "ddbcache::cache::Cache::confirmed::{{closure}}",
+    "<ddbcache::cache::clock::MonotonicClock as ddbcache::cache::clock::Clock>::now_ms",
+    "ddbcache::cache::entries::Entry::response_parts",
+];
+const RESPONSE: &[&str] = &[
+    "ddbcache::proxy::reads::hit",
+    "ddbcache::proxy::respond::mark",
+    "ddbcache::proxy::respond::relayed",
+    "ddbcache::proxy::respond::is_relayed",
+    "ddbcache::proxy::front_door::Admission::decorate",
+];
+const METRICS: &[&str] = &["ddbcache::proxy::record::Counters::request"];
+/// The forward, and every task but the client connections' (`Core::poll'2` is a task's poll as
+/// callgrind names it inside the worker's): with the cache off, that is the pooled upstream
+/// connection's task; with it on, the accept loop and background work.
+const UPSTREAM: &[&str] = &[
+    "ddbcache::proxy::forward::Forwarder::send::{{closure}}",
+    "tokio::runtime::task::core::Core<T,S>::poll'2",
+];
+/// A client connection's task: ddbcache's, and the bare server's.
+const CONNECTIONS: &[&str] = &[
+    "ddbcache::connection::serve::{{closure}}",
+    "ddbcache_load::fixed_server::serve::{{closure}}::{{closure}}",
+];
+
+/// The phases of a request, in the order it goes through them.
+const PHASES: &[Phase] = &[
+    Phase {
+        name: "admission and the body budget (body read, reservation, dropped at the end)",
+        functions: ADMISSION,
+        less: &[],
+        own: &[],
+    },
+    Phase {
+        name: "front door (`front_door::examine`, JSON proven where no read proves it)",
+        functions: FRONT_DOOR,
+        less: &[],
+        own: &[],
+    },
+    Phase {
+        name: "parse and prove (`reads::parse_read`)",
+        functions: PARSE,
+        less: &[],
+        own: &[],
+    },
+    Phase {
+        name: "policy (`policy::plan`: table, TTLs, key schema, cache key)",
+        functions: POLICY,
+        less: &[],
+        own: &[],
+    },
+    Phase {
+        name: "cache (index, generations, expiry, the entry's bytes)",
+        functions: CACHE,
+        less: &[],
+        own: &[],
+    },
+    Phase {
+        name: "response (headers, request id, `x-ddbcache`)",
+        functions: RESPONSE,
+        less: &["ddbcache::cache::entries::Entry::response_parts"],
+        own: &[],
+    },
+    Phase {
+        name: "metrics and logging",
+        functions: METRICS,
+        less: &[],
+        own: &[],
+    },
+    Phase {
+        name: "upstream client (the forward, the pooled connection's task; other tasks)",
+        functions: UPSTREAM,
+        less: CONNECTIONS,
+        own: &[],
+    },
+    Phase {
+        name: "the pipeline between phases (`Proxy::handle` less the above: inlined code, futures moved)",
+        functions: &[HANDLE],
+        less: &[
+            ADMISSION[0], ADMISSION[1], ADMISSION[2], FRONT_DOOR[0], FRONT_DOOR[1], PARSE[0],
+            POLICY[0], CACHE[0], CACHE[1], CACHE[2], CACHE[3], RESPONSE[0], RESPONSE[1],
+            RESPONSE[2], RESPONSE[3], RESPONSE[4], METRICS[0], UPSTREAM[0],
+        ],
+        own: &[],
+    },
+    Phase {
+        name: "timers (connection watchdog, body timeout: tokio's timer wheel, wake-ups)",
+        functions: &[],
+        less: &[],
+        own: &[
+            "tokio::time::",
+            "<tokio::time::",
+            "tokio::runtime::time::",
+            "<tokio::runtime::time::",
+            "tokio::runtime::time::entry::_::<impl core::ops::drop::Drop",
+            "ddbcache::connection::Activity::",
+            "ddbcache::connection::sleep_until",
+            "<ddbcache::connection::InFlight",
+            "tokio::sync::notify::",
+            "<tokio::sync::notify::",
+            "tokio::sync::watch::",
+        ],
+    },
+];
+
+/// Rows of the phase table: per phase, the instructions per request of each target (the bare
+/// server, the hit, the forwarded request), then the rest and the whole.
+fn phase_rows(totals: &[f64], per_function: &[Profile]) -> Vec<Vec<String>> {
+    let sum = |f: &BTreeMap<String, f64>, names: &[&str]| -> f64 {
+        names
+            .iter()
+            .map(|n| f.get(*n).copied().unwrap_or(0.0))
+            .sum()
+    };
+    let own = |f: &BTreeMap<String, f64>, prefixes: &[&str]| -> f64 {
+        f.iter()
+            .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p)))
+            .map(|(_, ir)| ir)
+            .sum()
+    };
+    let mut rows = Vec::new();
+    let mut claimed = vec![0.0; totals.len()];
+    for phase in PHASES {
+        let mut row = vec![phase.name.to_owned()];
+        for (i, f) in per_function.iter().enumerate() {
+            let ir = (sum(&f.inclusive, phase.functions) - sum(&f.inclusive, phase.less)).max(0.0)
+                + own(&f.exclusive, phase.own);
+            claimed[i] += ir;
+            row.push(format!("{ir:.0}"));
+        }
+        rows.push(row);
+    }
+    let mut rest = vec!["HTTP, runtime and the rest".to_owned()];
+    let mut whole = vec!["**the whole request**".to_owned()];
+    for (total, claimed) in totals.iter().zip(&claimed) {
+        rest.push(format!("{:.0}", total - claimed));
+        whole.push(format!("**{total:.0}**"));
+    }
+    rows.push(rest);
+    rows.push(whole);
+    rows
+}
+
+/// Instructions per function per request, inclusive of its callees and in its own body.
+struct Profile {
+    inclusive: BTreeMap<String, f64>,
+    exclusive: BTreeMap<String, f64>,
+}
+
+/// Instructions per function, inclusive of its callees or not, from `callgrind_annotate`; a
+/// function reported under several files is summed.
+fn by_function(path: &Path, inclusive: bool) -> anyhow::Result<BTreeMap<String, u64>> {
+    let output = Command::new("callgrind_annotate")
+        .arg(if inclusive {
+            "--inclusive=yes"
+        } else {
+            "--inclusive=no"
+        })
+        .args(["--threshold=100", "--show-percs=no", "--auto=no"])
+        .arg(path)
+        .output()
+        .context("running callgrind_annotate (it comes with valgrind)")?;
+    if !output.status.success() {
+        bail!(
+            "callgrind_annotate {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(parse_annotate(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The function lines of `callgrind_annotate`'s output: `1,234  file:function [object]`.
+fn parse_annotate(text: &str) -> BTreeMap<String, u64> {
+    let mut functions = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let Some((count, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let Ok(count) = count.replace(',', "").parse::<u64>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let Some((_file, function)) = rest.split_once(':') else {
+            continue;
+        };
+        let function = match function.rfind(" [") {
+            Some(i) if function.ends_with(']') => &function[..i],
+            _ => function,
+        };
+        *functions.entry(function.to_owned()).or_insert(0) += count;
+    }
+    functions
+}
+
+/// Per function, (Ir at N2 − Ir at N1) ÷ (N2 − N1).
+fn per_request_by_function(
+    first: &BTreeMap<String, u64>,
+    second: &BTreeMap<String, u64>,
+    requests: u64,
+) -> BTreeMap<String, f64> {
+    second
+        .iter()
+        .map(|(name, ir)| {
+            let before = first.get(name).copied().unwrap_or(0);
+            (name.clone(), (*ir as f64 - before as f64) / requests as f64)
+        })
+        .collect()
 }
 
 /// The `summary:` (or `totals:`) count of a callgrind profile: instructions executed (Ir).
@@ -1098,6 +1378,30 @@ fn query_hit_percent(s: &Sample) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_callgrind_annotates_functions_and_splits_a_request_into_phases() {
+        let text = "--------\nIr  file:function\n--------\n\
+            1,000  ???:ddbcache::proxy::Proxy::handle::{{closure}} [/bin/ddbcache]\n\
+            300  ???:ddbcache::proxy::front_door::examine [/bin/ddbcache]\n\
+            50  /src/x.rs:ddbcache::proxy::front_door::examine [/bin/ddbcache]\n\
+            20  ???:tokio::time::sleep::Sleep::new_timeout [/bin/ddbcache]\n";
+        let functions = parse_annotate(text);
+        assert_eq!(functions[HANDLE], 1000);
+        assert_eq!(functions["ddbcache::proxy::front_door::examine"], 350);
+        let first = BTreeMap::new();
+        let profile = Profile {
+            inclusive: per_request_by_function(&first, &functions, 10),
+            exclusive: per_request_by_function(&first, &functions, 10),
+        };
+        let rows = phase_rows(&[150.0], &[profile]);
+        let row = |name: &str| rows.iter().find(|r| r[0].starts_with(name)).unwrap()[1].clone();
+        assert_eq!(row("front door"), "35");
+        assert_eq!(row("timers"), "2");
+        // The pipeline is what `Proxy::handle` spends outside the other phases.
+        assert_eq!(row("the pipeline"), "65");
+        assert_eq!(row("HTTP, runtime"), "48");
+    }
 
     #[test]
     fn reads_the_instruction_count_of_a_callgrind_profile() {
