@@ -33,7 +33,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
-    /// The `x-ddbcache` header (hit, miss, bypass) when the endpoint is ddbcache.
+    /// The `x-ddbcache` header (hit, miss, bypass, stale) when the endpoint is ddbcache.
     pub cache: Option<CacheOutcome>,
 }
 
@@ -64,6 +64,8 @@ pub enum CacheOutcome {
     Hit,
     Miss,
     Bypass,
+    /// An expired entry answering for a read DynamoDB failed (`cache.stale_if_error`).
+    Stale,
 }
 
 /// Why no HTTP response came back.
@@ -189,6 +191,7 @@ impl DynamoClient {
                     b"hit" => Some(CacheOutcome::Hit),
                     b"miss" => Some(CacheOutcome::Miss),
                     b"bypass" => Some(CacheOutcome::Bypass),
+                    b"stale" => Some(CacheOutcome::Stale),
                     _ => None,
                 });
             let body = response
