@@ -11,6 +11,7 @@
 //! the machine's noise. `benches/README.md` says how to read the result.
 
 mod procs;
+mod relay;
 mod report;
 mod scenarios;
 
@@ -113,6 +114,15 @@ pub struct CompareArgs {
     /// through its peer [300; --quick 50].
     #[arg(long)]
     pub fleet_probes: Option<u64>,
+    /// Length of each run of the `outage` scenario [90s; --quick 15s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub outage_run: Option<Duration>,
+    /// How long the upstream is down, in the middle of each `outage` run [30s; --quick 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub outage: Option<Duration>,
+    /// How the upstream fails in the `outage` scenario.
+    #[arg(long, value_enum, default_value = "blackhole")]
+    pub outage_fault: relay::Fault,
     /// Where the report goes [benches/RESULTS.md].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -149,6 +159,9 @@ pub struct Settings {
     pub node: PathBuf,
     pub redis_server: PathBuf,
     pub fleet_probes: u64,
+    pub outage_run: Duration,
+    pub outage: Duration,
+    pub outage_fault: relay::Fault,
     pub out: PathBuf,
     pub notes: Option<PathBuf>,
     /// The command line, for the report.
@@ -190,6 +203,12 @@ impl Settings {
             if !before.is_file() {
                 bail!("no ddbcache binary at {} (--before)", before.display());
             }
+        }
+        let seconds = |full: u64, smoke: u64| Duration::from_secs(if quick { smoke } else { full });
+        let outage_run = args.outage_run.unwrap_or(seconds(90, 15));
+        let outage = args.outage.unwrap_or(seconds(30, 5));
+        if outage.is_zero() || outage >= outage_run {
+            bail!("--outage must be longer than nothing and shorter than --outage-run");
         }
         let runs = args.runs.unwrap_or(if quick { 2 } else { 5 });
         if runs == 0 || args.concurrency == 0 {
@@ -263,6 +282,9 @@ impl Settings {
             node: args.node,
             redis_server: args.redis_server,
             fleet_probes: pick(args.fleet_probes, 300, 50),
+            outage_run,
+            outage,
+            outage_fault: args.outage_fault,
             out: args
                 .out
                 .unwrap_or_else(|| repository().join("benches/RESULTS.md")),

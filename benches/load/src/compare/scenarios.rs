@@ -5,6 +5,7 @@
 //! two sidecars on one bus), has a file of its own.
 
 mod fleet;
+mod outage;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ pub enum Scenario {
     /// The fleet bus: hit throughput and write latency with and without it, the invalidation
     /// lag at a peer, and reads through the peer right after writes (needs redis-server).
     Fleet,
+    /// Reads while the upstream is down in the middle of a run: answered share and latency with
+    /// the circuit breaker and stale-if-error on and off.
+    Outage,
 }
 
 impl Scenario {
@@ -55,6 +59,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Writes => "writes",
             Scenario::Fleet => "fleet",
+            Scenario::Outage => "outage",
         }
     }
 
@@ -67,6 +72,7 @@ impl Scenario {
             Scenario::Scale => scale(bench).await,
             Scenario::Writes => writes(bench).await,
             Scenario::Fleet => fleet::fleet(bench).await,
+            Scenario::Outage => outage::outage(bench).await,
         }
     }
 }
