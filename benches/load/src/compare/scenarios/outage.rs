@@ -227,10 +227,18 @@ impl Tally {
         self.percent(self.hit + self.stale + self.upstream)
     }
 
+    fn p50_ms(&self) -> f64 {
+        self.quantile_ms(0.5)
+    }
+
     fn p99_ms(&self) -> f64 {
+        self.quantile_ms(0.99)
+    }
+
+    fn quantile_ms(&self, q: f64) -> f64 {
         match self.reads() {
             0 => f64::NAN,
-            _ => self.latency.value_at_quantile(0.99) as f64 / 1e3,
+            _ => self.latency.value_at_quantile(q) as f64 / 1e3,
         }
     }
 
@@ -537,7 +545,15 @@ fn section(bench: &Bench, plan: &Plan, counts: &[Vec<Counts>]) -> Section {
                 })
                 .show(1),
                 median(runs, &|c| during(c).p99_ms()).show(1),
-                median(runs, &|c| c.breaker_open.p99_ms()).show(2),
+                if v.breaker {
+                    format!(
+                        "{} / {}",
+                        median(runs, &|c| c.breaker_open.p50_ms()).show(2),
+                        median(runs, &|c| c.breaker_open.p99_ms()).show(2)
+                    )
+                } else {
+                    "—".to_owned()
+                },
                 median(runs, &|c| c.phases[Phase::After.index()].answered_percent()).show(1),
                 median(runs, &|c| during(c).reads() as f64).show(0),
             ]
@@ -599,7 +615,7 @@ fn section(bench: &Bench, plan: &Plan, counts: &[Vec<Counts>]) -> Section {
                 "stale %",
                 "from DynamoDB %",
                 "p99 ms (outage)",
-                "p99 ms (breaker open)",
+                "p50 / p99 ms (breaker open)",
                 "answered % (after)",
                 "reads (outage)",
             ],
