@@ -120,6 +120,10 @@ pub struct CompareArgs {
     /// How long the upstream is down, in the middle of each `outage` run [30s; --quick 5s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub outage: Option<Duration>,
+    /// Reads per second of the `outage` scenario, sent on time whatever became of the earlier
+    /// ones (an open loop) [500].
+    #[arg(long, default_value_t = 500.0)]
+    pub outage_rate: f64,
     /// How the upstream fails in the `outage` scenario.
     #[arg(long, value_enum, default_value = "blackhole")]
     pub outage_fault: relay::Fault,
@@ -161,6 +165,7 @@ pub struct Settings {
     pub fleet_probes: u64,
     pub outage_run: Duration,
     pub outage: Duration,
+    pub outage_rate: f64,
     pub outage_fault: relay::Fault,
     pub out: PathBuf,
     pub notes: Option<PathBuf>,
@@ -209,6 +214,9 @@ impl Settings {
         let outage = args.outage.unwrap_or(seconds(30, 5));
         if outage.is_zero() || outage >= outage_run {
             bail!("--outage must be longer than nothing and shorter than --outage-run");
+        }
+        if args.outage_rate.is_nan() || args.outage_rate < 1.0 {
+            bail!("--outage-rate must be at least 1 read a second");
         }
         let runs = args.runs.unwrap_or(if quick { 2 } else { 5 });
         if runs == 0 || args.concurrency == 0 {
@@ -284,6 +292,7 @@ impl Settings {
             fleet_probes: pick(args.fleet_probes, 300, 50),
             outage_run,
             outage,
+            outage_rate: args.outage_rate,
             outage_fault: args.outage_fault,
             out: args
                 .out

@@ -1,6 +1,7 @@
 //! The outage scenario: what a client reading through ddbcache gets while DynamoDB is down
-//! (README "When DynamoDB is down"). Zipf-distributed GetItems run for `--outage-run`, and in its
-//! middle the upstream fails for `--outage`: a [`FaultRelay`] between ddbcache and dynalite
+//! (README "When DynamoDB is down"). Zipf-distributed GetItems, `--outage-rate` a second sent on
+//! time whatever became of the earlier ones, run for `--outage-run`, and in its middle the
+//! upstream fails for `--outage`: a [`FaultRelay`] between ddbcache and dynalite
 //! refuses connections or swallows them (`--outage-fault`). The item TTL is a third of the
 //! outage, so entries read before it expire during it, and each configuration runs in a ddbcache
 //! of its own:
@@ -256,28 +257,68 @@ impl Tally {
     }
 }
 
-/// The breaker's state as last read from `/metrics`, with a count of the changes seen: a read
-/// that finds the same value at its start and at its end ran while nothing changed.
-#[derive(Default)]
-struct BreakerWatch(AtomicU64);
+/// The breaker's state as last read from `/metrics`, with a count of the changes seen (a read
+/// that finds the same value at its start and at its end ran while nothing changed), and when in
+/// the run it was first seen open.
+struct BreakerWatch {
+    /// (changes seen << 1) | open.
+    state: AtomicU64,
+    /// Milliseconds from the start of the run; `u64::MAX` until then.
+    first_open_ms: AtomicU64,
+}
+
+/// How a read saw the breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Not open throughout the read.
+    NotOpen,
+    /// Open throughout, within one client timeout of its first opening: the read may have
+    /// joined a fill that was sent before the breaker opened and still waits on the endpoint.
+    OpenEarly,
+    /// Open throughout, and every read sent before it opened has ended since.
+    OpenSettled,
+}
 
 impl BreakerWatch {
-    /// (changes seen << 1) | open.
-    fn now(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, open: bool) {
-        let was = self.now();
-        if (was & 1 == 1) != open {
-            self.0
-                .store((((was >> 1) + 1) << 1) | open as u64, Ordering::Relaxed);
+    fn new() -> BreakerWatch {
+        BreakerWatch {
+            state: AtomicU64::new(0),
+            first_open_ms: AtomicU64::new(u64::MAX),
         }
     }
 
-    /// Whether a read that saw `start` and `end` ran wholly while the breaker was open.
-    fn open_throughout(start: u64, end: u64) -> bool {
-        start == end && start & 1 == 1
+    fn now(&self) -> u64 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    /// What `/metrics` said `at` this far into the run.
+    fn set(&self, open: bool, at: Duration) {
+        let was = self.now();
+        if (was & 1 == 1) != open {
+            self.state
+                .store((((was >> 1) + 1) << 1) | open as u64, Ordering::Relaxed);
+        }
+        if open {
+            let _ = self.first_open_ms.compare_exchange(
+                u64::MAX,
+                at.as_millis() as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How a read due `due` into the run, that saw `start` and `end`, saw the breaker.
+    fn seen(&self, due: Duration, start: u64, end: u64) -> Seen {
+        if start != end || start & 1 == 0 {
+            return Seen::NotOpen;
+        }
+        let first = self.first_open_ms.load(Ordering::Relaxed);
+        if (due.as_millis() as u64) < first.saturating_add(CLIENT_TIMEOUT.as_millis() as u64) {
+            Seen::OpenEarly
+        } else {
+            Seen::OpenSettled
+        }
     }
 }
 
@@ -289,12 +330,14 @@ fn breaker_open_in(metrics: &str) -> bool {
         .any(|l| l.rsplit(' ').next() == Some("1"))
 }
 
-/// What one worker, then one run, counted.
+/// What one run counted.
 #[derive(Clone)]
 struct Counts {
     phases: [Tally; 3],
     /// Reads that ran wholly while the breaker was open.
     breaker_open: Tally,
+    /// Those of them sent more than a client timeout after it first opened.
+    breaker_settled: Tally,
     /// Per second of the run: reads answered, reads failed.
     seconds: Vec<[u64; 2]>,
 }
@@ -304,14 +347,18 @@ impl Counts {
         Counts {
             phases: [Tally::new(), Tally::new(), Tally::new()],
             breaker_open: Tally::new(),
+            breaker_settled: Tally::new(),
             seconds: Vec::new(),
         }
     }
 
-    fn add(&mut self, phase: Phase, second: usize, open: bool, answer: &Answer, took: Duration) {
+    fn add(&mut self, phase: Phase, second: usize, seen: Seen, answer: &Answer, took: Duration) {
         self.phases[phase.index()].add(answer, took);
-        if open {
+        if seen != Seen::NotOpen {
             self.breaker_open.add(answer, took);
+        }
+        if seen == Seen::OpenSettled {
+            self.breaker_settled.add(answer, took);
         }
         if self.seconds.len() <= second {
             self.seconds.resize(second + 1, [0, 0]);
@@ -319,38 +366,27 @@ impl Counts {
         self.seconds[second][matches!(answer, Answer::Error(_)) as usize] += 1;
     }
 
-    fn merge(&mut self, other: &Counts) {
-        for (mine, theirs) in self.phases.iter_mut().zip(&other.phases) {
-            mine.merge(theirs);
-        }
-        self.breaker_open.merge(&other.breaker_open);
-        if self.seconds.len() < other.seconds.len() {
-            self.seconds.resize(other.seconds.len(), [0, 0]);
-        }
-        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
-            mine[0] += theirs[0];
-            mine[1] += theirs[1];
-        }
-    }
-
     fn during(&self) -> &Tally {
         &self.phases[Phase::During.index()]
     }
 }
 
-/// The scenario's durations, from the settings.
+/// The scenario's durations and rate, from the settings.
 struct Plan {
     timeline: Timeline,
     fault: Fault,
+    /// Reads per second.
+    rate: f64,
     /// Item TTL, and how long the breaker stays open: a third of the outage.
     ttl: Duration,
 }
 
 impl Plan {
-    fn new(run: Duration, outage: Duration, fault: Fault) -> Plan {
+    fn new(run: Duration, outage: Duration, fault: Fault, rate: f64) -> Plan {
         Plan {
             timeline: Timeline::centred(run, outage),
             fault,
+            rate,
             ttl: (outage / 3).max(Duration::from_secs(1)),
         }
     }
@@ -358,7 +394,12 @@ impl Plan {
 
 pub(super) async fn outage(bench: &mut Bench) -> anyhow::Result<Section> {
     let settings = bench.settings.clone();
-    let plan = Plan::new(settings.outage_run, settings.outage, settings.outage_fault);
+    let plan = Plan::new(
+        settings.outage_run,
+        settings.outage,
+        settings.outage_fault,
+        settings.outage_rate,
+    );
     let servers = bench.servers().await?;
     bench.preload(TABLE, settings.keys).await?;
     let dynalite: SocketAddr = servers
@@ -374,7 +415,7 @@ pub(super) async fn outage(bench: &mut Bench) -> anyhow::Result<Section> {
             let during = c.during();
             eprintln!(
                 "compare: outage {} run {}: during the outage {:.1}% answered ({:.1}% stale), \
-                 p99 {:.1} ms; breaker open: {} reads, p99 {:.2} ms",
+                 p99 {:.1} ms; breaker open: {} reads, p99 {:.2} ms ({:.2} ms later)",
                 variant.key,
                 run + 1,
                 during.answered_percent(),
@@ -382,6 +423,7 @@ pub(super) async fn outage(bench: &mut Bench) -> anyhow::Result<Section> {
                 during.p99_ms(),
                 c.breaker_open.reads(),
                 c.breaker_open.p99_ms(),
+                c.breaker_settled.p99_ms(),
             );
             bench.raw.push(json!({
                 "scenario": "outage",
@@ -391,6 +433,7 @@ pub(super) async fn outage(bench: &mut Bench) -> anyhow::Result<Section> {
                 "phases": PHASES.iter().map(|p| (p.name(), c.phases[p.index()].to_json()))
                     .collect::<BTreeMap<_, _>>(),
                 "breaker_open": c.breaker_open.to_json(),
+                "breaker_open_settled": c.breaker_settled.to_json(),
                 "per_second_answered_failed": c.seconds,
             }));
             counts.push(c);
@@ -452,10 +495,10 @@ async fn run_once(
         "get=100".parse()?,
         KeySampler::new(s.keys, Dist::Zipf, 0.99)?,
     ));
-    let client = bench
-        .client(&target.url, s.concurrency, CLIENT_TIMEOUT)
-        .await?;
-    let watch = Arc::new(BreakerWatch::default());
+    // A connection per read in flight: up to rate × client timeout of them against a blackhole.
+    let in_flight = (plan.rate * CLIENT_TIMEOUT.as_secs_f64()).ceil() as usize;
+    let client = bench.client(&target.url, in_flight, CLIENT_TIMEOUT).await?;
+    let watch = Arc::new(BreakerWatch::new());
     let timeline = plan.timeline;
     let start = Instant::now();
 
@@ -464,7 +507,7 @@ async fn run_once(
         tokio::spawn(async move {
             loop {
                 if let Ok(metrics) = run::admin_text(&admin, "/metrics").await {
-                    watch.set(breaker_open_in(&metrics));
+                    watch.set(breaker_open_in(&metrics), start.elapsed());
                 }
                 tokio::time::sleep(BREAKER_POLL).await;
             }
@@ -476,42 +519,45 @@ async fn run_once(
         tokio::time::sleep_until((start + timeline.up).into()).await;
         relay.heal();
     };
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..s.concurrency {
-        let (client, workload, watch) = (client.clone(), workload.clone(), watch.clone());
-        let seed = (run as u64) << 32 | worker as u64;
-        workers.spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            let mut counts = Counts::new();
-            loop {
-                let began = start.elapsed();
-                if began >= timeline.run {
-                    return counts;
-                }
+    // An open loop: read k is due at start + k / rate, whatever happened to the reads before it,
+    // as an application's requests keep coming while DynamoDB is down. A closed loop would send
+    // fewer reads while they hang, and so count a hung upstream as a smaller share of them.
+    let period = Duration::from_secs_f64(1.0 / plan.rate);
+    let counts = Arc::new(parking_lot::Mutex::new(Counts::new()));
+    let reads = async {
+        let mut rng = SmallRng::seed_from_u64(run as u64);
+        let mut reads = tokio::task::JoinSet::new();
+        for k in 0u64.. {
+            let due = period.mul_f64(k as f64);
+            if due >= timeline.run {
+                break;
+            }
+            tokio::time::sleep_until((start + due).into()).await;
+            let (op, body) = workload.next_request(&mut rng);
+            let (client, watch, counts) = (client.clone(), watch.clone(), counts.clone());
+            reads.spawn(async move {
                 let seen = watch.now();
-                let sent = Instant::now();
-                let (op, body) = workload.next_request(&mut rng);
                 let result = client.call(op, body).await;
-                let took = sent.elapsed();
-                let open = BreakerWatch::open_throughout(seen, watch.now());
-                counts.add(
-                    timeline.phase(began),
-                    began.as_secs() as usize,
-                    open,
+                // From when the read was due: a read the generator sent late is charged for it.
+                let took = start.elapsed().saturating_sub(due);
+                let seen = watch.seen(due, seen, watch.now());
+                counts.lock().add(
+                    timeline.phase(due),
+                    due.as_secs() as usize,
+                    seen,
                     &Answer::of(&result),
                     took,
                 );
-            }
-        });
-    }
-    let (per_worker, ()) = tokio::join!(workers.join_all(), outage);
+            });
+            while reads.try_join_next().is_some() {}
+        }
+        reads.join_all().await;
+    };
+    tokio::join!(reads, outage);
     poller.abort();
     bench.procs.stop(&target.proc, START_WITHIN).await?;
     drop(relay);
-    let mut counts = Counts::new();
-    for c in &per_worker {
-        counts.merge(c);
-    }
+    let counts = counts.lock().clone();
     Ok(counts)
 }
 
@@ -554,6 +600,11 @@ fn section(bench: &Bench, plan: &Plan, counts: &[Vec<Counts>]) -> Section {
                 } else {
                     "—".to_owned()
                 },
+                if v.breaker {
+                    median(runs, &|c| c.breaker_settled.p99_ms()).show(2)
+                } else {
+                    "—".to_owned()
+                },
                 median(runs, &|c| c.phases[Phase::After.index()].answered_percent()).show(1),
                 median(runs, &|c| during(c).reads() as f64).show(0),
             ]
@@ -584,17 +635,19 @@ fn section(bench: &Bench, plan: &Plan, counts: &[Vec<Counts>]) -> Section {
         })
         .collect();
     let body = format!(
-        "GetItem of Zipf-chosen keys (s = 0.99) over {keys} items, {concurrency} in flight (closed \
-         loop, client timeout {timeout:?}), for {run:?}; from {down:?} to {up:?} the upstream is \
+        "GetItem of Zipf-chosen keys (s = 0.99) over {keys} items, {rate} a second (an open loop: \
+         each read is sent when due, whatever became of those before it; latency counted from \
+         then; client timeout {timeout:?}), for {run:?}; from {down:?} to {up:?} the upstream is \
          down: a TCP relay between ddbcache and dynalite {fault}. Item TTL {ttl:?} (a third of the \
          outage), so what was read before the outage expires during it; where on, the breaker \
          opens after {failures} failures in a row and stays open {ttl:?}, and stale-if-error \
          keeps expired entries for {stale}. Each configuration runs in a ddbcache of its own, \
          cache empty at the start; reads are counted by the phase they started in. *Breaker \
          open*: the reads that began and ended while ddbcache's `/metrics` said the breaker was \
-         open (read every {poll:?}).\n\n{table}\nErrors during the outage, all runs:\n\n{errors}\n",
+         open (read every {poll:?}); *later*: those of them sent more than a client timeout after \
+         it first opened, when no read sent before it opened can still be waiting.\n\n{table}\nErrors during the outage, all runs:\n\n{errors}\n",
         keys = s.keys,
-        concurrency = s.concurrency,
+        rate = plan.rate,
         timeout = CLIENT_TIMEOUT,
         run = t.run,
         down = t.down,
@@ -616,6 +669,7 @@ fn section(bench: &Bench, plan: &Plan, counts: &[Vec<Counts>]) -> Section {
                 "from DynamoDB %",
                 "p99 ms (outage)",
                 "p50 / p99 ms (breaker open)",
+                "p99 ms (open, later)",
                 "answered % (after)",
                 "reads (outage)",
             ],
@@ -642,8 +696,13 @@ fn section(bench: &Bench, plan: &Plan, counts: &[Vec<Counts>]) -> Section {
                 ),
             ),
             Check::info(
-                "p99 of reads while the breaker is open (stale-if-error on)",
-                format!("{:.2} ms", figure(2, &|c| c.breaker_open.p99_ms()).median()),
+                "p99 of reads while the breaker is open, all / after the first client timeout \
+                 (stale-if-error on)",
+                format!(
+                    "{:.2} ms / {:.2} ms",
+                    figure(2, &|c| c.breaker_open.p99_ms()).median(),
+                    figure(2, &|c| c.breaker_settled.p99_ms()).median()
+                ),
             ),
             Check::info(
                 "p99 of reads during the outage, no breaker / breaker (stale-if-error on)",
@@ -707,6 +766,7 @@ mod tests {
             Duration::from_secs(90),
             Duration::from_secs(30),
             Fault::Refuse,
+            500.0,
         );
         assert!(
             plan.ttl < t.up - t.down,
@@ -715,32 +775,34 @@ mod tests {
     }
 
     #[test]
-    fn shares_and_latency_add_up_across_workers() {
+    fn shares_latency_and_seconds_add_up() {
         let mut a = Counts::new();
-        let mut b = Counts::new();
         let ms = Duration::from_millis;
-        a.add(Phase::During, 31, true, &Answer::Hit, ms(1));
-        a.add(Phase::During, 31, true, &Answer::Stale, ms(1));
-        b.add(Phase::During, 32, false, &Answer::Upstream, ms(2));
-        b.add(
+        a.add(Phase::During, 31, Seen::OpenEarly, &Answer::Hit, ms(1));
+        a.add(Phase::During, 31, Seen::OpenSettled, &Answer::Stale, ms(1));
+        a.add(Phase::During, 32, Seen::NotOpen, &Answer::Upstream, ms(2));
+        a.add(
             Phase::During,
             33,
-            false,
+            Seen::NotOpen,
             &Answer::Error("transport: timeout".to_owned()),
             ms(2000),
         );
-        b.add(Phase::After, 61, false, &Answer::Hit, ms(1));
-        a.merge(&b);
+        a.add(Phase::After, 61, Seen::NotOpen, &Answer::Hit, ms(1));
         let d = a.during();
         assert_eq!((d.reads(), d.failed()), (4, 1));
         assert_eq!(d.answered_percent(), 75.0);
         assert_eq!(d.percent(d.stale), 25.0);
         assert!(d.p99_ms() >= 1999.0, "{}", d.p99_ms());
-        assert_eq!(a.breaker_open.reads(), 2);
+        assert_eq!((a.breaker_open.reads(), a.breaker_settled.reads()), (2, 1));
         assert!(a.breaker_open.p99_ms() < 1.1);
         assert_eq!(a.phases[Phase::After.index()].reads(), 1);
         assert_eq!(a.seconds[31], [2, 0]);
         assert_eq!(a.seconds[33], [0, 1]);
+        let mut all = Tally::new();
+        all.merge(d);
+        all.merge(d);
+        assert_eq!((all.reads(), all.errors["transport: timeout"]), (8, 2));
         assert!(Tally::new().answered_percent().is_nan());
     }
 
@@ -752,16 +814,23 @@ mod tests {
         assert!(!breaker_open_in(&metrics.replace("} 1", "} 2")));
         assert!(!breaker_open_in("ddbcache_up 1\n"));
 
-        let watch = BreakerWatch::default();
+        let watch = BreakerWatch::new();
+        let secs = Duration::from_secs;
         let closed = watch.now();
-        watch.set(true);
+        watch.set(true, secs(10));
         let opened = watch.now();
-        assert!(!BreakerWatch::open_throughout(closed, opened));
-        watch.set(true);
-        assert!(BreakerWatch::open_throughout(opened, watch.now()));
+        assert_eq!(watch.seen(secs(11), closed, opened), Seen::NotOpen);
+        watch.set(true, secs(11));
+        assert_eq!(watch.seen(secs(11), opened, watch.now()), Seen::OpenEarly);
+        // One client timeout after the first opening, reads sent before it have all ended.
+        assert_eq!(watch.seen(secs(12), opened, watch.now()), Seen::OpenSettled);
         // Closed and open again in between: a probe ran, the read may have waited for it.
-        watch.set(false);
-        watch.set(true);
-        assert!(!BreakerWatch::open_throughout(opened, watch.now()));
+        watch.set(false, secs(15));
+        watch.set(true, secs(16));
+        assert_eq!(watch.seen(secs(17), opened, watch.now()), Seen::NotOpen);
+        assert_eq!(
+            watch.seen(secs(17), watch.now(), watch.now()),
+            Seen::OpenSettled
+        );
     }
 }
