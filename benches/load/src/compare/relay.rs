@@ -200,6 +200,14 @@ mod tests {
         Ok(back)
     }
 
+    /// What the relay is to do at once: a bound that fails a broken relay instead of hanging
+    /// the test, not a measure of speed.
+    async fn soon<T>(what: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), what)
+            .await
+            .expect("the relay did not act within 10 s")
+    }
+
     fn addr(relay: &FaultRelay) -> SocketAddr {
         relay
             .url()
@@ -218,24 +226,30 @@ mod tests {
         relay.fail(Fault::Refuse);
         // The open connection is reset: reading ends in an error or at the end of the stream.
         let mut buf = [0u8; 4];
-        let read = open.read(&mut buf).await;
+        let read = soon(open.read(&mut buf)).await;
         assert!(matches!(read, Err(_) | Ok(0)), "{read:?}");
         // New ones are refused (the listener is closed as soon as the relay sees the change).
-        let refused = loop {
-            match TcpStream::connect(addr(&relay)).await {
-                Err(e) => break e,
-                Ok(_) => tokio::task::yield_now().await,
+        let refused = soon(async {
+            loop {
+                match TcpStream::connect(addr(&relay)).await {
+                    Err(e) => break e,
+                    Ok(_) => tokio::task::yield_now().await,
+                }
             }
-        };
+        })
+        .await;
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 
         relay.heal();
-        let mut again = loop {
-            if let Ok(stream) = TcpStream::connect(addr(&relay)).await {
-                break stream;
+        let mut again = soon(async {
+            loop {
+                if let Ok(stream) = TcpStream::connect(addr(&relay)).await {
+                    break stream;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
-        };
+        })
+        .await;
         assert_eq!(round_trip(&mut again, b"pong").await.unwrap(), b"pong");
     }
 
@@ -259,7 +273,7 @@ mod tests {
         // Healing resets what the blackhole held; new connections pass again.
         relay.heal();
         let mut buf = [0u8; 4];
-        let read = new.read(&mut buf).await;
+        let read = soon(new.read(&mut buf)).await;
         assert!(matches!(read, Err(_) | Ok(0)), "{read:?}");
         let mut fresh = TcpStream::connect(addr(&relay)).await.unwrap();
         assert_eq!(round_trip(&mut fresh, b"pong").await.unwrap(), b"pong");
