@@ -33,7 +33,8 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
-    /// The `x-ddbcache` header (hit, hit-shared, miss, bypass) when the endpoint is ddbcache.
+    /// The `x-ddbcache` header (hit, hit-shared, miss, bypass, stale) when the endpoint is
+    /// ddbcache.
     pub cache: Option<CacheOutcome>,
 }
 
@@ -67,6 +68,8 @@ pub enum CacheOutcome {
     HitShared,
     Miss,
     Bypass,
+    /// An expired entry answering for a read DynamoDB failed (`cache.stale_if_error`).
+    Stale,
 }
 
 /// Why no HTTP response came back.
@@ -193,6 +196,7 @@ impl DynamoClient {
                     b"hit-shared" => Some(CacheOutcome::HitShared),
                     b"miss" => Some(CacheOutcome::Miss),
                     b"bypass" => Some(CacheOutcome::Bypass),
+                    b"stale" => Some(CacheOutcome::Stale),
                     _ => None,
                 });
             let body = response

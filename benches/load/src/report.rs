@@ -110,7 +110,7 @@ impl Record {
                     Some(CacheOutcome::Hit | CacheOutcome::HitShared) => self.cache_hit += 1,
                     Some(CacheOutcome::Miss) => self.cache_miss += 1,
                     Some(CacheOutcome::Bypass) => self.cache_bypass += 1,
-                    None => {}
+                    Some(CacheOutcome::Stale) | None => {}
                 }
                 if op == Op::GetItem && !contains(&reply.body, b"\"Item\"") {
                     self.get_not_found += 1;

@@ -75,3 +75,43 @@ fn a_reduced_quick_comparison_writes_the_whole_report() {
         .unwrap();
     assert!(fixed.contains('–'), "{fixed}");
 }
+
+#[test]
+fn an_outage_run_counts_stale_answers_only_where_stale_if_error_is_on() {
+    let load = Path::new(env!("CARGO_BIN_EXE_ddbcache-load"));
+    let ddbcache = load.with_file_name("ddbcache");
+    let out = std::env::temp_dir().join(format!("ddbcache-outage-test-{}.md", std::process::id()));
+    // Connections refused fail reads at once, so stale answers come without waiting for the
+    // breaker; the item TTL (1 s, a third of the outage at least) ends inside the outage.
+    let status = Command::new(load)
+        .args([
+            "compare", "--quick", "--runs", "1", "--keys", "300", "--no-pin",
+        ])
+        .args(["--scenarios", "outage", "--outage-fault", "refuse"])
+        .args(["--outage-run", "4s", "--outage", "2s"])
+        .arg("--ddbcache")
+        .arg(&ddbcache)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "compare failed: {status}");
+    let report = std::fs::read_to_string(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    assert!(
+        report.contains("## Outage: the upstream down 2s of 4s"),
+        "{report}"
+    );
+    // The stale share of the reads that began during the outage, by configuration.
+    let stale = |configuration: &str| -> f64 {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {configuration} |")))
+            .unwrap_or_else(|| panic!("no row {configuration} in:\n{report}"));
+        row.split('|').nth(4).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(stale("neither (the default)"), 0.0, "{report}");
+    assert_eq!(stale("breaker"), 0.0, "{report}");
+    assert!(stale("breaker + stale-if-error") > 0.0, "{report}");
+    assert!(stale("stale-if-error, no breaker") > 0.0, "{report}");
+}

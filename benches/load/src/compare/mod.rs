@@ -11,6 +11,7 @@
 //! the machine's noise. `benches/README.md` says how to read the result.
 
 mod procs;
+mod relay;
 mod report;
 mod scenarios;
 
@@ -130,6 +131,19 @@ pub struct CompareArgs {
     /// Requests per second across the `shared` scenario's fleet [800; --quick 400].
     #[arg(long)]
     pub shared_rate: Option<f64>,
+    /// Length of each run of the `outage` scenario [90s; --quick 15s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub outage_run: Option<Duration>,
+    /// How long the upstream is down, in the middle of each `outage` run [30s; --quick 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub outage: Option<Duration>,
+    /// Reads per second of the `outage` scenario, sent on time whatever became of the earlier
+    /// ones (an open loop) [500].
+    #[arg(long, default_value_t = 500.0)]
+    pub outage_rate: f64,
+    /// How the upstream fails in the `outage` scenario.
+    #[arg(long, value_enum, default_value = "blackhole")]
+    pub outage_fault: relay::Fault,
     /// Where the report goes [benches/RESULTS.md].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -171,6 +185,10 @@ pub struct Settings {
     pub shared_keys: u64,
     pub shared_ttl: Duration,
     pub shared_rate: f64,
+    pub outage_run: Duration,
+    pub outage: Duration,
+    pub outage_rate: f64,
+    pub outage_fault: relay::Fault,
     pub out: PathBuf,
     pub notes: Option<PathBuf>,
     /// The command line, for the report.
@@ -212,6 +230,15 @@ impl Settings {
             if !before.is_file() {
                 bail!("no ddbcache binary at {} (--before)", before.display());
             }
+        }
+        let seconds = |full: u64, smoke: u64| Duration::from_secs(if quick { smoke } else { full });
+        let outage_run = args.outage_run.unwrap_or(seconds(90, 15));
+        let outage = args.outage.unwrap_or(seconds(30, 5));
+        if outage.is_zero() || outage >= outage_run {
+            bail!("--outage must be longer than nothing and shorter than --outage-run");
+        }
+        if args.outage_rate.is_nan() || args.outage_rate < 1.0 {
+            bail!("--outage-rate must be at least 1 read a second");
         }
         let runs = args.runs.unwrap_or(if quick { 2 } else { 5 });
         if args.shared_sidecars < 2 {
@@ -303,6 +330,10 @@ impl Settings {
                 Duration::from_secs(30)
             }),
             shared_rate,
+            outage_run,
+            outage,
+            outage_rate: args.outage_rate,
+            outage_fault: args.outage_fault,
             out: args
                 .out
                 .unwrap_or_else(|| repository().join("benches/RESULTS.md")),

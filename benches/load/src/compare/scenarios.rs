@@ -6,6 +6,7 @@
 
 mod fleet;
 mod shared;
+mod outage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ pub enum Scenario {
     /// and N with it; a restart; L2 hit latency; Redis bytes per entry; strict consistency's cost
     /// (needs redis-server).
     Shared,
+    /// Reads while the upstream is down in the middle of a run: answered share and latency with
+    /// the circuit breaker and stale-if-error on and off.
+    Outage,
 }
 
 impl Scenario {
@@ -61,6 +65,7 @@ impl Scenario {
             Scenario::Writes => "writes",
             Scenario::Fleet => "fleet",
             Scenario::Shared => "shared",
+            Scenario::Outage => "outage",
         }
     }
 
@@ -74,6 +79,7 @@ impl Scenario {
             Scenario::Writes => writes(bench).await,
             Scenario::Fleet => fleet::fleet(bench).await,
             Scenario::Shared => shared::shared(bench).await,
+            Scenario::Outage => outage::outage(bench).await,
         }
     }
 }
