@@ -182,6 +182,76 @@ async fn with_the_breaker_open_expired_entries_answer_at_once_without_asking_dyn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_waiting_on_a_hung_upstream_are_answered_stale_once_the_breaker_opens() {
+    let o = outage(|c| {
+        c.cache.stale_if_error = Duration::from_secs(60);
+        c.upstream.breaker_failures = 2;
+        c.upstream.breaker_open = Duration::from_secs(3600);
+    })
+    .await;
+    get(&o.proxy, &o.table, false).await;
+    o.clock.advance(Duration::from_secs(15));
+    // The expired entry's refill hangs; a second read of the key waits for that fill.
+    let held = o
+        .relay
+        .hold_next(|target, body| {
+            target.ends_with(".GetItem") && String::from_utf8_lossy(body).contains("\"a\"")
+        })
+        .await;
+    let read = || {
+        let (proxy, table) = (o.proxy.endpoint.clone(), o.table.clone());
+        tokio::spawn(async move {
+            let body =
+                format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"a"}},"sk":{{"S":"s"}}}}}}"#);
+            let (status, headers, _) =
+                dynamodb_post(&proxy, Some("DynamoDB_20120810.GetItem"), &[], body).await;
+            let cache = headers
+                .get("x-ddbcache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status.as_u16(), cache.unwrap_or_default())
+        })
+    };
+    let leader = read();
+    held.reached.await.unwrap();
+    let waiter = read();
+    // Two reads of another key fail: the breaker opens.
+    o.relay
+        .fault(
+            |_, body| String::from_utf8_lossy(body).contains("\"b\""),
+            Fault::Status(500, INTERNAL),
+        )
+        .await;
+    let other = format!(
+        r#"{{"TableName":"{}","Key":{{"pk":{{"S":"b"}},"sk":{{"S":"s"}}}}}}"#,
+        o.table
+    );
+    for _ in 0..2 {
+        let (status, _, _) = dynamodb_post(
+            &o.proxy.endpoint,
+            Some("DynamoDB_20120810.GetItem"),
+            &[],
+            other.clone(),
+        )
+        .await;
+        assert_eq!(status, 500);
+    }
+    // The hung read is given up and both are answered with the entry, while the held exchange
+    // has still not been answered.
+    for r in [leader, waiter] {
+        let answered = tokio::time::timeout(WAIT, r)
+            .await
+            .expect("a read still waits on an upstream its breaker refuses")
+            .unwrap();
+        assert_eq!(answered, (200, "stale".to_string()));
+    }
+    tokio::time::timeout(WAIT, held.abandoned)
+        .await
+        .expect("the hung exchange is abandoned")
+        .unwrap();
+    drop(held.release);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_stale_if_error_a_failed_read_fails_as_dynamodb_does() {
     let o = outage(|_| {}).await;
     get(&o.proxy, &o.table, false).await;

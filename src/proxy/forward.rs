@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::region::Region;
 use crate::protocol::table::TableId;
-use crate::protocol::{Operation, ProtocolError};
+use crate::protocol::{OpClass, Operation, ProtocolError};
 use crate::upstream::breaker::{Breakers, Verdict};
 use crate::upstream::{error_chain, FromReplica, Upstream, UpstreamError, UpstreamResponse};
 
@@ -88,13 +88,34 @@ impl Forwarder {
     /// Sends a request its client waits for, and returns the whole answer; no answer at all
     /// (unreachable, connection lost, `upstream.timeout` passed, refused by the endpoint's
     /// breaker) is a retryable error for the client. Waited for as long as the client waits,
-    /// unless `upstream.timeout` is set.
+    /// unless `upstream.timeout` is set — or, for a cacheable read sent while its endpoint's
+    /// breaker was closed, until that breaker opens: then it is refused as the reads after it
+    /// are (and answered stale where that is allowed), rather than waiting on an endpoint
+    /// judged down, and so are the reads waiting for its fill.
     pub(crate) async fn send(
         &self,
         inb: &Inbound,
         encoding: Encoding,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        self.call(inb, encoding, self.deadline(inb)).await
+        let breakers = self
+            .breakers
+            .as_ref()
+            .filter(|_| matches!(inb.op.class(), OpClass::ItemRead | OpClass::QueryRead));
+        let Some(breakers) = breakers else {
+            return self.call(inb, encoding, self.deadline(inb)).await;
+        };
+        let endpoint = self.upstream.endpoint_url(inb.op, inb.region.as_str());
+        if !breakers.is_closed(&endpoint) {
+            // Refused, failed over, or the probe: nothing to give up on.
+            return self.call(inb, encoding, self.deadline(inb)).await;
+        }
+        let give_up = async {
+            tokio::select! {
+                timed_out = self.deadline(inb) => timed_out,
+                refused = breakers.opened(&endpoint) => refused,
+            }
+        };
+        self.call(inb, encoding, give_up).await
     }
 
     /// A call of ddbcache's own made for a request (its `DescribeTable`): waited for as a

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, IntGaugeVec};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::{UpstreamError, UpstreamResponse};
@@ -137,6 +138,8 @@ struct Shared {
     hang_up: Duration,
     /// Endpoints that have failed since their last success; every other one is closed.
     states: Mutex<HashMap<String, State>>,
+    /// Woken whenever a breaker opens.
+    opened: Notify,
     state_gauge: IntGaugeVec,
     transitions: IntCounterVec,
 }
@@ -162,6 +165,7 @@ impl Breakers {
                 },
                 hang_up: config.breaker_hang_up,
                 states: Mutex::new(HashMap::new()),
+                opened: Notify::new(),
                 state_gauge: metrics.state.clone(),
                 transitions: metrics.transitions.clone(),
             }),
@@ -199,6 +203,23 @@ impl Breakers {
         let mut state = *self.shared.states.lock().get(endpoint)?;
         // Asked of a copy: the breaker's own state does not move.
         (state.admit(Instant::now()) == Admission::Refused).then(|| refusal(endpoint))
+    }
+
+    /// Resolves, with the refusal, once `endpoint`'s breaker opens after this is first polled.
+    /// A read let through while the breaker was closed need wait no longer for an endpoint the
+    /// breaker now refuses: nor do the reads waiting for its fill (single-flight), which would
+    /// otherwise wait as long as its client.
+    pub(crate) async fn opened(&self, endpoint: &str) -> UpstreamError {
+        loop {
+            self.shared.opened.notified().await;
+            let open = matches!(
+                self.shared.states.lock().get(endpoint),
+                Some(State::Open { until }) if Instant::now() < *until
+            );
+            if open {
+                return refusal(endpoint);
+            }
+        }
     }
 
     /// Whether `endpoint`'s breaker is closed (calls to it go through as usual).
@@ -269,12 +290,15 @@ impl Shared {
         self.state_gauge.with_label_values(&[endpoint]).set(value);
         self.transitions.with_label_values(&[endpoint, to]).inc();
         match after {
-            State::Open { .. } => warn!(
+            State::Open { .. } => {
+                self.opened.notify_waiters();
+                warn!(
                 endpoint,
                 from,
                 open_for = ?self.rule.open_for,
-                "upstream circuit breaker open: calls to the endpoint are answered at once"
-            ),
+                    "upstream circuit breaker open: calls to the endpoint are answered at once"
+                )
+            }
             State::HalfOpen { .. } => info!(
                 endpoint,
                 "upstream circuit breaker half-open: one probe call goes through"

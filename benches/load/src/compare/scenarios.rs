@@ -5,8 +5,8 @@
 //! two sidecars on one bus), has a file of its own.
 
 mod fleet;
-mod shared;
 mod outage;
+mod shared;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
