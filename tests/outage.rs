@@ -137,8 +137,9 @@ async fn expired_entries_answer_while_dynamodb_fails_marked_with_their_age() {
     assert_eq!(get(&o.proxy, &o.table, false).await.1, "miss");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_breaker_open_expired_entries_answer_at_once_without_asking_dynamodb() {
+/// Stale-if-error on, a breaker that opens after two failures in a row and stays open, and the
+/// entry of `a` read and then expired.
+async fn expired_behind_a_breaker() -> Outage {
     let o = outage(|c| {
         c.cache.stale_if_error = Duration::from_secs(60);
         c.upstream.breaker_failures = 2;
@@ -147,6 +148,12 @@ async fn with_the_breaker_open_expired_entries_answer_at_once_without_asking_dyn
     .await;
     get(&o.proxy, &o.table, false).await;
     o.clock.advance(Duration::from_secs(15));
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_breaker_open_expired_entries_answer_at_once_without_asking_dynamodb() {
+    let o = expired_behind_a_breaker().await;
     o.relay.fault(all, Fault::Status(500, INTERNAL)).await;
     // Two failures in a row open the breaker, each answered stale.
     for _ in 0..2 {
@@ -183,14 +190,7 @@ async fn with_the_breaker_open_expired_entries_answer_at_once_without_asking_dyn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_waiting_on_a_hung_upstream_are_answered_stale_once_the_breaker_opens() {
-    let o = outage(|c| {
-        c.cache.stale_if_error = Duration::from_secs(60);
-        c.upstream.breaker_failures = 2;
-        c.upstream.breaker_open = Duration::from_secs(3600);
-    })
-    .await;
-    get(&o.proxy, &o.table, false).await;
-    o.clock.advance(Duration::from_secs(15));
+    let o = expired_behind_a_breaker().await;
     // The expired entry's refill hangs; a second read of the key waits for that fill.
     let held = o
         .relay
