@@ -88,34 +88,14 @@ impl Forwarder {
     /// Sends a request its client waits for, and returns the whole answer; no answer at all
     /// (unreachable, connection lost, `upstream.timeout` passed, refused by the endpoint's
     /// breaker) is a retryable error for the client. Waited for as long as the client waits,
-    /// unless `upstream.timeout` is set — or, for a cacheable read sent while its endpoint's
-    /// breaker was closed, until that breaker opens: then it is refused as the reads after it
-    /// are (and answered stale where that is allowed), rather than waiting on an endpoint
-    /// judged down, and so are the reads waiting for its fill.
+    /// unless `upstream.timeout` is set (or, for a cacheable read, until its endpoint's breaker
+    /// opens: [`Forwarder::call`]).
     pub(crate) async fn send(
         &self,
         inb: &Inbound,
         encoding: Encoding,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let breakers = self
-            .breakers
-            .as_ref()
-            .filter(|_| matches!(inb.op.class(), OpClass::ItemRead | OpClass::QueryRead));
-        let Some(breakers) = breakers else {
-            return self.call(inb, encoding, self.deadline(inb)).await;
-        };
-        let endpoint = self.upstream.endpoint_url(inb.op, inb.region.as_str());
-        if !breakers.is_closed(&endpoint) {
-            // Refused, failed over, or the probe: nothing to give up on.
-            return self.call(inb, encoding, self.deadline(inb)).await;
-        }
-        let give_up = async {
-            tokio::select! {
-                timed_out = self.deadline(inb) => timed_out,
-                refused = breakers.opened(&endpoint) => refused,
-            }
-        };
-        self.call(inb, encoding, give_up).await
+        self.call(inb, encoding, self.deadline(inb)).await
     }
 
     /// A call of ddbcache's own made for a request (its `DescribeTable`): waited for as a
@@ -205,6 +185,11 @@ impl Forwarder {
     /// `give_up` resolves (with why), then counted, by the breaker too. `give_up` is polled
     /// first, so a request whose time ran out while it waited for another's fill is not sent at
     /// all (and says nothing of the endpoint).
+    ///
+    /// A cacheable read let through a closed breaker also gives up when that breaker opens: it
+    /// is then refused as the reads after it are (and answered stale where that is allowed),
+    /// rather than waiting on an endpoint judged down, and so are the reads waiting for its
+    /// fill. Writes, ddbcache's own calls and the probe wait as before.
     async fn call(
         &self,
         inb: &Inbound,
@@ -215,19 +200,33 @@ impl Forwarder {
         if let Some(gave_up) = give_up.as_mut().now_or_never() {
             return Err(self.failed(inb, gave_up));
         }
-        let permit = match &self.breakers {
-            None => None,
+        let (permit, watched) = match &self.breakers {
+            None => (None, None),
             Some(breakers) => {
-                match breakers.admit(&self.upstream.endpoint_url(inb.op, inb.region.as_str())) {
-                    Ok(permit) => Some(permit),
+                let endpoint = self.upstream.endpoint_url(inb.op, inb.region.as_str());
+                match breakers.admit(&endpoint) {
+                    Ok(permit) => {
+                        let read = matches!(inb.op.class(), OpClass::ItemRead | OpClass::QueryRead);
+                        let watched = (read && !permit.is_probe()).then_some((breakers, endpoint));
+                        (Some(permit), watched)
+                    }
                     Err(refused) => return self.refused(inb, encoding, refused, give_up).await,
                 }
+            }
+        };
+        let give_up = async {
+            let Some((breakers, endpoint)) = &watched else {
+                return give_up.await;
+            };
+            tokio::select! {
+                gave_up = give_up => gave_up,
+                refused = breakers.opened(endpoint) => refused,
             }
         };
         // The exchange's future (endpoint, signing, the pooled client's call, the body) is most
         // of a forwarded request's: on the heap, so that the futures of every path that may
         // forward stay small (a future is moved whole at each await that creates it).
-        let result = Box::pin(self.exchange(inb, &inb.region, encoding, give_up)).await;
+        let result = Box::pin(self.exchange(inb, &inb.region, encoding, pin!(give_up))).await;
         if let Some(permit) = permit {
             permit.settle(Verdict::of(&result));
         }

@@ -240,6 +240,11 @@ fn refusal(endpoint: &str) -> UpstreamError {
 }
 
 impl Permit {
+    /// Whether this call is the half-open breaker's probe (else it was let through a closed one).
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// Counts how the call ended.
     pub(crate) fn settle(mut self, verdict: Verdict) {
         self.settled = true;
