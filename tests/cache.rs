@@ -619,15 +619,7 @@ async fn control_plane_and_flush_drop_a_tables_entries() {
 
     // DeleteTable + CreateTable through the proxy: the old item is never served again.
     get_v(&client, &table, "a", "1").await;
-    client
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap();
-    // Deletion is asynchronous even in dynalite: the name is free once DescribeTable says so.
-    wait_deleted(&client, &table).await;
-    create_table(&client, &table).await;
+    recreate_table(&client, &table).await;
     assert_eq!(get_v(&client, &table, "a", "1").await, None);
     assert!(query_vs(&client, &table, "a").await.is_empty());
 

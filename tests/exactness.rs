@@ -72,14 +72,7 @@ async fn a_table_recreated_with_another_key_elsewhere_is_relearned_and_writes_st
     assert_eq!(get_hash_v(&client, &table, "a").await.as_deref(), Some("1"));
 
     // Behind ddbcache's back, the table is recreated keyed by pk and sk.
-    direct
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap();
-    wait_deleted(&direct, &table).await;
-    create_table(&direct, &table).await;
+    recreate_table(&direct, &table).await;
 
     // Reads of the new key contradict the schema ddbcache knew: it is fetched again, and from
     // then on writes name the items they change.
@@ -121,14 +114,7 @@ async fn a_describe_table_answer_older_than_a_control_call_is_dropped() {
     };
     held.reached.await.unwrap();
     // ...while the table is deleted and created again with another key, through ddbcache.
-    client
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap();
-    wait_deleted(&client, &table).await;
-    create_table(&client, &table).await;
+    recreate_table(&client, &table).await;
     held.release.send(()).unwrap();
     let _ = read.await;
 

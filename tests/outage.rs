@@ -69,28 +69,8 @@ async fn put(proxy: &TestProxy, table: &str, pk: &str, version: u64) -> u16 {
 
 /// A GetItem: its status, `x-ddbcache`, `Age` (if any) and the item's `v`.
 async fn get(proxy: &TestProxy, table: &str, consistent: bool) -> (u16, String, Option<u64>, u64) {
-    let body = format!(
-        r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"a"}},"sk":{{"S":"s"}}}},"ConsistentRead":{consistent}}}"#
-    );
-    let (status, headers, body) = dynamodb_post(
-        &proxy.endpoint,
-        Some("DynamoDB_20120810.GetItem"),
-        &[],
-        body,
-    )
-    .await;
-    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let version = json["Item"]["v"]["N"]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (
-        status.as_u16(),
-        header("x-ddbcache").unwrap_or_default(),
-        header("age").map(|a| a.parse().unwrap()),
-        version,
-    )
+    let got = get_item(&proxy.endpoint, table, "a", Some(consistent)).await;
+    (got.status, got.cache, got.age, got.version)
 }
 
 fn all(_: &str, _: &[u8]) -> bool {
@@ -201,14 +181,8 @@ async fn reads_waiting_on_a_hung_upstream_are_answered_stale_once_the_breaker_op
     let read = || {
         let (proxy, table) = (o.proxy.endpoint.clone(), o.table.clone());
         tokio::spawn(async move {
-            let body =
-                format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"a"}},"sk":{{"S":"s"}}}}}}"#);
-            let (status, headers, _) =
-                dynamodb_post(&proxy, Some("DynamoDB_20120810.GetItem"), &[], body).await;
-            let cache = headers
-                .get("x-ddbcache")
-                .map(|v| v.to_str().unwrap().to_string());
-            (status.as_u16(), cache.unwrap_or_default())
+            let got = get_item(&proxy, &table, "a", None).await;
+            (got.status, got.cache)
         })
     };
     let leader = read();

@@ -55,26 +55,9 @@ async fn start_sidecar(upstream: &str, redis_url: &str, edit: impl Fn(&mut Confi
 /// GetItem of (`pk`, "s") through a sidecar: the item's `v` (0: none) and the `x-ddbcache`
 /// header.
 async fn get(proxy: &TestProxy, table: &str, pk: &str) -> (u64, String) {
-    let body =
-        format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"{pk}"}},"sk":{{"S":"s"}}}}}}"#);
-    let (status, headers, body) = dynamodb_post(
-        &proxy.endpoint,
-        Some("DynamoDB_20120810.GetItem"),
-        &[],
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let version = json["Item"]["v"]["N"]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let outcome = headers
-        .get("x-ddbcache")
-        .map(|h| h.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (version, outcome)
+    let got = get_item(&proxy.endpoint, table, pk, None).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    (got.version, got.cache)
 }
 
 /// PutItem of (`pk`, "s", v) through a sidecar; its HTTP status.
@@ -443,14 +426,7 @@ async fn a_control_plane_call_ends_its_tables_shared_entries() {
     until_shared(reader, &table, "a").await;
     // The table is dropped and made again: its old items are gone.
     let client = sdk_client(&admin.endpoint).await;
-    client
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap();
-    wait_deleted(&client, &table).await;
-    create_table(&client, &table).await;
+    recreate_table(&client, &table).await;
     let fresh = start_sidecar(&engine.endpoint(), &redis.url(), |_| {}).await;
     assert_eq!(
         get(&fresh, &table, "a").await.0,

@@ -276,25 +276,9 @@ pub async fn put_direct(direct: &Client, table: &str, pk: &str, version: u64) {
 
 /// GetItem through a sidecar: the item's version and whether it was a hit.
 pub async fn get_through(proxy: &TestProxy, table: &str, pk: &str) -> (u64, bool) {
-    let body =
-        format!(r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"{pk}"}},"sk":{{"S":"s"}}}}}}"#);
-    let (status, headers, body) = dynamodb_post(
-        &proxy.endpoint,
-        Some("DynamoDB_20120810.GetItem"),
-        &[],
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let version = json["Item"]["v"]["N"]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (
-        version,
-        headers.get("x-ddbcache").is_some_and(|h| h == "hit"),
-    )
+    let got = get_item(&proxy.endpoint, table, pk, None).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    (got.version, got.cache == "hit")
 }
 
 /// Caches `pk` in every given sidecar (a miss, then a hit proves it is held).

@@ -328,6 +328,14 @@ pub async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) {
     panic!("table {name} never became ACTIVE");
 }
 
+/// Deletes the table and creates it again, empty, with [`create_table`]'s key (pk, sk), once
+/// DescribeTable says the name is free (deletion is asynchronous even in dynalite).
+pub async fn recreate_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    client.delete_table().table_name(name).send().await.unwrap();
+    wait_deleted(client, name).await;
+    create_table(client, name).await;
+}
+
 /// Polls DescribeTable until the table is gone.
 pub async fn wait_deleted(client: &aws_sdk_dynamodb::Client, name: &str) {
     for _ in 0..200 {
@@ -505,6 +513,39 @@ pub async fn http_get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
 pub async fn http_post(url: &str) -> (StatusCode, HeaderMap, Bytes) {
     let req = Request::post(url).body(Full::new(Bytes::new())).unwrap();
     collect(client().request(req).await.expect("POST")).await
+}
+
+/// What a GetItem of (`pk`, "s") was answered: its status, `x-ddbcache` (empty when none),
+/// `Age`, the item's `v` (0: none) and the body.
+pub struct GotItem {
+    pub status: u16,
+    pub cache: String,
+    pub age: Option<u64>,
+    pub version: u64,
+    pub body: Bytes,
+}
+
+/// A GetItem of (`pk`, "s") of `table` through `endpoint`, with `ConsistentRead` when given.
+pub async fn get_item(endpoint: &str, table: &str, pk: &str, consistent: Option<bool>) -> GotItem {
+    let consistent = consistent.map_or(String::new(), |c| format!(r#","ConsistentRead":{c}"#));
+    let body = format!(
+        r#"{{"TableName":"{table}","Key":{{"pk":{{"S":"{pk}"}},"sk":{{"S":"s"}}}}{consistent}}}"#
+    );
+    let (status, headers, body) =
+        dynamodb_post(endpoint, Some("DynamoDB_20120810.GetItem"), &[], body).await;
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let version = json["Item"]["v"]["N"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    GotItem {
+        status: status.as_u16(),
+        cache: header("x-ddbcache").unwrap_or_default(),
+        age: header("age").map(|a| a.parse().unwrap()),
+        version,
+        body,
+    }
 }
 
 /// A DynamoDB-protocol POST with an optional target, as an SDK would send it (with a
