@@ -17,6 +17,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +157,23 @@ fn start_ddbcache(upstream: SocketAddr, cache: bool) -> SocketAddr {
         env.iter().find(|(k, _)| *k == var).map(|(_, v)| v.clone())
     })
     .expect("a valid config");
+    on_a_runtime_of_its_own(|listening| async move {
+        let server = Server::bind(config).await.expect("ddbcache binds");
+        listening
+            .send(server.local_addr())
+            .expect("the address reaches main");
+        server
+            .run(std::future::pending())
+            .await
+            .expect("ddbcache runs");
+    })
+}
+
+/// Runs `serve` on a runtime of its own (two workers, as on a 2-core machine) in a thread of its
+/// own; returns the address it sends once it listens.
+fn on_a_runtime_of_its_own<F: Future<Output = ()>>(
+    serve: impl FnOnce(std::sync::mpsc::Sender<SocketAddr>) -> F + Send + 'static,
+) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -163,66 +181,50 @@ fn start_ddbcache(upstream: SocketAddr, cache: bool) -> SocketAddr {
             .enable_all()
             .build()
             .expect("a runtime");
-        rt.block_on(async move {
-            let server = Server::bind(config).await.expect("ddbcache binds");
-            tx.send(server.local_addr())
-                .expect("the address reaches main");
-            server
-                .run(std::future::pending())
-                .await
-                .expect("ddbcache runs");
-        });
+        rt.block_on(serve(tx));
     });
-    rx.recv().expect("ddbcache started")
+    rx.recv().expect("the server started")
 }
 
 /// The bare server: hyper's HTTP/1.1 and h2c stack answering every request with one GetItem
 /// answer, built by the function that builds a hit's (as `ddbcache-load serve-fixed` does).
 fn start_bare() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("a loopback port");
-            tx.send(listener.local_addr().expect("its address"))
-                .expect("the address reaches main");
-            let body = upstream_answer("DynamoDB_20120810.GetItem");
-            let crc32 = ddbcache::proxy::headers::crc32_header(&body);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                stream.set_nodelay(true).ok();
+    on_a_runtime_of_its_own(|listening| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        listening
+            .send(listener.local_addr().expect("its address"))
+            .expect("the address reaches main");
+        let body = upstream_answer("DynamoDB_20120810.GetItem");
+        let crc32 = ddbcache::proxy::headers::crc32_header(&body);
+        let builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            stream.set_nodelay(true).ok();
+            let (body, crc32) = (body.clone(), crc32.clone());
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (body, crc32) = (body.clone(), crc32.clone());
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (body, crc32) = (body.clone(), crc32.clone());
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, Infallible>(ddbcache::proxy::respond::json_response(
-                            http::StatusCode::OK,
-                            body,
-                            crc32,
-                        ))
-                    }
-                });
-                let conn = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
-    });
-    rx.recv().expect("the bare server started")
+                async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(ddbcache::proxy::respond::json_response(
+                        http::StatusCode::OK,
+                        body,
+                        crc32,
+                    ))
+                }
+            });
+            let conn = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    })
 }
 
 /// One client connection, blocking: sends a GetItem and reads its whole answer.
