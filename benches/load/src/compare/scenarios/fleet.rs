@@ -138,20 +138,31 @@ pub(super) async fn start_redis(bench: &mut Bench) -> anyhow::Result<String> {
 
 /// Waits until a sidecar has subscribed to the bus: until then it serves no hits.
 pub(super) async fn wait_subscribed(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
+    wait_for_metric(
+        bench,
+        target,
+        "ddbcache_fleet_link_up 1",
+        "subscribed to the bus",
+    )
+    .await
+}
+
+/// Waits until a sidecar's `/metrics` has the line `line` (`what` names it, for the error).
+pub(super) async fn wait_for_metric(
+    bench: &mut Bench,
+    target: &Target,
+    line: &str,
+    what: &str,
+) -> anyhow::Result<()> {
     let admin = target.admin.clone().context("a ddbcache")?;
-    let subscribed = async || {
+    let shows = async || {
         run::admin_text(&admin, "/metrics")
             .await
-            .is_ok_and(|m| m.lines().any(|l| l == "ddbcache_fleet_link_up 1"))
+            .is_ok_and(|m| m.lines().any(|l| l == line))
     };
     bench
         .procs
-        .wait_until(
-            &target.proc,
-            START_WITHIN,
-            "subscribed to the bus",
-            subscribed,
-        )
+        .wait_until(&target.proc, START_WITHIN, what, shows)
         .await
 }
 

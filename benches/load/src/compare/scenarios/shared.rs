@@ -33,7 +33,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::fleet::{start_redis, wait_subscribed, Histogram};
+use super::fleet::{start_redis, wait_for_metric, wait_subscribed, Histogram};
 use super::{
     ratio, rps, server_us, spread, Bench, Sample, Scenario, Target, HIT_TTL, START_WITHIN, TABLE,
 };
@@ -214,21 +214,13 @@ async fn start_sidecar(
         wait_subscribed(bench, &target).await?;
     }
     if env.iter().any(|(k, _)| *k == "DDBCACHE_FLEET_SHARED") {
-        let admin = target.admin.clone().context("a ddbcache")?;
-        let up = async || {
-            run::admin_text(&admin, "/metrics")
-                .await
-                .is_ok_and(|m| m.lines().any(|l| l == "ddbcache_shared_up 1"))
-        };
-        bench
-            .procs
-            .wait_until(
-                &target.proc,
-                START_WITHIN,
-                "connected to the shared tier",
-                up,
-            )
-            .await?;
+        wait_for_metric(
+            bench,
+            &target,
+            "ddbcache_shared_up 1",
+            "connected to the shared tier",
+        )
+        .await?;
     }
     Ok(target)
 }
