@@ -241,8 +241,10 @@ async fn a_cold_key_missed_by_every_sidecar_at_once_is_read_upstream_once() {
     let table = table_through(&proxies[0], "shared-herd").await;
     assert_eq!(put(&proxies[0], &table, "hot", 1).await, 200);
     // Every sidecar knows the key schema, so each would store what it reads.
-    for p in &proxies {
-        get(p, &table, "warm").await;
+    for (i, p) in proxies.iter().enumerate() {
+        // A key no other sidecar read: a miss here, which waits for the schema (a shared hit
+        // would only start fetching it).
+        get(p, &table, &format!("warm-{i}")).await;
     }
     let gets = || async {
         relay
@@ -397,7 +399,10 @@ async fn shared_query_pages_end_with_writes_to_their_partition_or_table_and_no_o
     }
     put_item(writer, &table, "p", "2", 2).await;
     let fresh = start_sidecar(&engine.endpoint(), &redis.url(), |_| {}).await;
-    get(&fresh, &table, "warm").await;
+    // A key the reader did not read: a miss, which waits for the schema, so that the Query
+    // below depends on its partition as the reader's did (a shared hit of "warm" would only
+    // start fetching the schema, and a Query sent meanwhile depends on the whole table).
+    get(&fresh, &table, "fresh").await;
     assert_eq!(
         query(&fresh, &table, "p").await.0,
         vec![1, 2],
