@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use base64::Engine as _;
 
@@ -215,7 +216,13 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
 /// the same [`GetItemRead`] *and* the validator proves valid (a property test holds it to that);
 /// `None` for anything else, which then takes the full path.
 pub fn get_item_fast(body: &[u8]) -> Option<GetItemRead<'_>> {
-    let mut scan = Scan { bytes: body, at: 0 };
+    // The body is proven UTF-8 once; every string then ends at an ASCII quote, a char boundary.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut scan = Scan {
+        text,
+        bytes: body,
+        at: 0,
+    };
     let (mut table, mut key, mut consistent, mut capacity) = (None, None, None, None);
     scan.object(|name, scan| match name {
         "TableName" => once(&mut table, scan.string()?),
@@ -252,7 +259,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 /// A `Key` of one or two valid S, N or B attributes: its sorted names and canonical bytes.
 fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(Vec<Cow<'a, str>>, Vec<u8>)> {
-    let mut attrs: Vec<(&'a str, KeyAttr<'a>)> = Vec::with_capacity(2);
+    let mut attrs: SmallVec<[(&'a str, KeyAttr<'a>); 2]> = SmallVec::new();
     scan.object(|name, scan| {
         if name.is_empty() || attrs.len() == 2 || attrs.iter().any(|(n, _)| *n == name) {
             return None;
@@ -282,6 +289,8 @@ fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(Vec<Cow<'a, str>>, Vec<u8>)> {
 
 /// A cursor over JSON that understands only what the fast path accepts.
 struct Scan<'a> {
+    text: &'a str,
+    /// `text`'s bytes.
     bytes: &'a [u8],
     at: usize,
 }
@@ -317,7 +326,7 @@ impl<'a> Scan<'a> {
                 _ => self.at += 1,
             }
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        let text = self.text.get(start..self.at)?;
         self.at += 1;
         Some(text)
     }
