@@ -98,10 +98,12 @@ fn front_door(c: &mut Criterion) {
     let region = Region::parse("us-east-1").expect("a region");
     c.bench_function("front_door/GetItem", |b| {
         b.iter(|| {
+            let headers = black_box(&headers);
             let inbound = front_door::Request {
                 method: &Method::POST,
                 path_and_query: "/",
-                headers: black_box(&headers),
+                headers,
+                known: &front_door::Known::read(headers),
                 body: black_box(GET_ITEM),
             };
             matches!(front_door::examine(&inbound, &region), Verdict::Admit(_))

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -33,7 +34,8 @@ const LINGER_LIMIT: u64 = 64 << 20;
 #[derive(Clone)]
 pub(crate) struct Inbound {
     pub(crate) op: Operation,
-    pub(crate) path: String,
+    /// The request target as sent: path and query string.
+    pub(crate) path: PathAndQuery,
     pub(crate) headers: HeaderMap,
     /// The body exactly as the client sent it (forwarded as is).
     pub(crate) body: Bytes,
@@ -134,29 +136,32 @@ pub(crate) async fn admit(
 ) -> Result<Inbound, Turned> {
     let max = budget.max_body();
     let (parts, body) = req.into_parts();
-    // Only for metrics: the front door decides what the target means.
-    const TARGET: http::HeaderName = http::HeaderName::from_static(crate::protocol::HEADER_TARGET);
-    let named = parts
-        .headers
-        .get(TARGET)
-        .and_then(|t| Operation::from_target(t.to_str().ok()?));
-    let (body, buffered) = match read_body(&parts.headers, body, budget).await {
+    // Only for the metrics of a request turned away: the front door decides what the target
+    // means.
+    let named = |headers: &HeaderMap| {
+        const TARGET: http::HeaderName =
+            http::HeaderName::from_static(crate::protocol::HEADER_TARGET);
+        headers
+            .get(TARGET)
+            .and_then(|t| Operation::from_target(t.to_str().ok()?))
+    };
+    let known = front_door::Known::read(&parts.headers);
+    let (body, buffered) = match read_body(&known, body, budget).await {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            return Err(Turned::closing(named, &e));
+            return Err(Turned::closing(named(&parts.headers), &e));
         }
-        Err(BodyError::Refused(e)) => return Err(Turned::closing(named, &e)),
+        Err(BodyError::Refused(e)) => return Err(Turned::closing(named(&parts.headers), &e)),
         Err(BodyError::Read(e)) => {
             let e = ProtocolError::Serialization(format!("request body could not be read: {e}"));
-            return Err(Turned::error(named, &e));
+            return Err(Turned::error(named(&parts.headers), &e));
         }
     };
-    let gzipped = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
+    let gzipped = known
+        .content_encoding
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let json = if gzipped {
         let mut out = Vec::new();
@@ -165,33 +170,36 @@ pub(crate) async fn admit(
             .read_to_end(&mut out);
         if let Err(e) = inflated {
             let e = ProtocolError::Serialization(format!("gzip request body is corrupt: {e}"));
-            return Err(Turned::error(named, &e));
+            return Err(Turned::error(named(&parts.headers), &e));
         }
         if out.len() as u64 > max {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            return Err(Turned::error(named, &e));
+            return Err(Turned::error(named(&parts.headers), &e));
         }
         Bytes::from(out)
     } else {
         body.clone()
     };
+    // Moved out of the URI, not copied.
     let path = parts
         .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let inbound = front_door::Request {
         method: &parts.method,
-        path_and_query: &path,
+        path_and_query: path.as_str(),
         headers: &parts.headers,
+        known: &known,
         body: &json,
     };
     let admission = match front_door::examine(&inbound, &regions.default) {
         Verdict::Admit(admission) => admission,
         Verdict::Answer(answer) => {
             return Err(Turned {
-                op: named,
+                op: named(&parts.headers),
                 response: respond::local(answer),
             });
         }
@@ -221,17 +229,17 @@ enum BodyError {
 /// what is still coming of it handed to [`linger`]. A client waiting for `100 Continue` has sent
 /// nothing of it and will not: its connection is closed after the answer.
 async fn read_body(
-    headers: &HeaderMap,
+    known: &front_door::Known<'_>,
     mut body: Incoming,
     budget: &BodyBudget,
 ) -> Result<(Bytes, Reservation), BodyError> {
     let max = budget.max_body();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
+    let declared = known
+        .content_length
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max) {
-        let expects_continue = headers
-            .get(header::EXPECT)
+        let expects_continue = known
+            .expect
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if !expects_continue {
             linger(body, budget.deadline());

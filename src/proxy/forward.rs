@@ -318,7 +318,7 @@ impl Forwarder {
         // A signature in the query string is the client's: when ddbcache signs, the upstream
         // gets ddbcache's signature instead, in the headers.
         let path = if inb.admission.query_signed && self.upstream.signer().is_some() {
-            front_door::without_query_auth(&inb.path)
+            front_door::without_query_auth(inb.path.as_str())
         } else {
             Cow::Borrowed(inb.path.as_str())
         };

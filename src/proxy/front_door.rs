@@ -34,6 +34,8 @@ pub struct Request<'r> {
     /// The request target as sent: path and query string.
     pub path_and_query: &'r str,
     pub headers: &'r HeaderMap,
+    /// What `headers` hold that the front door reads.
+    pub known: &'r Known<'r>,
     /// The body (decompressed, when the client compressed it).
     pub body: &'r [u8],
 }
@@ -100,22 +102,25 @@ impl Admission {
 /// Runs the front door's checks in DynamoDB's order. `default_region` names the endpoint in the
 /// health answer when the request names no region of its own.
 pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
-    let headers = req.headers;
-    let cors = joined(headers, header::ORIGIN).is_some_and(|o| !o.is_empty());
+    let (headers, known) = (req.headers, req.known);
+    let cors = known.origin.joined(headers).is_some_and(|o| !o.is_empty());
     let query = QueryString::new(req.path_and_query);
 
     if cors && req.method == Method::OPTIONS {
         return Verdict::Answer(preflight(headers));
     }
     if req.method == Method::GET {
-        let region = credential_region(headers, &query);
+        let region = credential_region(known, &query);
         let region = region.as_ref().unwrap_or(default_region);
         let body = format!("healthy: dynamodb.{region}.amazonaws.com ");
         return Verdict::Answer(answer(StatusCode::OK, None, Bytes::from(body), cors));
     }
 
-    let content_type = first(headers, header::CONTENT_TYPE).unwrap_or_default();
-    let content_type = content_type.split(';').next().unwrap_or("").trim();
+    let content_type = known.content_type.map(text).unwrap_or_default();
+    let content_type = content_type
+        .split_once(';')
+        .map_or(&*content_type, |(before, _)| before)
+        .trim();
     if req.method != Method::POST
         || (!req.body.is_empty() && content_type != JSON && content_type != AMZ_JSON)
     {
@@ -133,7 +138,7 @@ pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
 
     // A body that is not JSON is refused before anything else is looked at; a GetItem's is
     // proven later, when it is read, unless another error is to be answered first.
-    let op = operation(headers);
+    let op = operation(known.target.joined(headers));
     let deferred = op == Some(Operation::GetItem) && !req.body.is_empty();
     if !deferred && !req.body.is_empty() && !is_json(req.body) {
         return coral("SerializationException", None);
@@ -143,7 +148,7 @@ pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
         return coral("UnknownOperationException", None);
     };
 
-    let region = match check_auth(headers, &query) {
+    let region = match check_auth(known, headers, &query) {
         Ok(region) => region,
         Err((name, message)) => {
             if deferred && !is_json(req.body) {
@@ -167,6 +172,89 @@ pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
         }
     }
     Verdict::Admit(admission)
+}
+
+/// The headers admission and the front door read, found in one pass over the request's headers
+/// (a lookup by name hashes the name; every request is examined, hits included). Each is its
+/// first value, or as Node presents it ([`Seen`]).
+#[derive(Debug)]
+pub struct Known<'h> {
+    pub content_length: Option<&'h HeaderValue>,
+    pub content_encoding: Option<&'h HeaderValue>,
+    pub expect: Option<&'h HeaderValue>,
+    origin: Seen<'h>,
+    content_type: Option<&'h HeaderValue>,
+    target: Seen<'h>,
+    authorization: Option<&'h HeaderValue>,
+    amz_date: Seen<'h>,
+    date: Seen<'h>,
+}
+
+/// A header the front door reads as Node presents it: its values joined.
+#[derive(Debug, Clone, Copy)]
+enum Seen<'h> {
+    Absent,
+    Once(&'h HeaderValue),
+    /// Sent more than once: joined from the map, which is rare enough to look up again.
+    Repeated(&'h HeaderName),
+}
+
+impl<'h> Seen<'h> {
+    fn add(&mut self, name: &'h HeaderName, value: &'h HeaderValue) {
+        *self = match self {
+            Seen::Absent => Seen::Once(value),
+            _ => Seen::Repeated(name),
+        };
+    }
+
+    fn joined(self, headers: &'h HeaderMap) -> Option<Cow<'h, str>> {
+        match self {
+            Seen::Absent => None,
+            Seen::Once(value) => Some(text(value)),
+            Seen::Repeated(name) => joined(headers, name),
+        }
+    }
+}
+
+impl<'h> Known<'h> {
+    pub fn read(headers: &'h HeaderMap) -> Known<'h> {
+        const TARGET: HeaderName = HeaderName::from_static(HEADER_TARGET);
+        const AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+        let mut known = Known {
+            content_length: None,
+            content_encoding: None,
+            expect: None,
+            origin: Seen::Absent,
+            content_type: None,
+            target: Seen::Absent,
+            authorization: None,
+            amz_date: Seen::Absent,
+            date: Seen::Absent,
+        };
+        // A map's values come entry by entry, each entry's first value first.
+        for (name, value) in headers {
+            if name == header::AUTHORIZATION {
+                known.authorization.get_or_insert(value);
+            } else if name == header::CONTENT_TYPE {
+                known.content_type.get_or_insert(value);
+            } else if name == TARGET {
+                known.target.add(name, value);
+            } else if name == AMZ_DATE {
+                known.amz_date.add(name, value);
+            } else if name == header::ORIGIN {
+                known.origin.add(name, value);
+            } else if name == header::DATE {
+                known.date.add(name, value);
+            } else if name == header::CONTENT_LENGTH {
+                known.content_length.get_or_insert(value);
+            } else if name == header::CONTENT_ENCODING {
+                known.content_encoding.get_or_insert(value);
+            } else if name == header::EXPECT {
+                known.expect.get_or_insert(value);
+            }
+        }
+        known
+    }
 }
 
 fn is_json(body: &[u8]) -> bool {
@@ -256,15 +344,14 @@ const HEADER_REQUIRED: [&str; 3] = ["Credential", "Signature", "SignedHeaders"];
 
 /// The operation an `X-Amz-Target` names: a known one, an operation of DynamoDB or DynamoDB
 /// Streams that ddbcache does not know, or `None` (DynamoDB's `UnknownOperationException`).
-fn operation(headers: &HeaderMap) -> Option<Operation> {
-    const TARGET: HeaderName = HeaderName::from_static(HEADER_TARGET);
-    let target = joined(headers, TARGET)?;
+fn operation(target: Option<Cow<'_, str>>) -> Option<Operation> {
+    let target = target?;
+    if let Some(op) = Operation::from_target(&target) {
+        return Some(op);
+    }
     let (service, name) = target.split_once('.')?;
     if name.contains('.') {
         return None;
-    }
-    if let Some(op) = Operation::from_target(&target) {
-        return Some(op);
     }
     let shaped = (1..=64).contains(&name.len())
         && name.as_bytes()[0].is_ascii_uppercase()
@@ -285,10 +372,11 @@ fn operation(headers: &HeaderMap) -> Option<Operation> {
 /// The shape checks DynamoDB makes of a signature before verifying it: `Ok` with the region of
 /// the credential scope, or the Coral error (name, message) DynamoDB answers.
 fn check_auth(
+    known: &Known<'_>,
     headers: &HeaderMap,
     query: &QueryString<'_>,
 ) -> Result<Option<Region>, (&'static str, String)> {
-    let auth = first(headers, header::AUTHORIZATION).filter(|a| !a.is_empty());
+    let auth = known.authorization.map(text).filter(|a| !a.is_empty());
     let query_signed = query.has(QUERY_ALGORITHM);
     if auth.is_some() && query_signed {
         return Err((
@@ -316,9 +404,12 @@ fn check_auth(
                     ));
                 }
             }
-            const AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-            let has_date = |name: HeaderName| joined(headers, name).is_some_and(|d| !d.is_empty());
-            if !has_date(AMZ_DATE) && !has_date(header::DATE) {
+            let has_date = |date: Seen<'_>| match date {
+                Seen::Absent => false,
+                Seen::Once(value) => !value.is_empty(),
+                Seen::Repeated(_) => date.joined(headers).is_some_and(|d| !d.is_empty()),
+            };
+            if !has_date(known.amz_date) && !has_date(known.date) {
                 message.push_str(
                     "Authorization header requires existence of either a 'X-Amz-Date' or a \
                      'Date' header. ",
@@ -356,8 +447,8 @@ fn check_auth(
 
 /// The region a request is signed for, wherever its signature is; `None` when it names no
 /// valid one.
-fn credential_region(headers: &HeaderMap, query: &QueryString<'_>) -> Option<Region> {
-    if let Some(auth) = first(headers, header::AUTHORIZATION) {
+fn credential_region(known: &Known<'_>, query: &QueryString<'_>) -> Option<Region> {
+    if let Some(auth) = known.authorization.map(text) {
         return AuthParams::parse(&auth).values[0].and_then(scope_region);
     }
     query
@@ -372,15 +463,23 @@ fn scope_region(credential: &str) -> Option<Region> {
     // Every request's credential is read here, hits included: bytes, not `str::split`.
     let bytes = credential.as_bytes();
     let end = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
-    // Five parts: four slashes, the region between the second and the third.
-    let mut slashes = memchr::memchr_iter(b'/', &bytes[..end]);
-    let mut next = || slashes.next();
-    let (Some(_), Some(second), Some(third), Some(_), None) =
-        (next(), next(), next(), next(), next())
-    else {
+    // Five parts: four slashes, the region between the second and the third. A credential is
+    // short: a plain loop beats a search call per slash.
+    let mut slashes = [0; 4];
+    let mut found = 0;
+    for (i, b) in bytes[..end].iter().enumerate() {
+        if *b == b'/' {
+            if found == slashes.len() {
+                return None;
+            }
+            slashes[found] = i;
+            found += 1;
+        }
+    }
+    if found != slashes.len() {
         return None;
-    };
-    Region::parse(&credential[second + 1..third])
+    }
+    Region::parse(&credential[slashes[1] + 1..slashes[2]])
 }
 
 /// `Credential`, `Signature` and `SignedHeaders` of an `Authorization` header, read as DynamoDB
@@ -397,27 +496,34 @@ impl<'a> AuthParams<'a> {
         // several bytes at a time, where `str::split` with a pattern of two chars decodes every
         // char. Pieces end at ASCII delimiters, so every slice is at a char boundary.
         let bytes = auth.as_bytes();
+        // A header value holds no vertical tab, so ASCII text trims as `str::trim` trims it.
+        let ascii = bytes.is_ascii();
         let mut start = 0;
         for (piece, end) in memchr::memchr2_iter(b',', b' ', bytes)
             .chain([bytes.len()])
             .enumerate()
         {
-            let token = auth[start..end].trim();
+            let token = if ascii {
+                auth[start..end].trim_ascii()
+            } else {
+                auth[start..end].trim()
+            };
             start = end + 1;
             // Only `Credential`, `Signature` and `SignedHeaders` are kept.
             if piece == 0 || !matches!(token.as_bytes().first(), Some(b'C' | b'S')) {
                 continue;
             }
-            let (key, value) = match memchr::memchr(b'=', token.as_bytes()) {
-                Some(eq) => {
-                    let rest = &token[eq + 1..];
+            // `key=value` up to the next `=`, or a bare `key` (no value).
+            for (i, key) in HEADER_REQUIRED.iter().enumerate() {
+                let Some(rest) = token.strip_prefix(key) else {
+                    continue;
+                };
+                if rest.is_empty() {
+                    values[i] = None;
+                } else if let Some(rest) = rest.strip_prefix('=') {
                     let value = memchr::memchr(b'=', rest.as_bytes()).map_or(rest, |e| &rest[..e]);
-                    (&token[..eq], Some(value))
+                    values[i] = Some(value);
                 }
-                None => (token, None),
-            };
-            if let Some(i) = HEADER_REQUIRED.iter().position(|k| *k == key) {
-                values[i] = value;
             }
         }
         AuthParams { values }
@@ -433,13 +539,23 @@ struct QueryString<'a> {
 impl<'a> QueryString<'a> {
     fn new(path_and_query: &'a str) -> QueryString<'a> {
         QueryString {
-            raw: path_and_query.split_once('?').map_or("", |(_, q)| q),
+            raw: path_and_query
+                .as_bytes()
+                .iter()
+                .position(|b| *b == b'?')
+                .map_or("", |at| &path_and_query[at + 1..]),
         }
     }
 
     fn values(&self, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> + '_ {
-        self.raw
-            .split('&')
+        // Most requests have no query string.
+        let raw = if self.raw.is_empty() {
+            None
+        } else {
+            Some(self.raw)
+        };
+        raw.into_iter()
+            .flat_map(|raw| raw.split('&'))
             .filter(|pair| !pair.is_empty())
             .filter_map(move |pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -492,11 +608,6 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// A header's first value as text (bytes beyond ASCII read as Latin-1, as Node reads them).
-fn first(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Cow<'_, str>> {
-    headers.get(name).map(text)
-}
-
 /// A header's values joined with `, ` (how Node presents a repeated header).
 fn joined(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Cow<'_, str>> {
     let mut values = headers.get_all(name).iter();
@@ -513,10 +624,15 @@ fn joined(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Cow<'_
     Some(Cow::Owned(all))
 }
 
+/// A header's value as text (bytes beyond ASCII read as Latin-1, as Node reads them).
 fn text(value: &HeaderValue) -> Cow<'_, str> {
-    match value.to_str() {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(value.as_bytes().iter().map(|&b| char::from(b)).collect()),
+    // ASCII reads the same either way; `is_ascii` and `from_utf8` take it a word at a time,
+    // where `HeaderValue::to_str` checks a byte at a time (the `Authorization` header of every
+    // request is a few hundred bytes).
+    let bytes = value.as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
+        _ => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
     }
 }
 
@@ -657,6 +773,7 @@ mod tests {
                     method: &self.method,
                     path_and_query: &self.path,
                     headers: &self.headers,
+                    known: &Known::read(&self.headers),
                     body: &self.body,
                 },
                 &Region::parse("us-east-1").unwrap(),

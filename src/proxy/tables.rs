@@ -77,7 +77,7 @@ async fn describe_table(
     let body = serde_json::json!({ "TableName": table_name }).to_string();
     let mut request = like.with_body(Bytes::from(body));
     request.op = Operation::DescribeTable;
-    request.path = "/".to_string();
+    request.path = http::uri::PathAndQuery::from_static("/");
     request.headers = headers;
     let schema = match cx.upstream.send_own(&request, Encoding::Identity).await {
         Ok(answer) if answer.status == StatusCode::OK => {
