@@ -549,6 +549,21 @@ impl Cache {
     // -----------------------------------------------------------------------------------------
     // Reads
 
+    /// A current entry for `at`, found without waiting for anything: what most hits are. `None`
+    /// when there is none, or when a hit must first be confirmed with the shared tier (strict
+    /// consistency); [`Cache::lookup`] then does all a lookup does.
+    pub fn hit_now(&self, at: Address<'_>) -> Option<Entry> {
+        if self.tier.as_ref().is_some_and(|t| t.strict()) {
+            return None;
+        }
+        let found = self.store(at.kind).entries.get(at.key)?;
+        if !self.is_current(&found) {
+            return None;
+        }
+        self.count_hit(at.kind, &found, false);
+        Some(found)
+    }
+
     /// Looks a read up. On a miss, the returned [`Fill`] holds the key: concurrent lookups of it
     /// wait for this one's answer instead of going upstream too. With a shared tier, a miss here
     /// asks it before it is a miss (and may wait briefly for another sidecar's fill of the key).

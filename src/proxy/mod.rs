@@ -155,17 +155,18 @@ impl Proxy {
             if let Some(refused) = unproven_json(inb) {
                 return Ok((refused, Outcome::NotCacheable));
             }
-            return self.pass_through(inb).await;
+            return Box::pin(self.pass_through(inb)).await;
         };
         // Every path but the read's is on the heap: a future is moved whole at each await that
-        // creates it, and a hit's would otherwise be as large as the largest path's.
+        // creates it (and, awaited in place, its caller's holds it twice), so a hit's would
+        // otherwise be many times the largest path's.
         match inb.op.class() {
             OpClass::ItemRead | OpClass::QueryRead => self.read(cx, inb).await,
             OpClass::ItemWrite => Box::pin(writes::item_write(cx, inb)).await,
             OpClass::PartiQl => Box::pin(writes::partiql(cx, inb)).await,
             OpClass::Control => Box::pin(writes::control(cx, inb)).await,
             OpClass::Unknown => Box::pin(writes::unknown(cx, inb)).await,
-            OpClass::Other => self.pass_through(inb).await,
+            OpClass::Other => Box::pin(self.pass_through(inb)).await,
         }
     }
 
@@ -188,10 +189,14 @@ impl Proxy {
             &inb.region,
             &parsed,
         );
+        // A hit is answered without waiting for anything; whatever waits does so on the heap.
         match planned {
-            Ok(Planned::One(plan)) => reads::serve(cx, inb, plan).await,
+            Ok(Planned::One(plan)) => match reads::hit_now(cx, inb, &plan) {
+                Some(answered) => Ok(answered),
+                None => Box::pin(reads::serve(cx, inb, plan)).await,
+            },
             Ok(Planned::Batch(plan)) => Box::pin(batch_get::serve(cx, inb, plan)).await,
-            Err(bypass) => self.bypass(cx, bypass, inb).await,
+            Err(bypass) => Box::pin(self.bypass(cx, bypass, inb)).await,
         }
     }
 

@@ -28,9 +28,18 @@ pub(super) async fn serve(cx: &Cached, inb: &Inbound, plan: Plan<'_>) -> Answere
         Lookup::Hit { entry, source, .. } => return Ok(hit(cx, inb, &plan, &entry, source)),
         Lookup::Miss(fill) => fill,
     };
-    // The miss's future holds the upstream call's, many times a hit's: on the heap, so that a
-    // hit's future stays small (a future is moved whole at each await that creates it).
-    Box::pin(miss(cx, inb, plan, fill)).await
+    miss(cx, inb, plan, fill).await
+}
+
+/// A planned read answered from a current entry of this sidecar's, found without waiting for
+/// anything ([`Cache::hit_now`]): most hits. `None` sends it on to [`serve`].
+pub(super) fn hit_now(
+    cx: &Cached,
+    inb: &Inbound,
+    plan: &Plan<'_>,
+) -> Option<(Response<Body>, Outcome)> {
+    let entry = cx.cache.hit_now(plan.address())?;
+    Some(hit(cx, inb, plan, &entry, Source::Local))
 }
 
 /// A planned read the cache missed: forwarded as the policy says, answered stale when DynamoDB

@@ -841,11 +841,11 @@ const FRONT_DOOR: &[&str] = &[
 ];
 const PARSE: &[&str] = &["ddbcache_protocol::reads::parse_read"];
 const POLICY: &[&str] = &["ddbcache::proxy::policy::plan"];
+/// A hit is found by `Cache::hit_now` (the index, generations and expiry, inlined into it);
+/// the entry's bytes are shared by `Entry::response_parts`.
 const CACHE: &[&str] = &[
-    "ddbcache::cache::entries::Entries::get",
-    "ddbcache::cache::Cache::is_current",
+    "ddbcache::cache::Cache::hit_now",
     "ddbcache::cache::Cache::confirmed::{{closure}}",
-    "<ddbcache::cache::clock::MonotonicClock as ddbcache::cache::clock::Clock>::now_ms",
     "ddbcache::cache::entries::Entry::response_parts",
 ];
 const RESPONSE: &[&str] = &[
@@ -924,7 +924,7 @@ const PHASES: &[Phase] = &[
         functions: &[HANDLE],
         less: &[
             ADMISSION[0], ADMISSION[1], ADMISSION[2], FRONT_DOOR[0], FRONT_DOOR[1], PARSE[0],
-            POLICY[0], CACHE[0], CACHE[1], CACHE[2], CACHE[3], RESPONSE[0], RESPONSE[1],
+            POLICY[0], CACHE[0], CACHE[1], CACHE[2], RESPONSE[0], RESPONSE[1],
             RESPONSE[2], RESPONSE[3], RESPONSE[4], METRICS[0], UPSTREAM[0],
         ],
         own: &[],
