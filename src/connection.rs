@@ -279,6 +279,8 @@ where
                 .map_or(look_again, |(at, _)| at.min(look_again))
         });
         tokio::select! {
+            // The connection first, then the rest: no random draw per wake-up.
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     debug!(port = port.name, error = %e, "connection ended with an error");
