@@ -218,11 +218,7 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
 pub fn get_item_fast(body: &[u8]) -> Option<GetItemRead<'_>> {
     // The body is proven UTF-8 once; every string then ends at an ASCII quote, a char boundary.
     let text = std::str::from_utf8(body).ok()?;
-    let mut scan = Scan {
-        text,
-        bytes: body,
-        at: 0,
-    };
+    let mut scan = Scan { text, at: 0 };
     let (mut table, mut key, mut consistent, mut capacity) = (None, None, None, None);
     scan.object(|name, scan| match name {
         "TableName" => once(&mut table, scan.string()?),
@@ -290,21 +286,22 @@ fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(Vec<Cow<'a, str>>, Vec<u8>)> {
 /// A cursor over JSON that understands only what the fast path accepts.
 struct Scan<'a> {
     text: &'a str,
-    /// `text`'s bytes.
-    bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Scan<'a> {
     fn skip_whitespace(&mut self) {
-        while matches!(self.bytes.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        while matches!(
+            self.text.as_bytes().get(self.at),
+            Some(b' ' | b'\t' | b'\n' | b'\r')
+        ) {
             self.at += 1;
         }
     }
 
     fn peek(&mut self) -> Option<u8> {
         self.skip_whitespace();
-        self.bytes.get(self.at).copied()
+        self.text.as_bytes().get(self.at).copied()
     }
 
     fn expect(&mut self, byte: u8) -> Option<()> {
@@ -320,7 +317,7 @@ impl<'a> Scan<'a> {
         self.expect(b'"')?;
         let start = self.at;
         loop {
-            match *self.bytes.get(self.at)? {
+            match *self.text.as_bytes().get(self.at)? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
                 _ => self.at += 1,
@@ -333,7 +330,7 @@ impl<'a> Scan<'a> {
 
     fn boolean(&mut self) -> Option<bool> {
         self.skip_whitespace();
-        let rest = &self.bytes[self.at..];
+        let rest = &self.text.as_bytes()[self.at..];
         let (value, len) = if rest.starts_with(b"true") {
             (true, 4)
         } else if rest.starts_with(b"false") {

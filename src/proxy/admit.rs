@@ -136,28 +136,21 @@ pub(crate) async fn admit(
 ) -> Result<Inbound, Turned> {
     let max = budget.max_body();
     let (parts, body) = req.into_parts();
-    // Only for the metrics of a request turned away: the front door decides what the target
-    // means.
-    let named = |headers: &HeaderMap| {
-        const TARGET: http::HeaderName =
-            http::HeaderName::from_static(crate::protocol::HEADER_TARGET);
-        headers
-            .get(TARGET)
-            .and_then(|t| Operation::from_target(t.to_str().ok()?))
-    };
     let known = front_door::Known::read(&parts.headers);
+    // Only for the metrics of a request turned away.
+    let named = || known.named_operation();
     let (body, buffered) = match read_body(&known, body, budget).await {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            return Err(Turned::closing(named(&parts.headers), &e));
+            return Err(Turned::closing(named(), &e));
         }
-        Err(BodyError::Refused(e)) => return Err(Turned::closing(named(&parts.headers), &e)),
+        Err(BodyError::Refused(e)) => return Err(Turned::closing(named(), &e)),
         Err(BodyError::Read(e)) => {
             let e = ProtocolError::Serialization(format!("request body could not be read: {e}"));
-            return Err(Turned::error(named(&parts.headers), &e));
+            return Err(Turned::error(named(), &e));
         }
     };
     let gzipped = known
@@ -170,13 +163,13 @@ pub(crate) async fn admit(
             .read_to_end(&mut out);
         if let Err(e) = inflated {
             let e = ProtocolError::Serialization(format!("gzip request body is corrupt: {e}"));
-            return Err(Turned::error(named(&parts.headers), &e));
+            return Err(Turned::error(named(), &e));
         }
         if out.len() as u64 > max {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            return Err(Turned::error(named(&parts.headers), &e));
+            return Err(Turned::error(named(), &e));
         }
         Bytes::from(out)
     } else {
@@ -199,7 +192,7 @@ pub(crate) async fn admit(
         Verdict::Admit(admission) => admission,
         Verdict::Answer(answer) => {
             return Err(Turned {
-                op: named(&parts.headers),
+                op: named(),
                 response: respond::local(answer),
             });
         }

@@ -196,27 +196,43 @@ enum Seen<'h> {
     Absent,
     Once(&'h HeaderValue),
     /// Sent more than once: joined from the map, which is rare enough to look up again.
-    Repeated(&'h HeaderName),
+    Repeated {
+        name: &'h HeaderName,
+        first: &'h HeaderValue,
+    },
 }
 
 impl<'h> Seen<'h> {
     fn add(&mut self, name: &'h HeaderName, value: &'h HeaderValue) {
-        *self = match self {
+        *self = match *self {
             Seen::Absent => Seen::Once(value),
-            _ => Seen::Repeated(name),
+            Seen::Once(first) | Seen::Repeated { first, .. } => Seen::Repeated { name, first },
         };
+    }
+
+    fn first(self) -> Option<&'h HeaderValue> {
+        match self {
+            Seen::Absent => None,
+            Seen::Once(first) | Seen::Repeated { first, .. } => Some(first),
+        }
     }
 
     fn joined(self, headers: &'h HeaderMap) -> Option<Cow<'h, str>> {
         match self {
             Seen::Absent => None,
             Seen::Once(value) => Some(text(value)),
-            Seen::Repeated(name) => joined(headers, name),
+            Seen::Repeated { name, .. } => joined(headers, name),
         }
     }
 }
 
 impl<'h> Known<'h> {
+    /// The operation the target's first value names, for the metrics of a request turned away
+    /// before the front door decided what the target means.
+    pub fn named_operation(&self) -> Option<Operation> {
+        Operation::from_target(self.target.first()?.to_str().ok()?)
+    }
+
     pub fn read(headers: &'h HeaderMap) -> Known<'h> {
         const TARGET: HeaderName = HeaderName::from_static(HEADER_TARGET);
         const AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
@@ -407,7 +423,7 @@ fn check_auth(
             let has_date = |date: Seen<'_>| match date {
                 Seen::Absent => false,
                 Seen::Once(value) => !value.is_empty(),
-                Seen::Repeated(_) => date.joined(headers).is_some_and(|d| !d.is_empty()),
+                Seen::Repeated { .. } => date.joined(headers).is_some_and(|d| !d.is_empty()),
             };
             if !has_date(known.amz_date) && !has_date(known.date) {
                 message.push_str(
