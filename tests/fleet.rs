@@ -168,6 +168,27 @@ async fn redis_outage_passes_through_then_hits_resume_without_stale_reads() {
     assert_eq!(work.stale.load(Ordering::Relaxed), 0, "stale reads");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_that_writes_nothing_subscribes_again_after_redis_restarts() {
+    let engine = Engine::dynalite().await;
+    let mut redis = RedisServer::start().await;
+    let proxies = start_fleet(&engine.endpoint(), &redis, 1, |_| {}).await;
+    let sidecar = &proxies[0];
+    sidecar
+        .wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+        .await;
+    redis.stop().await;
+    sidecar
+        .wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 0.0)
+        .await;
+    redis.start_again().await;
+    // Nothing was published, so nothing found the command connection made before the restart
+    // dead by publishing on it: subscribing again must not depend on a write.
+    sidecar
+        .wait_metric("ddbcache_fleet_link_up", WAIT, |v| v == 1.0)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn messages_missed_while_unsubscribed_are_covered_by_dropping_the_cache() {
     let engine = Engine::dynalite().await;

@@ -266,23 +266,34 @@ impl Bus {
         key: &AliasKey,
         table: Option<&str>,
     ) -> Result<(), String> {
-        let stored = async {
-            let mut conn = match self.connection() {
-                Some(conn) => conn,
-                None => self.connect().await?,
-            };
-            let mut cmd = match table {
-                Some(_) => redis::cmd("HSET"),
-                None => redis::cmd("HDEL"),
-            };
-            cmd.arg(&self.aliases_key).arg(key.to_string());
-            if let Some(table) = table {
-                cmd.arg(table);
-            }
-            within(self.config.ping_timeout, cmd.query_async::<i64>(&mut conn)).await??;
-            Ok::<_, LinkError>(())
+        let mut cmd = match table {
+            Some(_) => redis::cmd("HSET"),
+            None => redis::cmd("HDEL"),
         };
-        stored.await.map_err(|e| e.to_string())
+        cmd.arg(&self.aliases_key).arg(key.to_string());
+        if let Some(table) = table {
+            cmd.arg(table);
+        }
+        self.command::<i64>(&cmd)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs one command on the connection for commands (opened when there is none), answered
+    /// within `fleet.ping_timeout`. A connection whose other end is gone (Redis restarted) fails
+    /// every command sent on it, and only a failed publish used to replace it: on an error it is
+    /// dropped here too, and the publisher loop opens another at once.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LinkError> {
+        let mut conn = match self.connection() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        let answered = within(self.config.ping_timeout, cmd.query_async::<T>(&mut conn)).await?;
+        answered.map_err(|e| {
+            self.forget_connection();
+            e.into()
+        })
     }
 
     /// Tells every peer that the fleet's admin aliases changed: they read them again and switch.
@@ -298,17 +309,9 @@ impl Bus {
 
     /// Reads the fleet's admin aliases and puts them in force here.
     async fn load_aliases(&self) -> Result<(), LinkError> {
-        let mut conn = match self.connection() {
-            Some(conn) => conn,
-            None => self.connect().await?,
-        };
-        let stored: std::collections::BTreeMap<String, String> = within(
-            self.config.ping_timeout,
-            redis::cmd("HGETALL")
-                .arg(&self.aliases_key)
-                .query_async(&mut conn),
-        )
-        .await??;
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(&self.aliases_key);
+        let stored: std::collections::BTreeMap<String, String> = self.command(&hgetall).await?;
         let admin = stored
             .into_iter()
             .filter(|(_, table)| crate::config::is_table_name(table))
