@@ -138,19 +138,20 @@ pub(crate) async fn admit(
     let (parts, body) = req.into_parts();
     let known = front_door::Known::read(&parts.headers);
     // Only for the metrics of a request turned away.
-    let named = || known.named_operation();
     let (body, buffered) = match read_body(&known, body, budget).await {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            return Err(Turned::closing(named(), &e));
+            return Err(Turned::closing(known.named_operation(&parts.headers), &e));
         }
-        Err(BodyError::Refused(e)) => return Err(Turned::closing(named(), &e)),
+        Err(BodyError::Refused(e)) => {
+            return Err(Turned::closing(known.named_operation(&parts.headers), &e))
+        }
         Err(BodyError::Read(e)) => {
             let e = ProtocolError::Serialization(format!("request body could not be read: {e}"));
-            return Err(Turned::error(named(), &e));
+            return Err(Turned::error(known.named_operation(&parts.headers), &e));
         }
     };
     let gzipped = known
@@ -163,13 +164,13 @@ pub(crate) async fn admit(
             .read_to_end(&mut out);
         if let Err(e) = inflated {
             let e = ProtocolError::Serialization(format!("gzip request body is corrupt: {e}"));
-            return Err(Turned::error(named(), &e));
+            return Err(Turned::error(known.named_operation(&parts.headers), &e));
         }
         if out.len() as u64 > max {
             let e = ProtocolError::RequestTooLarge(format!(
                 "request body exceeds the limit of {max} bytes"
             ));
-            return Err(Turned::error(named(), &e));
+            return Err(Turned::error(known.named_operation(&parts.headers), &e));
         }
         Bytes::from(out)
     } else {
@@ -192,7 +193,7 @@ pub(crate) async fn admit(
         Verdict::Admit(admission) => admission,
         Verdict::Answer(answer) => {
             return Err(Turned {
-                op: named(),
+                op: known.named_operation(&parts.headers),
                 response: respond::local(answer),
             });
         }

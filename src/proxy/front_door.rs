@@ -196,24 +196,23 @@ enum Seen<'h> {
     Absent,
     Once(&'h HeaderValue),
     /// Sent more than once: joined from the map, which is rare enough to look up again.
-    Repeated {
-        name: &'h HeaderName,
-        first: &'h HeaderValue,
-    },
+    Repeated(&'h HeaderName),
 }
 
 impl<'h> Seen<'h> {
     fn add(&mut self, name: &'h HeaderName, value: &'h HeaderValue) {
-        *self = match *self {
+        *self = match self {
             Seen::Absent => Seen::Once(value),
-            Seen::Once(first) | Seen::Repeated { first, .. } => Seen::Repeated { name, first },
+            _ => Seen::Repeated(name),
         };
     }
 
-    fn first(self) -> Option<&'h HeaderValue> {
+    /// The first value, looked up again when there were more.
+    fn first(self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
         match self {
             Seen::Absent => None,
-            Seen::Once(first) | Seen::Repeated { first, .. } => Some(first),
+            Seen::Once(value) => Some(value),
+            Seen::Repeated(name) => headers.get(name),
         }
     }
 
@@ -221,7 +220,7 @@ impl<'h> Seen<'h> {
         match self {
             Seen::Absent => None,
             Seen::Once(value) => Some(text(value)),
-            Seen::Repeated { name, .. } => joined(headers, name),
+            Seen::Repeated(name) => joined(headers, name),
         }
     }
 }
@@ -229,8 +228,8 @@ impl<'h> Seen<'h> {
 impl<'h> Known<'h> {
     /// The operation the target's first value names, for the metrics of a request turned away
     /// before the front door decided what the target means.
-    pub fn named_operation(&self) -> Option<Operation> {
-        Operation::from_target(self.target.first()?.to_str().ok()?)
+    pub fn named_operation(&self, headers: &HeaderMap) -> Option<Operation> {
+        Operation::from_target(self.target.first(headers)?.to_str().ok()?)
     }
 
     pub fn read(headers: &'h HeaderMap) -> Known<'h> {
@@ -423,7 +422,7 @@ fn check_auth(
             let has_date = |date: Seen<'_>| match date {
                 Seen::Absent => false,
                 Seen::Once(value) => !value.is_empty(),
-                Seen::Repeated { .. } => date.joined(headers).is_some_and(|d| !d.is_empty()),
+                Seen::Repeated(_) => date.joined(headers).is_some_and(|d| !d.is_empty()),
             };
             if !has_date(known.amz_date) && !has_date(known.date) {
                 message.push_str(
