@@ -8,6 +8,7 @@
 pub mod amz_date;
 pub(crate) mod breaker;
 pub mod endpoints;
+mod pool;
 pub mod signing;
 
 use std::borrow::Cow;
@@ -16,16 +17,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use smallvec::SmallVec;
 
 use crate::config::{AccountEndpoints, UpstreamConfig, REGION_PLACEHOLDER};
 use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
 use crate::wait::within;
 use endpoints::{EndpointError, Service};
+use pool::{Failure, Pool};
 pub use signing::{Signer, SigningError};
 
 /// An upstream answer, whole.
@@ -125,31 +126,34 @@ impl From<UpstreamError> for ProtocolError {
     }
 }
 
-/// Inbound headers that are not forwarded: hop-by-hop headers, and what the upstream request
-/// gets anew (host, length, and — when signing — the signature). Names built at compile time:
-/// comparing two standard names is comparing two small integers, and removing one from an
-/// answer's headers parses nothing.
-static HOP_BY_HOP: [HeaderName; 11] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::EXPECT,
-];
-static SIGNATURE_HEADERS: [HeaderName; 4] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-amz-date"),
-    HeaderName::from_static("x-amz-security-token"),
-    HeaderName::from_static("x-amz-content-sha256"),
-];
+/// Whether a header is not forwarded, either way: hop-by-hop headers, and what a message gets
+/// anew (host, length). A match on the name's text: a few comparisons of lengths and bytes, where
+/// looking a name up in a list compares it with each.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "expect"
+    )
+}
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Whether a header is the client's signature, which ddbcache replaces with its own when it
+/// signs.
+fn is_signature(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "x-amz-date" | "x-amz-security-token" | "x-amz-content-sha256"
+    )
+}
 
 /// Target prefix and content type of Kinesis Data Streams' JSON protocol.
 const KINESIS_PREFIX: &str = "Kinesis_20131202.";
@@ -158,7 +162,7 @@ const KINESIS_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// The upstream: DynamoDB's endpoint, its DynamoDB Streams endpoint and the Kinesis Data Streams
 /// endpoint, for each region.
 pub struct Upstream {
-    client: HttpsClient,
+    pool: Pool,
     endpoint: Route,
     streams_endpoint: Route,
     /// Kinesis Data Streams, for the Kinesis change source.
@@ -324,14 +328,8 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            // Below the idle timeouts of DynamoDB's and common engines' servers, so a pooled
-            // connection is not closed under a request.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .build(https);
         Ok(Upstream {
-            client,
+            pool: Pool::new(https, config.max_idle_per_host),
             endpoint: Route::parse(
                 config.endpoint_template(),
                 Service::DynamoDb,
@@ -449,8 +447,8 @@ impl Upstream {
         let endpoint = self.endpoint_for(op, region).await?;
         let mut headers = HeaderMap::with_capacity(inbound.len());
         for (name, value) in inbound {
-            if HOP_BY_HOP.contains(name)
-                || (self.signer.is_some() && SIGNATURE_HEADERS.contains(name))
+            if is_hop_by_hop(name)
+                || (self.signer.is_some() && is_signature(name))
                 || (identity_encoding && name == header::ACCEPT_ENCODING)
             {
                 continue;
@@ -502,31 +500,29 @@ impl Upstream {
         }
         let request = request.map(Full::new);
         let started = Instant::now();
-        let url = || endpoint.url.clone();
-        let response = self.client.request(request).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect {
-                    endpoint: url(),
-                    detail: error_chain(&e),
-                }
-            } else {
-                UpstreamError::Io {
-                    endpoint: url(),
-                    detail: error_chain(&e),
-                }
-            }
-        })?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
+        let (parts, body) = self
+            .pool
+            .exchange(&endpoint.url, &endpoint.base, request)
             .await
-            .map_err(|e| UpstreamError::Io {
-                endpoint: url(),
-                detail: error_chain(&e),
-            })?
-            .to_bytes();
+            .map_err(|failure| match failure {
+                Failure::Connect(detail) => UpstreamError::Connect {
+                    endpoint: endpoint.url.clone(),
+                    detail,
+                },
+                Failure::Io(detail) => UpstreamError::Io {
+                    endpoint: endpoint.url.clone(),
+                    detail,
+                },
+            })?;
         let mut headers = parts.headers;
-        for h in &HOP_BY_HOP {
+        // Found first, then removed: an answer carries two or three of these (its length,
+        // `connection`) among a few headers, and each removal hashes its name.
+        let found: SmallVec<[HeaderName; 4]> = headers
+            .keys()
+            .filter(|h| is_hop_by_hop(h))
+            .cloned()
+            .collect();
+        for h in found {
             headers.remove(h);
         }
         Ok(UpstreamResponse {
