@@ -347,6 +347,61 @@ async fn a_dead_lease_holder_is_replaced_and_no_record_is_skipped() {
     );
 }
 
+/// The connection for commands (leases, checkpoints, publishes) dies on its own — killed by an
+/// operator, or by a proxy in front of Redis — while the subscription lives on. A sidecar that
+/// reads the stream and writes nothing learns of it only when its lease commands fail; it must
+/// open another and keep reading, or writes made directly to the engine are never invalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_reader_whose_command_connection_dies_reads_on() {
+    let engine = Engine::moto().await;
+    let redis = RedisServer::start().await;
+    let direct = sdk_client(&engine.endpoint()).await;
+    let table = create_streamed_table(&direct, "fleet-killed").await;
+    let proxies = start_fleet(&engine.endpoint(), &redis, 1, streams_config(&table)).await;
+    let all: Vec<&TestProxy> = proxies.iter().collect();
+    lease_holder(&all, &table).await;
+    until_stream_read(&direct, &all, &table).await;
+
+    // Every connection but subscriptions (and this one).
+    let killed = redis
+        .commands(&[&["CLIENT", "KILL", "TYPE", "normal"]])
+        .await;
+    assert_ne!(killed[0], ":0", "the command connection was killed");
+    // Nothing is written, so nothing is published: only the failed lease commands can tell the
+    // sidecar that its connection died.
+    let deadline = Instant::now() + WAIT;
+    while other_normal_connections(&redis).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never connected again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..5 {
+        let pk = format!("k{i}");
+        cache_everywhere(&all, &table, &pk, 0).await;
+        let written = Instant::now();
+        put_direct(&direct, &table, &pk, 1).await;
+        until_everywhere(&all, &table, &pk, 1, written).await;
+    }
+}
+
+/// Connections to `redis` that are neither subscriptions nor the one asking.
+async fn other_normal_connections(redis: &RedisServer) -> usize {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_fleet_one_sidecar_reads_the_stream_and_a_table_without_one_is_reported() {
     let engine = Engine::moto().await;

@@ -393,8 +393,9 @@ impl Bus {
             .inc();
     }
 
-    /// Drops the publisher connection, so that the retry loop opens another.
-    fn forget_connection(&self) {
+    /// Drops the publisher connection (the connection for commands), which failed, so that the
+    /// retry loop opens another.
+    pub(crate) fn forget_connection(&self) {
         *self.publisher.lock() = None;
         self.queued.notify_one();
     }

@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-
 use super::bus::Bus;
 use crate::wait::{within, TimedOut};
 
@@ -57,8 +55,22 @@ impl Lease {
         format!("{}streams:{table}:lease", bus.namespace())
     }
 
-    async fn conn(bus: &Bus) -> Result<MultiplexedConnection, LeaseError> {
-        bus.connection().ok_or(LeaseError::NoConnection)
+    /// Runs `cmd` on the fleet's connection for commands, answered within `limit`. The bus
+    /// shares that connection and pings only its subscription, so a dead one (Redis restarted, or
+    /// this one connection killed) shows only when a command on it fails: on a failure or no
+    /// answer it is dropped, and the bus opens another at once. Else a sidecar that reads a
+    /// stream and writes nothing would fail every renewal, and every acquisition, for good.
+    async fn query<T: redis::FromRedisValue>(
+        bus: &Bus,
+        cmd: &redis::Cmd,
+        limit: Duration,
+    ) -> Result<T, LeaseError> {
+        let mut conn = bus.connection().ok_or(LeaseError::NoConnection)?;
+        let answered = within(limit, cmd.query_async::<T>(&mut conn)).await;
+        if !matches!(answered, Ok(Ok(_))) {
+            bus.forget_connection();
+        }
+        Ok(answered??)
     }
 
     /// Tries once to take the lease; `None` if another sidecar holds it.
@@ -67,29 +79,23 @@ impl Lease {
         table: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, LeaseError> {
-        let mut conn = Self::conn(bus).await?;
         let key = Self::lease_key(bus, table);
         let started = Instant::now();
         // A fencing token that grows with every acquisition.
-        let fence: u64 = within(
-            ttl,
-            redis::cmd("INCR")
-                .arg(format!("{key}:fence"))
-                .query_async(&mut conn),
-        )
-        .await??;
+        let fence: u64 =
+            Self::query(bus, redis::cmd("INCR").arg(format!("{key}:fence")), ttl).await?;
         let token = format!("{fence}:{}", bus.origin());
-        let set: Option<String> = within(
-            ttl,
+        let set: Option<String> = Self::query(
+            bus,
             redis::cmd("SET")
                 .arg(&key)
                 .arg(&token)
                 .arg("NX")
                 .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .query_async(&mut conn),
+                .arg(ttl.as_millis() as u64),
+            ttl,
         )
-        .await??;
+        .await?;
         Ok(set.map(|_| Lease {
             bus: bus.clone(),
             key,
@@ -107,19 +113,18 @@ impl Lease {
 
     /// Extends the lease; `Lost` when another holder has it now.
     pub(crate) async fn renew(&mut self) -> Result<(), LeaseError> {
-        let mut conn = Self::conn(&self.bus).await?;
         let started = Instant::now();
-        let renewed: i64 = within(
-            self.ttl / 3,
+        let renewed: i64 = Self::query(
+            &self.bus,
             redis::cmd("EVAL")
                 .arg(RENEW)
                 .arg(1)
                 .arg(&self.key)
                 .arg(&self.token)
-                .arg(self.ttl.as_millis() as u64)
-                .query_async(&mut conn),
+                .arg(self.ttl.as_millis() as u64),
+            self.ttl / 3,
         )
-        .await??;
+        .await?;
         if renewed == 1 {
             self.valid_until = started + self.ttl;
             Ok(())
@@ -154,12 +159,7 @@ impl Checkpoints<'_> {
                 if !lease.valid() {
                     return Err(LeaseError::Lost);
                 }
-                let mut conn = Lease::conn(&lease.bus).await?;
-                Ok(within(
-                    lease.ttl / 3,
-                    redis::cmd("HGETALL").arg(&*key).query_async(&mut conn),
-                )
-                .await??)
+                Lease::query(&lease.bus, redis::cmd("HGETALL").arg(&*key), lease.ttl / 3).await
             }
         }
     }
@@ -175,9 +175,8 @@ impl Checkpoints<'_> {
                 if !lease.valid() {
                     return Err(LeaseError::Lost);
                 }
-                let mut conn = Lease::conn(&lease.bus).await?;
-                let saved: i64 = within(
-                    lease.ttl / 3,
+                let saved: i64 = Lease::query(
+                    &lease.bus,
                     redis::cmd("EVAL")
                         .arg(CHECKPOINT)
                         .arg(2)
@@ -185,10 +184,10 @@ impl Checkpoints<'_> {
                         .arg(&*key)
                         .arg(&lease.token)
                         .arg(shard)
-                        .arg(position)
-                        .query_async(&mut conn),
+                        .arg(position),
+                    lease.ttl / 3,
                 )
-                .await??;
+                .await?;
                 if saved == 1 {
                     Ok(())
                 } else {
