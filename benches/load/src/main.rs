@@ -13,13 +13,14 @@
 //!
 //! This file only parses arguments and builds the runtime; `workload` decides what to send,
 //! `client` sends it, `driver` paces it, `run` measures one run, `report` shows what happened,
-//! `preload` fills the table, `fixed_server` is the baseline server and `compare` the
-//! side-by-side benchmark.
+//! `preload` fills the table, `fixed_server` is the baseline server of a hit, `forward_server`
+//! that of a forwarded request, and `compare` the side-by-side benchmark.
 
 mod client;
 mod compare;
 mod driver;
 mod fixed_server;
+mod forward_server;
 mod preload;
 mod report;
 mod run;
@@ -60,6 +61,8 @@ enum Command {
     Preload(PreloadArgs),
     /// Answer every request with the same GetItem response: the HTTP stack's own limit.
     ServeFixed(ServeFixedArgs),
+    /// Forward every request to --upstream with hyper-util's pooled client: the cost of a hop.
+    ServeForward(ServeForwardArgs),
     /// Measure ddbcache against the bare server and dynalite, side by side, and write
     /// benches/RESULTS.md. Starts every process it needs on free loopback ports.
     Compare(Box<compare::CompareArgs>),
@@ -177,6 +180,15 @@ struct ServeFixedArgs {
     item_bytes: usize,
 }
 
+#[derive(Args)]
+struct ServeForwardArgs {
+    #[arg(long, default_value = "127.0.0.1:8101")]
+    addr: SocketAddr,
+    /// Where requests go: an engine's URL.
+    #[arg(long)]
+    upstream: http::Uri,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // `compare` drives its load from this process, on one thread pinned to its own core.
@@ -210,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::ServeFixed(args) => fixed_server::serve(args.addr, args.item_bytes).await,
+            Command::ServeForward(args) => forward_server::serve(args.addr, args.upstream).await,
             Command::Compare(args) => compare::compare(*args).await,
         }
     })

@@ -56,13 +56,19 @@ fn a_reduced_quick_comparison_writes_the_whole_report() {
             .contains("Hit ratio of the hit runs (ddbcache's /metrics deltas): 100.00%, 100.00%."),
         "{report}"
     );
-    // Two runs per target: four targets twice (throughput, latency), two cache sizes, hits and
+    // Two runs per target: five targets twice (throughput, latency), two cache sizes, hits and
     // writes with and without the fleet bus.
     let runs = report
         .lines()
         .filter(|l| l.starts_with("{\"") && l.contains("\"run\":"))
         .count();
-    assert_eq!(runs, 2 * (4 + 4 + 2 + 2 + 2), "{report}");
+    assert_eq!(runs, 2 * (5 + 5 + 2 + 2 + 2), "{report}");
+    // The bare forwarder answered in front of dynalite (errors would be its 502s).
+    let forwarder = report
+        .lines()
+        .find(|l| l.starts_with("| bare hyper forwarder (serve-forward) |"))
+        .expect("a row for the bare forwarder");
+    assert!(forwarder.contains("| 0 |"), "{forwarder}");
     // No read through the fleet's peer got an old item once the bus lag had passed.
     assert!(
         report.contains("| probes stale after the bus lag | 0 | 0 | met |"),
