@@ -122,15 +122,20 @@ impl Proxy {
         let admitted = admit::admit(req, &self.budget, &self.regions).await;
         let (op, mut response, outcome) = match admitted {
             Ok(inbound) => {
+                // One place awaits the dispatch, aliased or not: each place that awaits a future
+                // holds it in this one, which every request's task then carries and moves.
                 let answered = match aliases::apply(&self.aliases, &inbound) {
-                    Ok(None) => self.dispatch(&inbound).await,
-                    Ok(Some((named, renamed))) => match self.dispatch(&named).await {
-                        Ok((response, outcome)) => {
-                            let op = named.op;
-                            Ok((aliases::answer_back(response, op, &renamed).await, outcome))
+                    Ok(aliased) => {
+                        let (named, renamed) = aliased.unzip();
+                        let sent = named.as_ref().unwrap_or(&inbound);
+                        match (self.dispatch(sent).await, &renamed) {
+                            (Ok((response, outcome)), Some(renamed)) => Ok((
+                                aliases::answer_back(response, sent.op, renamed).await,
+                                outcome,
+                            )),
+                            (answered, _) => answered,
                         }
-                        Err(e) => Err(e),
-                    },
+                    }
                     Err(refused) => Err(refused),
                 };
                 let (mut response, outcome) =
