@@ -213,7 +213,7 @@ impl Bench {
                 None,
             )
             .await?;
-        let forward = self.start_forward(&direct.url).await?;
+        let forward = self.start_forward("forward", &direct.url, None).await?;
         let servers = Servers {
             fixed,
             direct,
@@ -282,8 +282,14 @@ impl Bench {
         })
     }
 
-    /// `serve-forward`, this program's forwarding proxy, in front of `upstream`.
-    async fn start_forward(&mut self, upstream: &str) -> anyhow::Result<Target> {
+    /// `serve-forward`, this program's forwarding proxy, in front of `upstream`; under callgrind
+    /// when `callgrind` names the profile to write.
+    async fn start_forward(
+        &mut self,
+        name: &str,
+        upstream: &str,
+        callgrind: Option<&Path>,
+    ) -> anyhow::Result<Target> {
         let port = self.procs.free_port()?;
         let this = std::env::current_exe()?;
         let args = vec![
@@ -294,7 +300,7 @@ impl Bench {
             "--upstream".into(),
             upstream.into(),
         ];
-        let proc = self.spawn_maybe_under_callgrind("forward", args, &[], None)?;
+        let proc = self.spawn_maybe_under_callgrind(name, args, &[], callgrind)?;
         self.procs.wait_port(&proc, port, START_WITHIN).await?;
         Ok(Target {
             key: "forward",
@@ -723,7 +729,7 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
     let mut rows = Vec::new();
     let mut per_request = Vec::new();
     let mut per_function = Vec::new();
-    for key in ["fixed", "hit", "forwarded"] {
+    for key in ["fixed", "hit", "forwarded", "forward"] {
         let mut counts = Vec::new();
         let mut functions = Vec::new();
         let mut label = "";
@@ -732,6 +738,11 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
             let name = format!("{key}-callgrind-{requests}");
             let target = match key {
                 "fixed" => bench.start_fixed(&name, Some(&out)).await?,
+                "forward" => {
+                    bench
+                        .start_forward(&name, &servers.direct.url, Some(&out))
+                        .await?
+                }
                 "hit" => {
                     let (target, _) = bench
                         .start_ddbcache(
@@ -807,11 +818,13 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
             counts[1].to_string(),
         ]);
     }
-    let phases = phase_rows(&per_request, &per_function);
+    // The bare forwarder is an anchor for the forwarded request's total; its phases are hyper's.
+    let phases = phase_rows(&per_request[..3], &per_function[..3]);
     let body = format!(
         "`valgrind --tool=callgrind` of each server, started afresh for {n1} and for {n2} \
          GetItem requests over {keys} items ({} in flight; a hit server first reads every key \
-         once; the forwarded one is a ddbcache with its cache off, in front of dynalite): Ir per \
+         once; the forwarded one is a ddbcache with its cache off, in front of dynalite, as is \
+         the bare forwarder): Ir per \
          request = (Ir at {n2} − Ir at {n1}) ÷ {}. Instruction counts do not depend on the \
          machine's noise, nor on the cores being shared.\n\n{}\n\
          By phase: the same difference per function, inclusive of what each calls \
@@ -847,6 +860,10 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
                 per_request[2] / per_request[1],
                 true,
                 1.6,
+            ),
+            Check::info(
+                "instructions per forwarded request ÷ per request through the bare forwarder",
+                format!("{:.2}", per_request[2] / per_request[3]),
             ),
         ],
     })
