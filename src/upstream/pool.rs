@@ -11,9 +11,9 @@
 //! when taken: a connection its server closed meanwhile ends there and is dropped, and a request
 //! that a connection refused before writing a byte of it is sent on a new one (never a request
 //! that may have reached the upstream: the proxy does not retry what it sent). Idle connections
-//! older than `IDLE_TIMEOUT` are not used.
+//! older than `IDLE_TIMEOUT` are not used, and are closed when a connection is put back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
@@ -45,12 +45,14 @@ pub(super) enum Failure {
     Io(String),
 }
 
-/// Idle connections per endpoint, most recently used last.
+/// Idle connections per endpoint, most recently used last (so the oldest are first).
 pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<HashMap<String, VecDeque<Idle>>>,
     /// `upstream.max_idle_per_host`.
     max_idle: usize,
+    /// [`IDLE_TIMEOUT`].
+    idle_timeout: Duration,
 }
 
 struct Idle {
@@ -72,6 +74,7 @@ impl Pool {
             connector,
             idle: Mutex::new(HashMap::new()),
             max_idle,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 
@@ -115,9 +118,9 @@ impl Pool {
     /// The most recently used idle connection of `key` that is still open.
     fn take(&self, key: &str) -> Option<Connection> {
         loop {
-            let idle = self.idle.lock().get_mut(key)?.pop()?;
+            let idle = self.idle.lock().get_mut(key)?.pop_back()?;
             let mut connection = idle.connection;
-            if idle.since.elapsed() < IDLE_TIMEOUT && connection.poll_once() {
+            if idle.since.elapsed() < self.idle_timeout && connection.poll_once() {
                 return Some(connection);
             }
         }
@@ -129,15 +132,24 @@ impl Pool {
         if connection.io.is_none() || connection.sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock();
         let list = match idle.get_mut(key) {
             Some(list) => list,
             None => idle.entry(key.to_owned()).or_default(),
         };
+        // Connections too old to be used again are closed here rather than when next taken: the
+        // oldest are first. (With no traffic at all, at most `max_idle` of them wait for it.)
+        while list
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+        {
+            list.pop_front();
+        }
         if list.len() < self.max_idle {
-            list.push(Idle {
+            list.push_back(Idle {
                 connection,
-                since: Instant::now(),
+                since: now,
             });
         }
     }
@@ -196,4 +208,77 @@ impl Connection {
 /// Polls a connection's I/O half once: whether the connection has ended.
 fn ended(io: &mut http1::Connection<Io, Body>, cx: &mut Context<'_>) -> bool {
     Pin::new(io).poll(cx).is_ready()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection to a listener that accepts and never answers (the handshake sends nothing).
+    async fn connection(listener: &tokio::net::TcpListener) -> Connection {
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (sender, io) = http1::handshake(MaybeHttpsStream::Http(TokioIo::new(stream)))
+            .await
+            .unwrap();
+        Connection {
+            sender,
+            io: Some(Box::new(io)),
+        }
+    }
+
+    fn pool(max_idle: usize, idle_timeout: Duration) -> Pool {
+        let mut pool = Pool::new(
+            HttpsConnector::from((HttpConnector::new(), rustls_config())),
+            max_idle,
+        );
+        pool.idle_timeout = idle_timeout;
+        pool
+    }
+
+    fn rustls_config() -> std::sync::Arc<rustls::ClientConfig> {
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+    }
+
+    fn idle(pool: &Pool, key: &str) -> usize {
+        pool.idle.lock().get(key).map_or(0, VecDeque::len)
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_idle_timeout_are_closed_when_one_is_put_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kept = pool(8, Duration::from_secs(3600));
+        let expiring = pool(8, Duration::ZERO);
+        for _ in 0..3 {
+            kept.put_back("a", connection(&listener).await);
+            expiring.put_back("a", connection(&listener).await);
+        }
+        assert_eq!(idle(&kept, "a"), 3);
+        // Each put back closed the ones before it, all past a zero timeout.
+        assert_eq!(idle(&expiring, "a"), 1);
+        assert!(expiring.take("a").is_none(), "too old to be used");
+    }
+
+    #[tokio::test]
+    async fn at_most_max_idle_are_kept_and_the_newest_is_taken_first() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = pool(2, Duration::from_secs(3600));
+        for _ in 0..3 {
+            pool.put_back("a", connection(&listener).await);
+        }
+        assert_eq!(idle(&pool, "a"), 2);
+        assert!(pool.take("a").is_some());
+        assert!(pool.take("a").is_some());
+        assert!(pool.take("a").is_none());
+        assert!(pool.take("b").is_none(), "another endpoint's");
+    }
 }
