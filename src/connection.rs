@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -103,7 +103,16 @@ struct Activity {
     last_progress: AtomicU64,
     /// First byte read while no request was in flight: a request has begun arriving.
     request_begun: AtomicU64,
+    /// The last answer was [`Lingering`]: what still arrives is the rest of its request's body.
+    lingering: AtomicBool,
 }
+
+/// Marks an answer after which the connection closes while what is still coming of its request's
+/// body is read and thrown away (a lingering close: `proxy::admit` refusing a body). The bytes
+/// that arrive meanwhile are that body, not the next request beginning, so the header timeout
+/// does not cut the linger short (the idle timeout still ends a client that stops sending).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lingering;
 
 impl Activity {
     fn new() -> Activity {
@@ -112,6 +121,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_progress: AtomicU64::new(0),
             request_begun: AtomicU64::new(NONE),
+            lingering: AtomicBool::new(false),
         }
     }
 
@@ -122,7 +132,7 @@ impl Activity {
     fn on_read(&self) {
         let now = self.now();
         self.last_progress.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Acquire) == 0 {
+        if self.in_flight.load(Ordering::Acquire) == 0 && !self.lingering.load(Ordering::Acquire) {
             // Only the first byte of a request marks its beginning.
             let _ =
                 self.request_begun
@@ -250,6 +260,11 @@ where
             let answer = handler(req);
             async move {
                 let response = answer.await;
+                if response.extensions().get::<Lingering>().is_some() {
+                    // Before the request counts as finished: no byte read in between may be taken
+                    // for a next request's.
+                    in_flight.0.lingering.store(true, Ordering::Release);
+                }
                 drop(in_flight);
                 Ok::<_, std::convert::Infallible>(response)
             }

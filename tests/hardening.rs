@@ -226,6 +226,38 @@ async fn a_body_declared_over_the_limit_is_refused_before_any_of_it_arrives() {
     );
 }
 
+/// What still arrives of a refused body after its 413 is that body, thrown away until it ends:
+/// not a next request whose head must arrive within the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_still_arriving_after_its_413_is_not_cut_off_at_the_header_timeout() {
+    let limit = 64 * 1024;
+    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| {
+        c.server.max_body_bytes = limit as u64;
+        c.server.header_timeout = Duration::from_millis(200);
+        c.server.body_timeout = Duration::from_secs(3600);
+        c.server.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut s = stalled_upload(&proxy.endpoint, "PutItem", limit + 1, "");
+    let (status, answer) = read_response(&mut s);
+    assert_eq!(status, 413, "{answer}");
+    // The client sends on, for three header timeouts, then the rest.
+    let chunk = [b' '; 1024];
+    for _ in 0..4 {
+        s.write_all(&chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    s.write_all(" ".repeat(limit + 1 - 4 * chunk.len()).as_bytes())
+        .unwrap();
+    assert!(read_until_closed(&mut s).is_empty());
+    assert_eq!(
+        proxy
+            .metric("ddbcache_connections_closed_total{port=\"data\",reason=\"header_timeout\"}")
+            .await,
+        0.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let proxy = start_proxy_with(DEAD_UPSTREAM, |c| c.server.max_connections = 2).await;

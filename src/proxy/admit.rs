@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use super::front_door::{self, Admission, Verdict};
 use crate::config::UpstreamConfig;
+use crate::connection::Lingering;
 use crate::protocol::region::Region;
 use crate::protocol::{Operation, ProtocolError};
 
@@ -98,6 +99,7 @@ impl Turned {
             .response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        turned.response.extensions_mut().insert(Lingering);
         turned
     }
 }
@@ -284,8 +286,8 @@ async fn read_body(
 /// out: until the body ends, [`LINGER_LIMIT`] bytes were thrown away, or `until` (when the body
 /// was due) passes. The connection, whose answer says `Connection: close`, closes then. Closing
 /// at once would reset it while the client is still sending, and a client that writes its whole
-/// request before it reads would never see the 413. (The connection's header timeout may end it
-/// sooner: to the connection, bytes arriving after an answer are the next request beginning.)
+/// request before it reads would never see the 413. The answer is marked [`Lingering`], so the
+/// connection's header timeout does not take what still arrives for a next request.
 fn linger(mut body: Incoming, until: tokio::time::Instant) {
     let discard = async move {
         let mut discarded = 0u64;
