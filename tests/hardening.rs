@@ -197,16 +197,25 @@ async fn a_body_that_never_finishes_gets_408_at_the_body_timeout() {
     );
 }
 
+/// A proxy that refuses bodies over `limit` bytes and would wait for a body for an hour (an
+/// answer that waited for the body, or for the time it was due, would not come within the read
+/// timeout); `edit` sets the rest.
+async fn refusing_bodies_over(
+    limit: usize,
+    edit: impl FnOnce(&mut ddbcache::config::Config),
+) -> TestProxy {
+    start_proxy_with(DEAD_UPSTREAM, |c| {
+        c.server.max_body_bytes = limit as u64;
+        c.server.body_timeout = Duration::from_secs(3600);
+        edit(c);
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_declared_over_the_limit_is_refused_before_any_of_it_arrives() {
     let limit = 64 * 1024;
-    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| {
-        c.server.max_body_bytes = limit as u64;
-        // An answer that waited for the body, or for the time it was due, would not come within
-        // the read timeout.
-        c.server.body_timeout = Duration::from_secs(3600);
-    })
-    .await;
+    let proxy = refusing_bodies_over(limit, |_| {}).await;
     let mut s = stalled_upload(&proxy.endpoint, "PutItem", limit + 1, "");
     let (status, answer) = read_response(&mut s);
     assert_eq!(status, 413, "{answer}");
@@ -231,10 +240,8 @@ async fn a_body_declared_over_the_limit_is_refused_before_any_of_it_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_body_still_arriving_after_its_413_is_not_cut_off_at_the_header_timeout() {
     let limit = 64 * 1024;
-    let proxy = start_proxy_with(DEAD_UPSTREAM, |c| {
-        c.server.max_body_bytes = limit as u64;
+    let proxy = refusing_bodies_over(limit, |c| {
         c.server.header_timeout = Duration::from_millis(200);
-        c.server.body_timeout = Duration::from_secs(3600);
         c.server.idle_timeout = Duration::from_secs(60);
     })
     .await;

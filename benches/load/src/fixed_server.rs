@@ -30,10 +30,7 @@ use tokio::net::TcpListener;
 use crate::workload::fixed_get_item_response;
 
 pub async fn serve(addr: SocketAddr, item_bytes: usize) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let listener = Listener::new(listener, "serve-fixed");
+    let listener = bind(addr, "serve-fixed").await?;
     let body = fixed_get_item_response(item_bytes);
     let crc32 = crc32_header(&body);
     eprintln!(
@@ -41,6 +38,36 @@ pub async fn serve(addr: SocketAddr, item_bytes: usize) -> anyhow::Result<()> {
         listener.local_addr(),
         body.len()
     );
+    serve_connections(listener, move || {
+        let (body, crc32) = (body.clone(), crc32.clone());
+        service_fn(move |request| answer(request, body.clone(), crc32.clone()))
+    })
+    .await
+}
+
+/// Binds a baseline server's listener (ddbcache's own, so accepting costs what it costs there).
+pub(crate) async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<Listener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(Listener::new(listener, name))
+}
+
+/// The baseline servers' accept loop, until the shutdown signal: every connection served by
+/// ddbcache's connection builder (hyper-util's auto HTTP/1.1 + h2c) with a service from
+/// `service`, on a task of its own.
+pub(crate) async fn serve_connections<S, B>(
+    listener: Listener,
+    service: impl Fn() -> S,
+) -> anyhow::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let shutdown = ddbcache::server::shutdown_signal();
     tokio::pin!(shutdown);
@@ -49,10 +76,8 @@ pub async fn serve(addr: SocketAddr, item_bytes: usize) -> anyhow::Result<()> {
             stream = listener.accept() => stream,
             _ = &mut shutdown => return Ok(()),
         };
-        let (body, crc32) = (body.clone(), crc32.clone());
-        let service = service_fn(move |request| answer(request, body.clone(), crc32.clone()));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(stream), service())
             .into_owned();
         // Errors here are clients going away mid-request; nothing to do about them.
         tokio::spawn(async move {

@@ -10,9 +10,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
 use bytes::Bytes;
-use ddbcache::listener::Listener;
 use http::header::{self, HeaderName};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -20,9 +18,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
+
+use crate::fixed_server::{bind, serve_connections};
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
 
@@ -37,10 +35,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 pub async fn serve(addr: SocketAddr, upstream: Uri) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let listener = Listener::new(listener, "serve-forward");
+    let listener = bind(addr, "serve-forward").await?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
@@ -48,24 +43,11 @@ pub async fn serve(addr: SocketAddr, upstream: Uri) -> anyhow::Result<()> {
         "serve-forward: listening on {}, forwarding to {upstream}",
         listener.local_addr()
     );
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let shutdown = ddbcache::server::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            stream = listener.accept() => stream,
-            _ = &mut shutdown => return Ok(()),
-        };
+    serve_connections(listener, move || {
         let (client, upstream) = (client.clone(), upstream.clone());
-        let service = service_fn(move |request| forward(request, client.clone(), upstream.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        // Errors here are clients going away mid-request; nothing to do about them.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
+        service_fn(move |request| forward(request, client.clone(), upstream.clone()))
+    })
+    .await
 }
 
 async fn forward(

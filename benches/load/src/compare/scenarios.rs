@@ -261,25 +261,15 @@ impl Bench {
         name: &str,
         callgrind: Option<&Path>,
     ) -> anyhow::Result<Target> {
-        let port = self.procs.free_port()?;
-        let this = std::env::current_exe()?;
-        let args = vec![
-            this.into_os_string(),
-            "serve-fixed".into(),
-            "--addr".into(),
-            format!("127.0.0.1:{port}").into(),
-            "--item-bytes".into(),
-            self.settings.item_bytes.to_string().into(),
-        ];
-        let proc = self.spawn_maybe_under_callgrind(name, args, &[], callgrind)?;
-        self.procs.wait_port(&proc, port, START_WITHIN).await?;
-        Ok(Target {
-            key: "fixed",
-            label: "bare hyper (serve-fixed)",
-            url: format!("http://127.0.0.1:{port}"),
-            proc,
-            admin: None,
-        })
+        let item_bytes = self.settings.item_bytes.to_string();
+        let args = ["serve-fixed", "--item-bytes", &item_bytes];
+        self.start_baseline(
+            name,
+            &args,
+            ("fixed", "bare hyper (serve-fixed)"),
+            callgrind,
+        )
+        .await
     }
 
     /// `serve-forward`, this program's forwarding proxy, in front of `upstream`; under callgrind
@@ -290,21 +280,28 @@ impl Bench {
         upstream: &str,
         callgrind: Option<&Path>,
     ) -> anyhow::Result<Target> {
+        let args = ["serve-forward", "--upstream", upstream];
+        let target = ("forward", "bare hyper forwarder (serve-forward)");
+        self.start_baseline(name, &args, target, callgrind).await
+    }
+
+    /// This program with `args` (a baseline server's subcommand) on a free port.
+    async fn start_baseline(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        (key, label): (&'static str, &'static str),
+        callgrind: Option<&Path>,
+    ) -> anyhow::Result<Target> {
         let port = self.procs.free_port()?;
-        let this = std::env::current_exe()?;
-        let args = vec![
-            this.into_os_string(),
-            "serve-forward".into(),
-            "--addr".into(),
-            format!("127.0.0.1:{port}").into(),
-            "--upstream".into(),
-            upstream.into(),
-        ];
-        let proc = self.spawn_maybe_under_callgrind(name, args, &[], callgrind)?;
+        let mut argv = vec![std::env::current_exe()?.into_os_string()];
+        argv.extend(args.iter().map(Into::into));
+        argv.extend(["--addr".into(), format!("127.0.0.1:{port}").into()]);
+        let proc = self.spawn_maybe_under_callgrind(name, argv, &[], callgrind)?;
         self.procs.wait_port(&proc, port, START_WITHIN).await?;
         Ok(Target {
-            key: "forward",
-            label: "bare hyper forwarder (serve-forward)",
+            key,
+            label,
             url: format!("http://127.0.0.1:{port}"),
             proc,
             admin: None,
