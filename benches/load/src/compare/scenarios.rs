@@ -726,7 +726,7 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
     let mut rows = Vec::new();
     let mut per_request = Vec::new();
     let mut per_function = Vec::new();
-    for key in ["fixed", "hit", "forwarded", "forward"] {
+    for key in MEASURED {
         let mut counts = Vec::new();
         let mut functions = Vec::new();
         let mut label = "";
@@ -814,6 +814,16 @@ async fn instructions(bench: &mut Bench) -> anyhow::Result<Section> {
             counts[0].to_string(),
             counts[1].to_string(),
         ]);
+    }
+    // Each server's connection task must be found by name, or the phases would count it as
+    // "other tasks": a renamed function fails the run rather than the table.
+    for (profile, key) in per_function.iter().zip(MEASURED) {
+        if !CONNECTIONS
+            .iter()
+            .any(|n| profile.inclusive.contains_key(*n))
+        {
+            bail!("no function of CONNECTIONS in the {key} profile: was one renamed?");
+        }
     }
     // The bare forwarder is an anchor for the forwarded request's total; its phases are hyper's.
     let phases = phase_rows(&per_request[..3], &per_function[..3]);
@@ -913,10 +923,13 @@ const UPSTREAM: &[&str] = &[
     "ddbcache::proxy::forward::Forwarder::send::{{closure}}",
     "tokio::runtime::task::core::Core<T,S>::poll'2",
 ];
-/// A client connection's task: ddbcache's, and the bare server's.
+/// The instructions scenario's servers, in the order of its tables: the bare server, a hit, a
+/// forwarded request, the bare forwarder.
+const MEASURED: [&str; 4] = ["fixed", "hit", "forwarded", "forward"];
+/// A client connection's task: ddbcache's, and the baseline servers'.
 const CONNECTIONS: &[&str] = &[
     "ddbcache::connection::serve::{{closure}}",
-    "ddbcache_load::fixed_server::serve::{{closure}}::{{closure}}",
+    "ddbcache_load::fixed_server::serve_connections::{{closure}}::{{closure}}",
 ];
 
 /// The phases of a request, in the order it goes through them.
