@@ -107,12 +107,20 @@ struct Activity {
     lingering: AtomicBool,
 }
 
-/// Marks an answer after which the connection closes while what is still coming of its request's
-/// body is read and thrown away (a lingering close: `proxy::admit` refusing a body). The bytes
-/// that arrive meanwhile are that body, not the next request beginning, so the header timeout
-/// does not cut the linger short (the idle timeout still ends a client that stops sending).
+/// Marks an answer after which an HTTP/1 connection closes while what is still coming of its
+/// request's body is read and thrown away (a lingering close: `proxy::admit` refusing a body).
+/// The bytes that arrive meanwhile are that body, not the next request beginning, so the header
+/// timeout does not cut the linger short (the idle timeout still ends a client that stops
+/// sending).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lingering;
+
+/// Whether the connection lingers after `response`: an answer marked [`Lingering`], on HTTP/1.
+/// An HTTP/2 connection goes on serving its other streams (the refused stream's remaining frames
+/// are its own), so its next requests keep their header timeout.
+fn lingers(version: http::Version, response: &Response<Full<Bytes>>) -> bool {
+    version < http::Version::HTTP_2 && response.extensions().get::<Lingering>().is_some()
+}
 
 impl Activity {
     fn new() -> Activity {
@@ -257,10 +265,11 @@ where
         service_fn(move |req: Request<Incoming>| {
             activity.request_started();
             let in_flight = InFlight(activity.clone());
+            let version = req.version();
             let answer = handler(req);
             async move {
                 let response = answer.await;
-                if response.extensions().get::<Lingering>().is_some() {
+                if lingers(version, &response) {
                     // Before the request counts as finished: no byte read in between may be taken
                     // for a next request's.
                     in_flight.0.lingering.store(true, Ordering::Release);
@@ -325,5 +334,24 @@ where
                 hard_deadline = Some(Instant::now() + port.limits.header_timeout);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_marked_answer_on_http1_lingers() {
+        let marked = || {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            r.extensions_mut().insert(Lingering);
+            r
+        };
+        let plain = Response::new(Full::new(Bytes::new()));
+        assert!(lingers(http::Version::HTTP_11, &marked()));
+        assert!(lingers(http::Version::HTTP_10, &marked()));
+        assert!(!lingers(http::Version::HTTP_2, &marked()));
+        assert!(!lingers(http::Version::HTTP_11, &plain));
     }
 }
