@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use arrayvec::ArrayVec;
 use serde::Deserialize;
 use serde_json::Value;
 use smallvec::SmallVec;
@@ -167,13 +168,16 @@ struct GetItemInput<'a> {
     return_consumed_capacity: Option<Cow<'a, str>>,
 }
 
+/// A key's attribute names, held inline: a primary key has one or two.
+pub type KeyNames<'a> = ArrayVec<Cow<'a, str>, 2>;
+
 /// A GetItem, reduced to what keys the item cache; names borrow from the request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetItemRead<'a> {
     /// `TableName` as the client sent it (a name or an ARN).
     pub table: Cow<'a, str>,
     /// The key's attribute names, sorted: what the table's key schema must be.
-    pub key_names: Vec<Cow<'a, str>>,
+    pub key_names: KeyNames<'a>,
     /// Canonical primary key.
     pub key: Vec<u8>,
     /// Canonical projection (empty: whole item).
@@ -187,6 +191,10 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
         ReadParse::Cacheable(i) => i,
         ReadParse::Uncacheable => return Ok(ReadParse::Uncacheable),
     };
+    // More than two attributes are never a table's key: DynamoDB says what is wrong with it.
+    if input.key.len() > 2 {
+        return Ok(ReadParse::Uncacheable);
+    }
     let Some(key) = encode_key(input.key.iter().map(|(k, v)| (k.as_ref(), v))) else {
         return Ok(ReadParse::Uncacheable);
     };
@@ -254,7 +262,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 /// A `Key` of one or two valid S, N or B attributes: its sorted names and canonical bytes.
-fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(Vec<Cow<'a, str>>, Vec<u8>)> {
+fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
     let mut attrs: SmallVec<[(&'a str, KeyAttr<'a>); 2]> = SmallVec::new();
     scan.object(|name, scan| {
         if name.is_empty() || attrs.len() == 2 || attrs.iter().any(|(n, _)| *n == name) {
@@ -278,10 +286,24 @@ fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(Vec<Cow<'a, str>>, Vec<u8>)> {
         Some(())
     })?;
     let key = encode_key(attrs.iter().map(|(n, v)| (*n, v)))?;
-    let mut names: Vec<Cow<'a, str>> = attrs.iter().map(|(n, _)| Cow::Borrowed(*n)).collect();
+    let mut names: KeyNames<'a> = attrs.iter().map(|(n, _)| Cow::Borrowed(*n)).collect();
     names.sort_unstable();
     Some((names, key))
 }
+
+/// The bytes a fast-path string stops at: its closing quote, and what sends the body to the full
+/// path (an escape, a control character).
+static STRING_STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        stops[b] = true;
+        b += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
 
 /// A cursor over JSON that understands only what the fast path accepts.
 struct Scan<'a> {
@@ -316,16 +338,14 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        loop {
-            match *self.text.as_bytes().get(self.at)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.at += 1,
-            }
+        // One table lookup a byte, over a local slice: the scan holds its bounds in registers.
+        let rest = self.text.as_bytes().get(start..)?;
+        let len = rest.iter().position(|b| STRING_STOPS[usize::from(*b)])?;
+        if rest[len] != b'"' {
+            return None;
         }
-        let text = self.text.get(start..self.at)?;
-        self.at += 1;
-        Some(text)
+        self.at = start + len + 1;
+        self.text.get(start..start + len)
     }
 
     fn boolean(&mut self) -> Option<bool> {
@@ -684,8 +704,18 @@ mod tests {
             br#"{"Key":{"sk":{"N":"1"},"pk":{"S":"a"}},"TableName":"t","ConsistentRead":false}"#,
         ));
         assert_eq!(a.key, b.key);
-        assert_eq!(a.key_names, vec!["pk", "sk"]);
+        assert_eq!(a.key_names.as_slice(), ["pk", "sk"]);
         assert!(!a.consistent_read);
+    }
+
+    #[test]
+    fn a_get_item_key_of_more_than_two_attributes_is_not_keyed() {
+        let body = br#"{"TableName":"t","Key":{"a":{"S":"1"},"b":{"S":"2"},"c":{"S":"3"}}}"#;
+        assert!(matches!(parse_get_item(body), Ok(ReadParse::Uncacheable)));
+        assert!(matches!(
+            parse_read(Operation::GetItem, body),
+            Ok(Parsed::NotUnderstood)
+        ));
     }
 
     #[test]
