@@ -116,11 +116,21 @@ pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
         return Verdict::Answer(answer(StatusCode::OK, None, Bytes::from(body), cors));
     }
 
-    let content_type = known.content_type.map(text).unwrap_or_default();
-    let content_type = content_type
-        .split_once(';')
-        .map_or(&*content_type, |(before, _)| before)
-        .trim();
+    // What SDKs send is one of the two types as it is, compared whole before anything is split.
+    let exact = known
+        .content_type
+        .and_then(|v| [AMZ_JSON, JSON].into_iter().find(|t| v == *t));
+    let header;
+    let content_type = match exact {
+        Some(exact) => exact,
+        None => {
+            header = known.content_type.map(text).unwrap_or_default();
+            header
+                .split_once(';')
+                .map_or(&*header, |(before, _)| before)
+                .trim()
+        }
+    };
     if req.method != Method::POST
         || (!req.body.is_empty() && content_type != JSON && content_type != AMZ_JSON)
     {
@@ -511,17 +521,18 @@ impl<'a> AuthParams<'a> {
         // several bytes at a time, where `str::split` with a pattern of two chars decodes every
         // char. Pieces end at ASCII delimiters, so every slice is at a char boundary.
         let bytes = auth.as_bytes();
-        // A header value holds no vertical tab, so ASCII text trims as `str::trim` trims it.
-        let ascii = bytes.is_ascii();
         let mut start = 0;
         for (piece, end) in memchr::memchr2_iter(b',', b' ', bytes)
             .chain([bytes.len()])
             .enumerate()
         {
-            let token = if ascii {
-                auth[start..end].trim_ascii()
-            } else {
-                auth[start..end].trim()
+            // Tokens split at spaces seldom have whitespace at their ends: one that begins and
+            // ends with a visible ASCII character is already trimmed, with no need to prove the
+            // header ASCII or decode chars.
+            let raw = &auth[start..end];
+            let token = match (raw.as_bytes().first(), raw.as_bytes().last()) {
+                (Some(first), Some(last)) if visible(*first) && visible(*last) => raw,
+                _ => raw.trim(),
             };
             start = end + 1;
             // Only `Credential`, `Signature` and `SignedHeaders` are kept.
@@ -543,6 +554,11 @@ impl<'a> AuthParams<'a> {
         }
         AuthParams { values }
     }
+}
+
+/// A visible ASCII character: not whitespace, and a char of its own.
+fn visible(b: u8) -> bool {
+    b.is_ascii_graphic()
 }
 
 /// A query string, read as DynamoDB (and Node's `querystring`) read it: `&`-separated pairs,
