@@ -16,7 +16,9 @@
 //! record progress in [`Activity`] (a few atomic stores), and the watchdog sleeps until the next
 //! deadline, never longer than a header timeout. Nothing wakes it per request: a request that
 //! begins while it sleeps toward a later deadline has its header deadline at least one header
-//! timeout away, so the watchdog, awake again by then, still sees it in time.
+//! timeout away, so the watchdog, awake again by then, still sees it in time. It runs in the
+//! connection's task, and its timer and the shutdown signal are polled only after one of them
+//! woke that task ([`Gated`]), not at every wake-up the connection's I/O causes.
 
 use std::future::Future;
 use std::io;
@@ -24,10 +26,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -241,6 +244,63 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     }
 }
 
+/// A watchdog future (its timer, the shutdown signal) polled only after it woke the connection's
+/// task. The task wakes two or three times a request for the connection's I/O; polling the timer
+/// and the shutdown signal each time would re-check both for nothing.
+struct Gated<F> {
+    future: Pin<Box<F>>,
+    wake: Arc<GateWake>,
+    waker: Waker,
+}
+
+/// Wakes the task that polls a [`Gated`] future, and remembers that it did.
+struct GateWake {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for GateWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> Gated<F> {
+    fn new(future: F) -> Gated<F> {
+        let wake = Arc::new(GateWake {
+            // Polled once at first, which hands the future its waker.
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Gated {
+            future: Box::pin(future),
+            waker: Waker::from(wake.clone()),
+            wake,
+        }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // Whatever task polls last is the one woken.
+        self.wake.task.register(cx.waker());
+        if !self.wake.fired.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let this = &mut *self;
+        this.future
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
 /// Decrements the in-flight count however the handler's future ends (finished or dropped).
 struct InFlight(Arc<Activity>);
 
@@ -311,11 +371,11 @@ where
                 }
                 return;
             }
-            _ = shutdown.changed(), if !draining => {
+            _ = Gated::new(shutdown.changed()), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep_until(next) => {
+            _ = Gated::new(tokio::time::sleep_until(next)) => {
                 if hard_deadline.is_some() {
                     // The client had its chance to finish after a graceful shutdown.
                     return;
