@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::front_door::{self, Admission, Verdict};
 use crate::config::UpstreamConfig;
@@ -272,6 +272,10 @@ async fn read_body(
                 }
                 rest.extend_from_slice(&data);
             }
+        }
+        // A body whose declared length has all arrived is whole: no further read to learn that.
+        if body.is_end_stream() {
+            break;
         }
     }
     let body = if rest.is_empty() {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use prometheus::{IntCounter, IntGauge};
@@ -134,7 +135,13 @@ impl BodyBudget {
         reservation: &Reservation,
         body: &mut Incoming,
     ) -> Result<Option<Result<Frame<Bytes>, hyper::Error>>, ProtocolError> {
-        tokio::time::timeout_at(reservation.deadline, body.frame())
+        let mut next = body.frame();
+        // A frame already in hand (a small body arrives with its headers) is taken without
+        // starting a timer.
+        if let Some(frame) = (&mut next).now_or_never() {
+            return Ok(frame);
+        }
+        tokio::time::timeout_at(reservation.deadline, next)
             .await
             .map_err(|_| {
                 ProtocolError::RequestTimeout(format!(

@@ -210,12 +210,13 @@ impl<'r> Plan<'r> {
     }
 
     /// Rule 7: whether a hit refreshes its entry, which has `remaining` of its TTL left: it is in
-    /// the last part of it the table says (refresh-ahead).
-    pub(crate) fn refreshes(&self, entry: &Entry, remaining: Duration) -> bool {
+    /// the last part of it the table says (refresh-ahead). `remaining` reads the clock, so it is
+    /// only asked when the table refreshes ahead.
+    pub(crate) fn refreshes(&self, entry: &Entry, remaining: impl FnOnce() -> Duration) -> bool {
         self.refresh_ahead > 0.0
             && self
                 .ttl_of(entry)
-                .is_some_and(|ttl| remaining < ttl.mul_f64(self.refresh_ahead))
+                .is_some_and(|ttl| remaining() < ttl.mul_f64(self.refresh_ahead))
     }
 
     /// The TTL an entry of this read is kept for.

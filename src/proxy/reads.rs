@@ -77,7 +77,7 @@ fn hit(
             Outcome::HitShared
         }
     };
-    if plan.refreshes(entry, cx.cache.remaining(entry)) {
+    if plan.refreshes(entry, || cx.cache.remaining(entry)) {
         tokio::spawn(refresh(cx.clone(), inb.clone()));
     }
     (respond::hit(entry, plan.capacity.as_ref()), outcome)
