@@ -4,7 +4,7 @@
 //! compared by their decoded bytes, and map order never matters. These encodings are cache keys:
 //! a PutItem that spells a key one way must hit the entry a GetItem spelled another way.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -78,18 +78,25 @@ where
 {
     // A key has one or two attributes: no allocation but the encoding's, made at its size.
     let mut pairs: smallvec::SmallVec<[(&str, &KeyAttr); 2]> = attrs.into_iter().collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    encode_sorted_key(&pairs)
+}
+
+/// [`encode_key`] of attributes already sorted by name (a caller with two attributes sorts them
+/// with one comparison).
+pub fn encode_sorted_key<'b, V: Borrow<KeyAttr<'b>>>(pairs: &[(&str, V)]) -> Option<Vec<u8>> {
     if pairs.is_empty() {
         return None;
     }
-    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    debug_assert!(pairs.windows(2).all(|w| w[0].0 <= w[1].0));
     let size = pairs
         .iter()
-        .map(|(name, value)| 10 + name.len() + value.text_len())
+        .map(|(name, value)| 10 + name.len() + value.borrow().text_len())
         .sum();
     let mut out = Vec::with_capacity(size);
     for (name, value) in pairs {
         push_field(&mut out, b'A', name.as_bytes());
-        value.encode_into(&mut out)?;
+        value.borrow().encode_into(&mut out)?;
     }
     Some(out)
 }

@@ -17,7 +17,9 @@ use smallvec::SmallVec;
 
 use base64::Engine as _;
 
-use super::canonical::{encode_key, encode_projection, normalize_numbers_in, KeyAttr};
+use super::canonical::{
+    encode_key, encode_projection, encode_sorted_key, normalize_numbers_in, KeyAttr,
+};
 use super::error::ProtocolError;
 use super::table::KeySchema;
 use super::validate::{self, NotProven};
@@ -285,9 +287,11 @@ fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
         attrs.push((name, KeyAttr::new(tag, text)?));
         Some(())
     })?;
-    let key = encode_key(attrs.iter().map(|(n, v)| (*n, v)))?;
-    let mut names: KeyNames<'a> = attrs.iter().map(|(n, _)| Cow::Borrowed(*n)).collect();
-    names.sort_unstable();
+    if attrs.len() == 2 && attrs[0].0 > attrs[1].0 {
+        attrs.swap(0, 1);
+    }
+    let key = encode_sorted_key(&attrs)?;
+    let names: KeyNames<'a> = attrs.iter().map(|(n, _)| Cow::Borrowed(*n)).collect();
     Some((names, key))
 }
 
@@ -339,13 +343,16 @@ impl<'a> Scan<'a> {
         self.expect(b'"')?;
         let start = self.at;
         // One table lookup a byte, over a local slice: the scan holds its bounds in registers.
-        let rest = self.text.as_bytes().get(start..)?;
-        let len = rest.iter().position(|b| STRING_STOPS[usize::from(*b)])?;
-        if rest[len] != b'"' {
+        let bytes = self.text.as_bytes();
+        let mut end = start;
+        while !STRING_STOPS[usize::from(*bytes.get(end)?)] {
+            end += 1;
+        }
+        if bytes[end] != b'"' {
             return None;
         }
-        self.at = start + len + 1;
-        self.text.get(start..start + len)
+        self.at = end + 1;
+        self.text.get(start..end)
     }
 
     fn boolean(&mut self) -> Option<bool> {
