@@ -244,9 +244,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     }
 }
 
-/// A watchdog future (its timer, the shutdown signal) polled only after it woke the connection's
-/// task. The task wakes two or three times a request for the connection's I/O; polling the timer
-/// and the shutdown signal each time would re-check both for nothing.
+/// The watchdog's future (its timer and the shutdown signal), polled only after it woke the
+/// connection's task. The task wakes two or three times a request for the connection's I/O;
+/// polling the timer and the shutdown signal each time would re-check both for nothing.
 struct Gated<F> {
     future: Pin<Box<F>>,
     wake: Arc<GateWake>,
@@ -299,6 +299,12 @@ impl<F: Future> Future for Gated<F> {
             .as_mut()
             .poll(&mut Context::from_waker(&this.waker))
     }
+}
+
+/// What woke the watchdog.
+enum Watch {
+    Shutdown,
+    Deadline,
 }
 
 /// Decrements the in-flight count however the handler's future ends (finished or dropped).
@@ -362,26 +368,44 @@ where
                 .deadline(&port.limits)
                 .map_or(look_again, |(at, _)| at.min(look_again))
         });
-        tokio::select! {
-            // The connection first, then the rest: no random draw per wake-up.
-            biased;
-            result = conn.as_mut() => {
+        // The watchdog: the shutdown signal (until it came) and the next deadline, as one future
+        // polled only when one of them woke the task.
+        let mut watchdog = Gated::new(async {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if !draining => Watch::Shutdown,
+                _ = tokio::time::sleep_until(next) => Watch::Deadline,
+            }
+        });
+        // The connection first, then the watchdog.
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Err(result));
+            }
+            Pin::new(&mut watchdog).poll(cx).map(Ok)
+        })
+        .await;
+        drop(watchdog);
+        match event {
+            Err(result) => {
                 if let Err(e) = result {
                     debug!(port = port.name, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = Gated::new(shutdown.changed()), if !draining => {
+            Ok(Watch::Shutdown) => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = Gated::new(tokio::time::sleep_until(next)) => {
+            Ok(Watch::Deadline) => {
                 if hard_deadline.is_some() {
                     // The client had its chance to finish after a graceful shutdown.
                     return;
                 }
                 // Progress since the deadline was computed may have moved it: look again.
-                let Some((at, reason)) = activity.deadline(&port.limits) else { continue };
+                let Some((at, reason)) = activity.deadline(&port.limits) else {
+                    continue;
+                };
                 if at > Instant::now() {
                     continue;
                 }
