@@ -272,7 +272,9 @@ impl Forwarder {
             breakers.is_closed(&endpoint(region))
         })?;
         let permit = breakers.admit(&endpoint(&route.region)).ok()?;
-        let result = self.exchange(inb, &route.region, encoding, give_up).await;
+        // On the heap, as in `call`: awaited in place, the exchange would make every call's
+        // future (this path is one of its branches) as large as itself.
+        let result = Box::pin(self.exchange(inb, &route.region, encoding, give_up)).await;
         permit.settle(Verdict::of(&result));
         let outcome = match result {
             Ok(mut answer) if answer.status == StatusCode::OK => {

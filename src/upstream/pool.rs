@@ -92,7 +92,9 @@ impl Pool {
         let (mut connection, response) = loop {
             let (mut connection, pooled) = match self.take(key) {
                 Some(idle) => (idle, true),
-                None => (self.connect(base).await?, false),
+                // On the heap: a connection is made seldom, and its future (resolving, TCP,
+                // TLS, the handshake) would otherwise be most of every exchange's.
+                None => (Box::pin(self.connect(base)).await?, false),
             };
             let sent = connection.sender.try_send_request(request);
             match connection.drive(sent).await {
