@@ -377,27 +377,25 @@ where
                 _ = tokio::time::sleep_until(next) => Watch::Deadline,
             }
         });
-        // The connection first, then the watchdog.
-        let event = std::future::poll_fn(|cx| {
+        // The connection first, then the watchdog; `None` when the connection ended.
+        let woke = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Err(result));
-            }
-            Pin::new(&mut watchdog).poll(cx).map(Ok)
-        })
-        .await;
-        drop(watchdog);
-        match event {
-            Err(result) => {
                 if let Err(e) = result {
                     debug!(port = port.name, error = %e, "connection ended with an error");
                 }
-                return;
+                return Poll::Ready(None);
             }
-            Ok(Watch::Shutdown) => {
+            Pin::new(&mut watchdog).poll(cx).map(Some)
+        })
+        .await;
+        drop(watchdog);
+        let Some(watch) = woke else { return };
+        match watch {
+            Watch::Shutdown => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            Ok(Watch::Deadline) => {
+            Watch::Deadline => {
                 if hard_deadline.is_some() {
                     // The client had its chance to finish after a graceful shutdown.
                     return;

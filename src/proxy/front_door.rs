@@ -531,7 +531,11 @@ impl<'a> AuthParams<'a> {
             // header ASCII or decode chars.
             let raw = &auth[start..end];
             let token = match (raw.as_bytes().first(), raw.as_bytes().last()) {
-                (Some(first), Some(last)) if visible(*first) && visible(*last) => raw,
+                (Some(first), Some(last))
+                    if first.is_ascii_graphic() && last.is_ascii_graphic() =>
+                {
+                    raw
+                }
                 _ => raw.trim(),
             };
             start = end + 1;
@@ -554,11 +558,6 @@ impl<'a> AuthParams<'a> {
         }
         AuthParams { values }
     }
-}
-
-/// A visible ASCII character: not whitespace, and a char of its own.
-fn visible(b: u8) -> bool {
-    b.is_ascii_graphic()
 }
 
 /// A query string, read as DynamoDB (and Node's `querystring`) read it: `&`-separated pairs,
