@@ -108,6 +108,9 @@ struct Activity {
     request_begun: AtomicU64,
     /// The last answer was [`Lingering`]: what still arrives is the rest of its request's body.
     lingering: AtomicBool,
+    /// The time of the connection task's current poll, read once at the first progress in it
+    /// ([`NONE`] until then): a request's bytes in and its answer out usually move in one poll.
+    poll_time: AtomicU64,
 }
 
 /// Marks an answer after which an HTTP/1 connection closes while what is still coming of its
@@ -133,6 +136,7 @@ impl Activity {
             last_progress: AtomicU64::new(0),
             request_begun: AtomicU64::new(NONE),
             lingering: AtomicBool::new(false),
+            poll_time: AtomicU64::new(NONE),
         }
     }
 
@@ -140,8 +144,26 @@ impl Activity {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// The connection's task is polled again: the time is read afresh at the next progress.
+    fn new_poll(&self) {
+        self.poll_time.store(NONE, Ordering::Relaxed);
+    }
+
+    /// The time of the current poll, for progress of the connection's I/O (which only that poll
+    /// makes).
+    fn poll_now(&self) -> u64 {
+        match self.poll_time.load(Ordering::Relaxed) {
+            NONE => {
+                let now = self.now();
+                self.poll_time.store(now, Ordering::Relaxed);
+                now
+            }
+            now => now,
+        }
+    }
+
     fn on_read(&self) {
-        let now = self.now();
+        let now = self.poll_now();
         self.last_progress.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) == 0 && !self.lingering.load(Ordering::Acquire) {
             // Only the first byte of a request marks its beginning.
@@ -152,7 +174,7 @@ impl Activity {
     }
 
     fn on_write(&self) {
-        self.last_progress.store(self.now(), Ordering::Relaxed);
+        self.last_progress.store(self.poll_now(), Ordering::Relaxed);
     }
 
     fn request_started(&self) {
@@ -161,6 +183,7 @@ impl Activity {
     }
 
     fn request_finished(&self) {
+        // Read afresh: an HTTP/2 request's handler runs in a task of its own.
         self.last_progress.store(self.now(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -379,6 +402,7 @@ where
         });
         // The connection first, then the watchdog; `None` when the connection ended.
         let woke = std::future::poll_fn(|cx| {
+            activity.new_poll();
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 if let Err(e) = result {
                     debug!(port = port.name, error = %e, "connection ended with an error");

@@ -265,6 +265,31 @@ async fn a_refused_body_still_arriving_after_its_413_is_not_cut_off_at_the_heade
     );
 }
 
+/// The upstream's time limit counts from when the request was whole: a client slow to send its
+/// body does not use it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_timeout_counts_from_the_whole_body_not_its_headers() {
+    let engine = Engine::dynalite().await;
+    let timeout = Duration::from_millis(300);
+    let proxy = start_proxy_with(&engine.endpoint(), |c| c.upstream.timeout = Some(timeout)).await;
+    let body = "{\"Limit\":1}";
+    let mut s = raw(&proxy.endpoint);
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         x-amz-target: DynamoDB_20120810.ListTables\r\nx-amz-date: 20260101T000000Z\r\n\
+         authorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/dynamodb/aws4_request, \
+         SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..5]
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The client takes twice the upstream timeout to send the rest: time passing is the scenario.
+    std::thread::sleep(2 * timeout);
+    s.write_all(&body.as_bytes()[5..]).unwrap();
+    let (status, answer) = read_response(&mut s);
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let proxy = start_proxy_with(DEAD_UPSTREAM, |c| c.server.max_connections = 2).await;

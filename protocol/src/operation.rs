@@ -149,13 +149,19 @@ impl Operation {
     /// Parses an `X-Amz-Target` header value. Streams operations only under the Streams prefix,
     /// table operations only under the DynamoDB prefix.
     pub fn from_target(target: &str) -> Option<Operation> {
-        if let Some(name) = target.strip_prefix(DYNAMODB_PREFIX) {
-            Operation::from_name(name).filter(|op| !STREAMS_OPS.contains(op))
-        } else if let Some(name) = target.strip_prefix(STREAMS_PREFIX) {
-            Operation::from_name(name).filter(|op| STREAMS_OPS.contains(op))
+        Operation::from_target_bytes(target.as_bytes())
+    }
+
+    /// [`Operation::from_target`] of a header's bytes, which need not be text: only the name
+    /// after the prefix is read as UTF-8.
+    pub fn from_target_bytes(target: &[u8]) -> Option<Operation> {
+        let (name, streams) = if let Some(name) = target.strip_prefix(DYNAMODB_PREFIX.as_bytes()) {
+            (name, false)
         } else {
-            None
-        }
+            (target.strip_prefix(STREAMS_PREFIX.as_bytes())?, true)
+        };
+        let op = Operation::from_name(std::str::from_utf8(name).ok()?)?;
+        (STREAMS_OPS.contains(&op) == streams).then_some(op)
     }
 }
 
@@ -181,6 +187,28 @@ mod tests {
                 Operation::from_target(&format!("{prefix}{}", op.name())),
                 Some(*op)
             );
+        }
+    }
+
+    #[test]
+    fn targets_are_read_from_bytes_that_need_not_be_text() {
+        assert_eq!(
+            Operation::from_target_bytes(b"DynamoDB_20120810.GetItem"),
+            Some(Operation::GetItem)
+        );
+        assert_eq!(
+            Operation::from_target_bytes(b"DynamoDBStreams_20120810.GetRecords"),
+            Some(Operation::GetRecords)
+        );
+        for refused in [
+            &b"DynamoDB_20120810.GetRecords"[..],
+            b"DynamoDBStreams_20120810.GetItem",
+            b"DynamoDB_20120810.GetItem\xe9",
+            b"DynamoDB_20120810.\xff",
+            b"DynamoDB_20120810.",
+            b"GetItem",
+        ] {
+            assert_eq!(Operation::from_target_bytes(refused), None, "{refused:?}");
         }
     }
 

@@ -30,7 +30,11 @@ impl Region {
     /// `Some` if `name` is shaped like a region: 2 to [`Region::MAX_LEN`] characters of
     /// `[a-z0-9-]`, starting with a letter, not ending with a hyphen, no two hyphens in a row.
     pub fn parse(name: &str) -> Option<Region> {
-        let b = name.as_bytes();
+        Region::parse_bytes(name.as_bytes())
+    }
+
+    /// [`Region::parse`] of bytes (a region read out of a header, which may not be text).
+    pub fn parse_bytes(b: &[u8]) -> Option<Region> {
         if !(2..=Self::MAX_LEN).contains(&b.len())
             || !b[0].is_ascii_lowercase()
             || b[b.len() - 1] == b'-'
@@ -47,6 +51,8 @@ impl Region {
             }
             hyphen = next;
         }
+        // Every byte is ASCII by now.
+        let name = std::str::from_utf8(b).ok()?;
         ArrayString::from(name).ok().map(|name| Region { name })
     }
 

@@ -135,12 +135,13 @@ pub(crate) async fn admit(
     req: Request<Incoming>,
     budget: &BodyBudget,
     regions: &Regions,
+    arrived: Instant,
 ) -> Result<Inbound, Turned> {
     let max = budget.max_body();
     let (parts, body) = req.into_parts();
     let known = front_door::Known::read(&parts.headers);
     // Only for the metrics of a request turned away.
-    let (body, buffered) = match read_body(&known, body, budget).await {
+    let (body, buffered) = match read_body(&known, body, budget, arrived).await {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             let e = ProtocolError::RequestTooLarge(format!(
@@ -208,7 +209,12 @@ pub(crate) async fn admit(
         json,
         region: regions.of(admission.region.as_ref()),
         admission,
-        admitted: Instant::now(),
+        // A body that came with its headers, waiting for nothing, was admitted as they arrived.
+        admitted: if buffered.waited() {
+            Instant::now()
+        } else {
+            arrived
+        },
         _buffered: Some(Arc::new(buffered)),
     })
 }
@@ -228,6 +234,7 @@ async fn read_body(
     known: &front_door::Known<'_>,
     mut body: Incoming,
     budget: &BodyBudget,
+    arrived: Instant,
 ) -> Result<(Bytes, Reservation), BodyError> {
     let max = budget.max_body();
     let declared = known
@@ -238,16 +245,19 @@ async fn read_body(
             .expect
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if !expects_continue {
-            linger(body, budget.deadline());
+            linger(body, budget.deadline(arrived));
         }
         return Err(BodyError::TooLarge);
     }
-    let mut buffered = budget.start(declared).await.map_err(BodyError::Refused)?;
+    let mut buffered = budget
+        .start(declared, arrived)
+        .await
+        .map_err(BodyError::Refused)?;
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     let mut len = 0u64;
     while let Some(frame) = budget
-        .frame(&buffered, &mut body)
+        .frame(&mut buffered, &mut body)
         .await
         .map_err(BodyError::Refused)?
     {

@@ -63,6 +63,8 @@ pub(crate) struct Reservation {
     large: Option<OwnedSemaphorePermit>,
     gauge: IntGauge,
     deadline: Instant,
+    /// Whether the body was waited for (room in the budget, or a frame not yet arrived).
+    waited: bool,
 }
 
 impl Reservation {
@@ -77,6 +79,12 @@ impl Reservation {
     /// When the body must have arrived.
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Whether reading the body waited for anything: when it did not, the body came with its
+    /// headers.
+    pub(crate) fn waited(&self) -> bool {
+        self.waited
     }
 }
 
@@ -110,19 +118,26 @@ impl BodyBudget {
         self.max_body
     }
 
-    /// When a body whose headers arrive now must have arrived whole: `server.body_timeout` on.
-    pub(crate) fn deadline(&self) -> Instant {
-        Instant::now() + self.body_timeout
+    /// When a body whose headers arrived at `arrived` must have arrived whole:
+    /// `server.body_timeout` on.
+    pub(crate) fn deadline(&self, arrived: std::time::Instant) -> Instant {
+        Instant::from_std(arrived) + self.body_timeout
     }
 
-    /// Starts reading a body: reserves what its `Content-Length` declares (waiting up to
-    /// `server.buffer_wait` for room) and starts its `server.body_timeout`.
-    pub(crate) async fn start(&self, declared: Option<u64>) -> Result<Reservation, ProtocolError> {
+    /// Starts reading a body whose headers arrived at `arrived`: reserves what its
+    /// `Content-Length` declares (waiting up to `server.buffer_wait` for room) and starts its
+    /// `server.body_timeout`.
+    pub(crate) async fn start(
+        &self,
+        declared: Option<u64>,
+        arrived: std::time::Instant,
+    ) -> Result<Reservation, ProtocolError> {
         let mut reservation = Reservation {
             permit: None,
             large: None,
             gauge: self.gauge.clone(),
-            deadline: self.deadline(),
+            deadline: self.deadline(arrived),
+            waited: false,
         };
         self.reserve(&mut reservation, declared.unwrap_or(0))
             .await?;
@@ -132,7 +147,7 @@ impl BodyBudget {
     /// The body's next frame, within its timeout.
     pub(crate) async fn frame(
         &self,
-        reservation: &Reservation,
+        reservation: &mut Reservation,
         body: &mut Incoming,
     ) -> Result<Option<Result<Frame<Bytes>, hyper::Error>>, ProtocolError> {
         let mut next = body.frame();
@@ -141,6 +156,7 @@ impl BodyBudget {
         if let Some(frame) = (&mut next).now_or_never() {
             return Ok(frame);
         }
+        reservation.waited = true;
         tokio::time::timeout_at(reservation.deadline, next)
             .await
             .map_err(|_| {
@@ -204,11 +220,12 @@ impl BodyBudget {
         &self,
         semaphore: &Arc<Semaphore>,
         units: u32,
-        reservation: &Reservation,
+        reservation: &mut Reservation,
     ) -> Result<OwnedSemaphorePermit, ProtocolError> {
         if let Ok(permit) = semaphore.clone().try_acquire_many_owned(units) {
             return Ok(permit);
         }
+        reservation.waited = true;
         let until = reservation.deadline.min(Instant::now() + self.wait);
         let acquire = semaphore.clone().acquire_many_owned(units);
         match tokio::time::timeout_at(until, acquire).await {
@@ -254,7 +271,7 @@ mod tests {
         for declared in [MIB, MIB, MIB, MIB / 2] {
             large.push(
                 budget
-                    .start(Some(declared))
+                    .start(Some(declared), std::time::Instant::now())
                     .await
                     .expect("room for a large body"),
             );
@@ -267,18 +284,32 @@ mod tests {
         let budget = budget(MIB, 4 * MIB);
         let mut large = fill_large_share(&budget).await;
         assert!(
-            budget.start(Some(SMALL_BODY + 1)).await.is_err(),
+            budget
+                .start(Some(SMALL_BODY + 1), std::time::Instant::now())
+                .await
+                .is_err(),
             "the reserve is kept from large bodies"
         );
         // The reserve, 512 KiB, holds eight of the largest small bodies, and no more.
         let mut small = Vec::new();
         for _ in 0..8 {
-            small.push(budget.start(Some(SMALL_BODY)).await.expect("room"));
+            small.push(
+                budget
+                    .start(Some(SMALL_BODY), std::time::Instant::now())
+                    .await
+                    .expect("room"),
+            );
         }
-        assert!(budget.start(Some(KIB)).await.is_err(), "the budget is full");
+        assert!(
+            budget
+                .start(Some(KIB), std::time::Instant::now())
+                .await
+                .is_err(),
+            "the budget is full"
+        );
         drop(large.pop());
         budget
-            .start(Some(MIB / 2))
+            .start(Some(MIB / 2), std::time::Instant::now())
             .await
             .expect("a large body's share came back");
     }
@@ -287,7 +318,7 @@ mod tests {
     async fn a_chunked_body_counts_as_large_once_it_outgrows_a_small_one() {
         let budget = budget(MIB, 4 * MIB);
         let _large = fill_large_share(&budget).await;
-        let mut chunked = budget.start(None).await.unwrap();
+        let mut chunked = budget.start(None, std::time::Instant::now()).await.unwrap();
         budget.cover(&mut chunked, 2 * KIB).await.unwrap();
         budget.cover(&mut chunked, SMALL_BODY).await.unwrap();
         assert!(budget.cover(&mut chunked, SMALL_BODY + 1).await.is_err());
@@ -297,7 +328,7 @@ mod tests {
     async fn the_reserve_never_keeps_out_one_largest_body() {
         let budget = budget(MIB, MIB);
         let _whole = budget
-            .start(Some(MIB))
+            .start(Some(MIB), std::time::Instant::now())
             .await
             .expect("one largest body fits");
     }

@@ -148,7 +148,7 @@ pub fn examine(req: &Request<'_>, default_region: &Region) -> Verdict {
 
     // A body that is not JSON is refused before anything else is looked at; a GetItem's is
     // proven later, when it is read, unless another error is to be answered first.
-    let op = operation(known.target.joined(headers));
+    let op = operation(known.target, headers);
     let deferred = op == Some(Operation::GetItem) && !req.body.is_empty();
     if !deferred && !req.body.is_empty() && !is_json(req.body) {
         return coral("SerializationException", None);
@@ -239,7 +239,7 @@ impl<'h> Known<'h> {
     /// The operation the target's first value names, for the metrics of a request turned away
     /// before the front door decided what the target means.
     pub fn named_operation(&self, headers: &HeaderMap) -> Option<Operation> {
-        Operation::from_target(self.target.first(headers)?.to_str().ok()?)
+        Operation::from_target_bytes(self.target.first(headers)?.as_bytes())
     }
 
     pub fn read(headers: &'h HeaderMap) -> Known<'h> {
@@ -369,8 +369,14 @@ const HEADER_REQUIRED: [&str; 3] = ["Credential", "Signature", "SignedHeaders"];
 
 /// The operation an `X-Amz-Target` names: a known one, an operation of DynamoDB or DynamoDB
 /// Streams that ddbcache does not know, or `None` (DynamoDB's `UnknownOperationException`).
-fn operation(target: Option<Cow<'_, str>>) -> Option<Operation> {
-    let target = target?;
+fn operation(target: Seen<'_>, headers: &HeaderMap) -> Option<Operation> {
+    // The usual target, sent once, is read from its bytes without making text of them first.
+    if let Seen::Once(value) = target {
+        if let Some(op) = Operation::from_target_bytes(value.as_bytes()) {
+            return Some(op);
+        }
+    }
+    let target = target.joined(headers)?;
     if let Some(op) = Operation::from_target(&target) {
         return Some(op);
     }
@@ -401,7 +407,13 @@ fn check_auth(
     headers: &HeaderMap,
     query: &QueryString<'_>,
 ) -> Result<Option<Region>, (&'static str, String)> {
-    let auth = known.authorization.map(text).filter(|a| !a.is_empty());
+    // Read as bytes: every request carries this header, and its Latin-1 text (as Node reads it)
+    // is needed only for an error's message. Each byte is one char of that text, so positions,
+    // emptiness and the ASCII delimiters are the same either way.
+    let auth = known
+        .authorization
+        .map(HeaderValue::as_bytes)
+        .filter(|a| !a.is_empty());
     let query_signed = query.has(QUERY_ALGORITHM);
     if auth.is_some() && query_signed {
         return Err((
@@ -419,11 +431,11 @@ fn check_auth(
     let mut message = String::new();
     let region = match &auth {
         None if !query_signed => return missing(),
-        Some(auth) if !auth.trim().starts_with("AWS4-") => return missing(),
+        Some(auth) if !trim_latin1(auth).starts_with(b"AWS4-") => return missing(),
         Some(auth) => {
             let params = AuthParams::parse(auth);
             for (name, value) in HEADER_REQUIRED.iter().zip(&params.values) {
-                if value.is_none_or(str::is_empty) {
+                if value.is_none_or(<[u8]>::is_empty) {
                     message.push_str(&format!(
                         "Authorization header requires '{name}' parameter. "
                     ));
@@ -442,7 +454,7 @@ fn check_auth(
             }
             if !message.is_empty() {
                 message.push_str("Authorization=");
-                message.push_str(auth);
+                message.extend(auth.iter().map(|&b| char::from(b)));
             }
             params.values[0].and_then(scope_region)
         }
@@ -459,8 +471,7 @@ fn check_auth(
             }
             query
                 .first(QUERY_CREDENTIAL)
-                .as_deref()
-                .and_then(scope_region)
+                .and_then(|c| scope_region(c.as_bytes()))
         }
     };
     if message.is_empty() {
@@ -473,20 +484,19 @@ fn check_auth(
 /// The region a request is signed for, wherever its signature is; `None` when it names no
 /// valid one.
 fn credential_region(known: &Known<'_>, query: &QueryString<'_>) -> Option<Region> {
-    if let Some(auth) = known.authorization.map(text) {
-        return AuthParams::parse(&auth).values[0].and_then(scope_region);
+    if let Some(auth) = known.authorization {
+        return AuthParams::parse(auth.as_bytes()).values[0].and_then(scope_region);
     }
     query
         .first(QUERY_CREDENTIAL)
-        .as_deref()
-        .and_then(scope_region)
+        .and_then(|c| scope_region(c.as_bytes()))
 }
 
 /// `AKID/20200101/us-east-1/dynamodb/aws4_request` → `us-east-1` (trailing slashes ignored,
 /// as DynamoDB ignores them).
-fn scope_region(credential: &str) -> Option<Region> {
+fn scope_region(credential: &[u8]) -> Option<Region> {
     // Every request's credential is read here, hits included: bytes, not `str::split`.
-    let bytes = credential.as_bytes();
+    let bytes = credential;
     let end = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
     // Five parts: four slashes, the region between the second and the third. A credential is
     // short: a plain loop beats a search call per slash.
@@ -504,60 +514,69 @@ fn scope_region(credential: &str) -> Option<Region> {
     if found != slashes.len() {
         return None;
     }
-    Region::parse(&credential[slashes[1] + 1..slashes[2]])
+    Region::parse_bytes(&credential[slashes[1] + 1..slashes[2]])
 }
 
 /// `Credential`, `Signature` and `SignedHeaders` of an `Authorization` header, read as DynamoDB
 /// reads them: tokens split at commas and spaces after the algorithm, `key=value` up to the next
-/// `=`, the last occurrence winning.
+/// `=`, the last occurrence winning. Read over the header's bytes, each one char of its Latin-1
+/// text.
 struct AuthParams<'a> {
-    values: [Option<&'a str>; 3],
+    values: [Option<&'a [u8]>; 3],
 }
 
 impl<'a> AuthParams<'a> {
-    fn parse(auth: &'a str) -> AuthParams<'a> {
+    fn parse(auth: &'a [u8]) -> AuthParams<'a> {
         let mut values = [None; 3];
         // Every request carries this header, hits included: `memchr` finds the delimiters
-        // several bytes at a time, where `str::split` with a pattern of two chars decodes every
-        // char. Pieces end at ASCII delimiters, so every slice is at a char boundary.
-        let bytes = auth.as_bytes();
+        // several bytes at a time.
         let mut start = 0;
-        for (piece, end) in memchr::memchr2_iter(b',', b' ', bytes)
-            .chain([bytes.len()])
+        for (piece, end) in memchr::memchr2_iter(b',', b' ', auth)
+            .chain([auth.len()])
             .enumerate()
         {
             // Tokens split at spaces seldom have whitespace at their ends: one that begins and
-            // ends with a visible ASCII character is already trimmed, with no need to prove the
-            // header ASCII or decode chars.
+            // ends with a visible ASCII character is already trimmed.
             let raw = &auth[start..end];
-            let token = match (raw.as_bytes().first(), raw.as_bytes().last()) {
+            let token = match (raw.first(), raw.last()) {
                 (Some(first), Some(last))
                     if first.is_ascii_graphic() && last.is_ascii_graphic() =>
                 {
                     raw
                 }
-                _ => raw.trim(),
+                _ => trim_latin1(raw),
             };
             start = end + 1;
             // Only `Credential`, `Signature` and `SignedHeaders` are kept.
-            if piece == 0 || !matches!(token.as_bytes().first(), Some(b'C' | b'S')) {
+            if piece == 0 || !matches!(token.first(), Some(b'C' | b'S')) {
                 continue;
             }
             // `key=value` up to the next `=`, or a bare `key` (no value).
             for (i, key) in HEADER_REQUIRED.iter().enumerate() {
-                let Some(rest) = token.strip_prefix(key) else {
+                let Some(rest) = token.strip_prefix(key.as_bytes()) else {
                     continue;
                 };
                 if rest.is_empty() {
                     values[i] = None;
-                } else if let Some(rest) = rest.strip_prefix('=') {
-                    let value = memchr::memchr(b'=', rest.as_bytes()).map_or(rest, |e| &rest[..e]);
+                } else if let Some(rest) = rest.strip_prefix(b"=") {
+                    let value = memchr::memchr(b'=', rest).map_or(rest, |e| &rest[..e]);
                     values[i] = Some(value);
                 }
             }
         }
         AuthParams { values }
     }
+}
+
+/// Bytes trimmed as `str::trim` trims their Latin-1 text: each byte whose char is whitespace.
+fn trim_latin1(bytes: &[u8]) -> &[u8] {
+    let space = |b: &u8| char::from(*b).is_whitespace();
+    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
 }
 
 /// A query string, read as DynamoDB (and Node's `querystring`) read it: `&`-separated pairs,
@@ -1251,6 +1270,16 @@ mod tests {
             .ends_with("Authorization=AWS4-\u{e9} \"x\""));
     }
 
+    #[test]
+    fn latin1_bytes_trim_as_their_text_does() {
+        // NBSP and NEL are whitespace as Latin-1 chars; 0xE9 (é) is not.
+        assert_eq!(trim_latin1(b"\xa0 \tAWS4-x\x85 "), b"AWS4-x");
+        assert_eq!(trim_latin1(b"\xe9x\xe9"), b"\xe9x\xe9");
+        assert_eq!(trim_latin1(b" \xa0 "), b"");
+        let text: String = b"\xa0 AWS4-x".iter().map(|&b| char::from(b)).collect();
+        assert_eq!(text.trim(), "AWS4-x");
+    }
+
     proptest! {
         #[test]
         fn random_requests_never_panic(
@@ -1286,15 +1315,19 @@ mod tests {
         fn auth_params_read_as_split_reads_them(
             auth in r"[ \t]?(AWS4-X)?([ ,\t]{0,2}(Credential|Signature|SignedHeaders|\u{e9}|x)(=[a-z=]{0,3})?){0,8}[ ,]?",
         ) {
-            let mut expected: [Option<&str>; 3] = [None; 3];
+            // The header's bytes are the text's Latin-1 encoding (every char here is below 256).
+            let latin1 = |s: &str| s.chars().map(|c| u8::try_from(c).unwrap()).collect::<Vec<u8>>();
+            let mut expected: [Option<Vec<u8>>; 3] = [None, None, None];
             for token in auth.split([',', ' ']).skip(1).filter(|t| !t.is_empty()) {
                 let mut kv = token.trim().split('=');
                 let key = kv.next().unwrap_or("");
                 if let Some(i) = HEADER_REQUIRED.iter().position(|k| *k == key) {
-                    expected[i] = kv.next();
+                    expected[i] = kv.next().map(latin1);
                 }
             }
-            prop_assert_eq!(AuthParams::parse(&auth).values, expected);
+            let bytes = latin1(&auth);
+            let read = AuthParams::parse(&bytes).values.map(|v| v.map(<[u8]>::to_vec));
+            prop_assert_eq!(read, expected);
         }
 
         #[test]

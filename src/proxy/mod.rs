@@ -119,7 +119,7 @@ impl Proxy {
         let started = Instant::now();
         let _in_flight = self.counters.in_flight();
 
-        let admitted = admit::admit(req, &self.budget, &self.regions).await;
+        let admitted = admit::admit(req, &self.budget, &self.regions, started).await;
         let (op, mut response, outcome) = match admitted {
             Ok(inbound) => {
                 // One place awaits the dispatch, aliased or not: each place that awaits a future

@@ -35,7 +35,29 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn label(self) -> &'static str {
+    /// The label as a header value, made at compile time (`from_static` at run time checks
+    /// every byte).
+    fn header(self) -> HeaderValue {
+        const fn value(outcome: Outcome) -> HeaderValue {
+            HeaderValue::from_static(outcome.label())
+        }
+        const HIT: HeaderValue = value(Outcome::Hit);
+        const HIT_SHARED: HeaderValue = value(Outcome::HitShared);
+        const STALE: HeaderValue = value(Outcome::Stale);
+        const MISS: HeaderValue = value(Outcome::Miss);
+        const BYPASS: HeaderValue = value(Outcome::Bypass);
+        const NOT_CACHEABLE: HeaderValue = value(Outcome::NotCacheable);
+        match self {
+            Outcome::Hit => HIT,
+            Outcome::HitShared => HIT_SHARED,
+            Outcome::Stale => STALE,
+            Outcome::Miss => MISS,
+            Outcome::Bypass => BYPASS,
+            Outcome::NotCacheable => NOT_CACHEABLE,
+        }
+    }
+
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
             Outcome::HitShared => "hit-shared",
@@ -70,7 +92,7 @@ pub fn json_response(status: StatusCode, body: Bytes, crc32: HeaderValue) -> Res
 pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, enabled: bool) {
     if enabled && outcome != Outcome::NotCacheable {
         const OUTCOME: HeaderName = HeaderName::from_static(HEADER_OUTCOME);
-        headers.insert(OUTCOME, HeaderValue::from_static(outcome.label()));
+        headers.insert(OUTCOME, outcome.header());
     }
 }
 
