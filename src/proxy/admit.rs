@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response};
@@ -249,18 +250,27 @@ async fn read_body(
         }
         return Err(BodyError::TooLarge);
     }
-    let mut buffered = budget
-        .start(declared, arrived)
-        .await
-        .map_err(BodyError::Refused)?;
+    // What is at hand (room in the budget, a small body that came with its headers) is taken
+    // without building the futures that waiting for it takes; those wait on the heap, so that
+    // every request's future (moved whole as it is made and handed to the connection) stays
+    // small.
+    let mut buffered = match budget.start_now(declared, arrived) {
+        Some(reservation) => reservation,
+        None => Box::pin(budget.start(declared, arrived))
+            .await
+            .map_err(BodyError::Refused)?,
+    };
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     let mut len = 0u64;
-    while let Some(frame) = budget
-        .frame(&mut buffered, &mut body)
-        .await
-        .map_err(BodyError::Refused)?
-    {
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => Box::pin(budget.frame(&mut buffered, &mut body))
+                .await
+                .map_err(BodyError::Refused)?,
+        };
+        let Some(frame) = frame else { break };
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue;
         };
@@ -269,10 +279,11 @@ async fn read_body(
             linger(body, buffered.deadline());
             return Err(BodyError::TooLarge);
         }
-        budget
-            .cover(&mut buffered, len)
-            .await
-            .map_err(BodyError::Refused)?;
+        if !budget.cover_now(&mut buffered, len) {
+            Box::pin(budget.cover(&mut buffered, len))
+                .await
+                .map_err(BodyError::Refused)?;
+        }
         // One chunk (the usual small request) is kept as it came, without a copy.
         match &first {
             None => first = Some(data),

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use prometheus::{IntCounter, IntGauge};
@@ -132,32 +131,43 @@ impl BodyBudget {
         declared: Option<u64>,
         arrived: std::time::Instant,
     ) -> Result<Reservation, ProtocolError> {
-        let mut reservation = Reservation {
-            permit: None,
-            large: None,
-            gauge: self.gauge.clone(),
-            deadline: self.deadline(arrived),
-            waited: false,
-        };
+        let mut reservation = self.begin(arrived);
         self.reserve(&mut reservation, declared.unwrap_or(0))
             .await?;
         Ok(reservation)
     }
 
-    /// The body's next frame, within its timeout.
+    /// [`BodyBudget::start`] when there is room at once (every body but when the budget is
+    /// full), without building what waiting takes; `None` when it must be awaited.
+    pub(crate) fn start_now(
+        &self,
+        declared: Option<u64>,
+        arrived: std::time::Instant,
+    ) -> Option<Reservation> {
+        let mut reservation = self.begin(arrived);
+        self.reserve_now(&mut reservation, declared.unwrap_or(0))
+            .then_some(reservation)
+    }
+
+    fn begin(&self, arrived: std::time::Instant) -> Reservation {
+        Reservation {
+            permit: None,
+            large: None,
+            gauge: self.gauge.clone(),
+            deadline: self.deadline(arrived),
+            waited: false,
+        }
+    }
+
+    /// The body's next frame, waited for within its timeout (a frame already in hand is taken
+    /// without this: `now_or_never` of the body's own).
     pub(crate) async fn frame(
         &self,
         reservation: &mut Reservation,
         body: &mut Incoming,
     ) -> Result<Option<Result<Frame<Bytes>, hyper::Error>>, ProtocolError> {
-        let mut next = body.frame();
-        // A frame already in hand (a small body arrives with its headers) is taken without
-        // starting a timer.
-        if let Some(frame) = (&mut next).now_or_never() {
-            return Ok(frame);
-        }
         reservation.waited = true;
-        tokio::time::timeout_at(reservation.deadline, next)
+        tokio::time::timeout_at(reservation.deadline, body.frame())
             .await
             .map_err(|_| {
                 ProtocolError::RequestTimeout(format!(
@@ -175,15 +185,31 @@ impl BodyBudget {
         reservation: &mut Reservation,
         total: u64,
     ) -> Result<(), ProtocolError> {
+        match self.shortfall(reservation, total) {
+            Some(bytes) => self.reserve(reservation, bytes).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`BodyBudget::cover`] when nothing need be waited for: `false` when it must be awaited.
+    pub(crate) fn cover_now(&self, reservation: &mut Reservation, total: u64) -> bool {
+        match self.shortfall(reservation, total) {
+            Some(bytes) => self.reserve_now(reservation, bytes),
+            None => true,
+        }
+    }
+
+    /// What a reservation must grow by to cover `total` bytes, if anything.
+    fn shortfall(&self, reservation: &Reservation, total: u64) -> Option<u64> {
         let held = reservation.units() * UNIT;
         if total <= held {
-            return Ok(());
+            return None;
         }
         let mut grown = total.max(held + GROWTH);
         if total <= SMALL_BODY {
             grown = grown.min(SMALL_BODY);
         }
-        self.reserve(reservation, grown - held).await
+        Some(grown - held)
     }
 
     /// Adds `bytes` (rounded up to whole units, capped at the largest body) to a reservation,
@@ -195,23 +221,57 @@ impl BodyBudget {
         reservation: &mut Reservation,
         bytes: u64,
     ) -> Result<(), ProtocolError> {
+        let (want, large_more) = self.units_for(reservation, bytes);
+        let large = match large_more {
+            Some(more) => Some(self.acquire(&self.large, more, reservation).await?),
+            None => None,
+        };
+        let permit = self.acquire(&self.slots, want, reservation).await?;
+        self.add(reservation, want, permit, large);
+        Ok(())
+    }
+
+    /// [`BodyBudget::reserve`] when there is room at once; `false` (and nothing taken) when not.
+    fn reserve_now(&self, reservation: &mut Reservation, bytes: u64) -> bool {
+        let (want, large_more) = self.units_for(reservation, bytes);
+        let large = match large_more {
+            Some(more) => match self.large.clone().try_acquire_many_owned(more) {
+                Ok(permit) => Some(permit),
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        // A large share taken without the rest goes back as it is dropped.
+        let Ok(permit) = self.slots.clone().try_acquire_many_owned(want) else {
+            return false;
+        };
+        self.add(reservation, want, permit, large);
+        true
+    }
+
+    /// The units `bytes` more take of the whole budget, and of the large bodies' share when the
+    /// body becomes (or is) large.
+    fn units_for(&self, reservation: &Reservation, bytes: u64) -> (u32, Option<u32>) {
         let have = reservation.units();
         let cap = self.max_body.div_ceil(UNIT).max(1);
         let want = (bytes.div_ceil(UNIT).max(1)).min(cap.saturating_sub(have).max(1)) as u32;
-        let large = match (have + want as u64) * UNIT > SMALL_BODY {
-            true => {
-                let more = have + want as u64 - reservation.large_units();
-                Some(self.acquire(&self.large, more as u32, reservation).await?)
-            }
-            false => None,
-        };
-        let permit = self.acquire(&self.slots, want, reservation).await?;
+        let large = ((have + want as u64) * UNIT > SMALL_BODY)
+            .then(|| (have + want as u64 - reservation.large_units()) as u32);
+        (want, large)
+    }
+
+    fn add(
+        &self,
+        reservation: &mut Reservation,
+        want: u32,
+        permit: OwnedSemaphorePermit,
+        large: Option<OwnedSemaphorePermit>,
+    ) {
         self.gauge.add((want as u64 * UNIT) as i64);
         merge(&mut reservation.permit, permit);
         if let Some(large) = large {
             merge(&mut reservation.large, large);
         }
-        Ok(())
     }
 
     /// `units` of `semaphore`, at once when they are free, else within `server.buffer_wait` and
