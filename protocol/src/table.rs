@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use arrayvec::ArrayString;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -94,16 +96,26 @@ impl<'a> TableRef<'a> {
 /// the string `region/name`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct TableId(Box<str>);
+pub struct TableId(CompactString);
 
 impl TableId {
-    /// The table `name` of `region`.
+    /// The table `name` of `region`. Every read makes one: held inline up to 24 bytes
+    /// (`us-east-1/` and a 14-character name), with no allocation.
     pub fn new(region: &str, name: &str) -> TableId {
+        // Joined on the stack, then copied once (a `CompactString` pushed to piece by piece
+        // checks where it keeps its bytes at every push).
+        let mut joined = ArrayString::<24>::new();
+        if joined.try_push_str(region).is_ok()
+            && joined.try_push('/').is_ok()
+            && joined.try_push_str(name).is_ok()
+        {
+            return TableId(CompactString::new(joined.as_str()));
+        }
         let mut id = String::with_capacity(region.len() + 1 + name.len());
         id.push_str(region);
         id.push('/');
         id.push_str(name);
-        TableId(id.into_boxed_str())
+        TableId(CompactString::from(id))
     }
 
     pub fn region(&self) -> &str {
@@ -261,6 +273,12 @@ mod tests {
         }
         let id = TableId::new("r", "t");
         assert_eq!((id.region(), id.name(), id.as_str()), ("r", "t", "r/t"));
+        // Joined on the stack up to 24 bytes, on the heap beyond: the same identity either way.
+        for name in ["orders-by-day1", "orders-by-day12", &"n".repeat(255)] {
+            let id = TableId::new("us-east-1", name);
+            assert_eq!(id.as_str(), format!("us-east-1/{name}"));
+            assert_eq!((id.region(), id.name()), ("us-east-1", name));
+        }
         let wire: TableId = serde_json::from_str("\"eu-west-1/a.b\"").unwrap();
         assert_eq!((wire.region(), wire.name()), ("eu-west-1", "a.b"));
         assert_eq!(serde_json::to_string(&wire).unwrap(), "\"eu-west-1/a.b\"");
