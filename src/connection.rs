@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -355,9 +356,9 @@ where
             activity.request_started();
             let in_flight = InFlight(activity.clone());
             let version = req.version();
-            let answer = handler(req);
-            async move {
-                let response = answer.await;
+            // Mapped rather than awaited in an `async` block, which would move the handler's
+            // future (kilobytes) once more at its first poll.
+            handler(req).map(move |response| {
                 if lingers(version, &response) {
                     // Before the request counts as finished: no byte read in between may be taken
                     // for a next request's.
@@ -365,7 +366,7 @@ where
                 }
                 drop(in_flight);
                 Ok::<_, std::convert::Infallible>(response)
-            }
+            })
         })
     };
     let io = Watched {

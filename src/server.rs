@@ -212,10 +212,7 @@ impl Server {
         }
 
         let data_port = port("data", &stopping);
-        let handler = move |req| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req).await }
-        };
+        let handler = move |req| proxy.clone().handle(req);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

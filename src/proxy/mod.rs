@@ -114,8 +114,9 @@ impl Proxy {
         }
     }
 
-    /// One request's whole life.
-    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// One request's whole life. The future owns its proxy, so that the connection can hold it
+    /// as it is, with no future around it to move it once more.
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.counters.in_flight();
 
