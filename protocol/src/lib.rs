@@ -17,6 +17,7 @@ pub mod projection;
 pub mod reads;
 pub mod region;
 pub mod reserved_words;
+pub mod swar;
 pub mod table;
 pub mod validate;
 pub mod writes;

@@ -50,8 +50,14 @@ macro_rules! operations {
                 match self { $( Operation::$name => OpClass::$class ),* }
             }
 
-            fn from_name(name: &str) -> Option<Operation> {
-                match name { $( stringify!($name) => Some(Operation::$name), )* _ => None }
+            /// The operation a target names after its prefix. Matched as bytes (a `match` of
+            /// strings compares them one after another all the same), so a header's bytes need
+            /// no proof of being text first.
+            fn from_name(name: &[u8]) -> Option<Operation> {
+                match name {
+                    $( n if n == stringify!($name).as_bytes() => Some(Operation::$name), )*
+                    _ => None,
+                }
             }
         }
     };
@@ -152,15 +158,14 @@ impl Operation {
         Operation::from_target_bytes(target.as_bytes())
     }
 
-    /// [`Operation::from_target`] of a header's bytes, which need not be text: only the name
-    /// after the prefix is read as UTF-8.
+    /// [`Operation::from_target`] of a header's bytes, which need not be text.
     pub fn from_target_bytes(target: &[u8]) -> Option<Operation> {
         let (name, streams) = if let Some(name) = target.strip_prefix(DYNAMODB_PREFIX.as_bytes()) {
             (name, false)
         } else {
             (target.strip_prefix(STREAMS_PREFIX.as_bytes())?, true)
         };
-        let op = Operation::from_name(std::str::from_utf8(name).ok()?)?;
+        let op = Operation::from_name(name)?;
         (STREAMS_OPS.contains(&op) == streams).then_some(op)
     }
 }

@@ -21,6 +21,7 @@ use super::canonical::{
     encode_key, encode_projection, encode_sorted_key, normalize_numbers_in, KeyAttr,
 };
 use super::error::ProtocolError;
+use super::swar;
 use super::table::KeySchema;
 use super::validate::{self, NotProven};
 use super::Operation;
@@ -309,31 +310,11 @@ static STRING_STOPS: [bool; 256] = {
     stops
 };
 
-/// Where the first of [`STRING_STOPS`] is in `rest`. Eight bytes at a time (the strings of a
-/// request are short, and a loop a byte at a time costs more per byte than the test itself): a
-/// byte is a stop when it is a quote, a backslash, or below 0x20. Each of the three tests can also
-/// flag bytes after a true stop (a borrow carries on), never before one, so the lowest flagged
-/// byte is the first stop.
+/// Where the first of [`STRING_STOPS`] is in `rest`: a quote, a backslash or a control byte,
+/// eight bytes at a time (a request's strings are short).
 fn string_stop(rest: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
-    let mut at = 0;
-    while let Some(chunk) = rest.get(at..at + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let quote = zero_in(x ^ (ONES * u64::from(b'"')));
-        let backslash = zero_in(x ^ (ONES * u64::from(b'\\')));
-        let control = x.wrapping_sub(ONES * 0x20) & !x;
-        let stops = (quote | backslash | control) & HIGH;
-        if stops != 0 {
-            return Some(at + (stops.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let tail = rest[at..]
-        .iter()
-        .position(|b| STRING_STOPS[usize::from(*b)])?;
-    Some(at + tail)
+    let flags = |w| swar::equal(w, b'"') | swar::equal(w, b'\\') | swar::below(w, 0x20);
+    swar::find(rest, flags, |b| STRING_STOPS[usize::from(b)])
 }
 
 /// A cursor over JSON that understands only what the fast path accepts.
@@ -366,6 +347,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A string without escapes or control characters (anything else: `None`).
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
