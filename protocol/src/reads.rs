@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use arrayvec::ArrayVec;
 use serde::Deserialize;
 use serde_json::Value;
-use smallvec::SmallVec;
 
 use base64::Engine as _;
 
@@ -266,7 +265,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 /// A `Key` of one or two valid S, N or B attributes: its sorted names and canonical bytes.
 fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
-    let mut attrs: SmallVec<[(&'a str, KeyAttr<'a>); 2]> = SmallVec::new();
+    let mut attrs: ArrayVec<(&'a str, KeyAttr<'a>), 2> = ArrayVec::new();
     scan.object(|name, scan| {
         if name.is_empty() || attrs.len() == 2 || attrs.iter().any(|(n, _)| *n == name) {
             return None;
@@ -292,7 +291,10 @@ fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
         attrs.swap(0, 1);
     }
     let key = encode_sorted_key(&attrs)?;
-    let names: KeyNames<'a> = attrs.iter().map(|(n, _)| Cow::Borrowed(*n)).collect();
+    let mut names = KeyNames::new();
+    for (name, _) in &attrs {
+        names.push(Cow::Borrowed(*name));
+    }
     Some((names, key))
 }
 

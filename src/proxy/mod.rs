@@ -123,20 +123,11 @@ impl Proxy {
         let admitted = admit::admit(req, &self.budget, &self.regions, started).await;
         let (op, mut response, outcome) = match admitted {
             Ok(inbound) => {
-                // One place awaits the dispatch, aliased or not: each place that awaits a future
+                // A request naming an alias is sent on the heap: each place that awaits a future
                 // holds it in this one, which every request's task then carries and moves.
                 let answered = match aliases::apply(&self.aliases, &inbound) {
-                    Ok(aliased) => {
-                        let (named, renamed) = aliased.unzip();
-                        let sent = named.as_ref().unwrap_or(&inbound);
-                        match (self.dispatch(sent).await, &renamed) {
-                            (Ok((response, outcome)), Some(renamed)) => Ok((
-                                aliases::answer_back(response, sent.op, renamed).await,
-                                outcome,
-                            )),
-                            (answered, _) => answered,
-                        }
-                    }
+                    Ok(None) => self.dispatch(&inbound).await,
+                    Ok(Some(aliased)) => Box::pin(self.aliased(aliased)).await,
                     Err(refused) => Err(refused),
                 };
                 let (mut response, outcome) =
@@ -152,6 +143,16 @@ impl Proxy {
         respond::mark(response.headers_mut(), outcome, self.config.cache.header);
         self.counters.request(op, &response, outcome, started);
         response
+    }
+
+    /// A request rewritten to name the real tables its aliases stand for; its answer is given
+    /// the request's names back.
+    async fn aliased(&self, (named, renamed): (Inbound, aliases::Renamed)) -> Answered {
+        let (response, outcome) = self.dispatch(&named).await?;
+        Ok((
+            aliases::answer_back(response, named.op, &renamed).await,
+            outcome,
+        ))
     }
 
     /// Which path the request takes. The front door has proven the body a JSON object, or left a
@@ -180,20 +181,24 @@ impl Proxy {
     async fn read(&self, cx: &Cached, inb: &Inbound) -> Answered {
         // The usual GetItem is read, and its body proven to be JSON, in one pass; any other read
         // that the front door left unproven answers as the front door would have.
-        let parsed = read_parse::parse_read(inb.op, &inb.json);
-        if !matches!(parsed, Ok(read_parse::Parsed::Proven(_))) {
+        let read = read_parse::parse_read(inb.op, &inb.json);
+        if !matches!(read, Ok(read_parse::Parsed::Proven(_))) {
             if let Some(refused) = unproven_json(inb) {
                 return Ok((refused, Outcome::NotCacheable));
             }
         }
-        let parsed = parsed?;
+        // Borrowed where it lies, not moved out of its `Result`.
+        let parsed = match read {
+            Ok(ref parsed) => parsed,
+            Err(e) => return Err(e),
+        };
         let planned = policy::plan(
             &self.config,
             &cx.cache,
             &cx.fleet,
             inb.op,
             &inb.region,
-            &parsed,
+            parsed,
         );
         // A hit is answered without waiting for anything; whatever waits does so on the heap.
         match planned {
