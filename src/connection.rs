@@ -101,6 +101,8 @@ const NONE: u64 = u64::MAX;
 /// Times are milliseconds since the connection was accepted.
 struct Activity {
     start: Instant,
+    /// `start` on [`crate::clock::monotonic_ms`], the same clock read more cheaply.
+    start_ms: u64,
     /// Requests inside the handler.
     in_flight: AtomicUsize,
     /// Last byte in or out, or the last request finishing.
@@ -133,6 +135,7 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             start: Instant::now(),
+            start_ms: crate::clock::monotonic_ms(),
             in_flight: AtomicUsize::new(0),
             last_progress: AtomicU64::new(0),
             request_begun: AtomicU64::new(NONE),
@@ -142,7 +145,7 @@ impl Activity {
     }
 
     fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        crate::clock::monotonic_ms().saturating_sub(self.start_ms)
     }
 
     /// The connection's task is polled again: the time is read afresh at the next progress.
@@ -183,9 +186,11 @@ impl Activity {
         self.request_begun.store(NONE, Ordering::Release);
     }
 
-    fn request_finished(&self) {
-        // Read afresh: an HTTP/2 request's handler runs in a task of its own.
-        self.last_progress.store(self.now(), Ordering::Relaxed);
+    /// A request's handler is done; `in_poll` when it ran in the connection's task (HTTP/1:
+    /// the time of the task's poll is current), not in a task of its own (HTTP/2).
+    fn request_finished(&self, in_poll: bool) {
+        let now = if in_poll { self.poll_now() } else { self.now() };
+        self.last_progress.store(now, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -332,11 +337,15 @@ enum Watch {
 }
 
 /// Decrements the in-flight count however the handler's future ends (finished or dropped).
-struct InFlight(Arc<Activity>);
+struct InFlight {
+    activity: Arc<Activity>,
+    /// The handler runs in the connection's task (HTTP/1).
+    in_poll: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.request_finished();
+        self.activity.request_finished(self.in_poll);
     }
 }
 
@@ -354,15 +363,18 @@ where
         let activity = activity.clone();
         service_fn(move |req: Request<Incoming>| {
             activity.request_started();
-            let in_flight = InFlight(activity.clone());
             let version = req.version();
+            let in_flight = InFlight {
+                activity: activity.clone(),
+                in_poll: version < http::Version::HTTP_2,
+            };
             // Mapped rather than awaited in an `async` block, which would move the handler's
             // future (kilobytes) once more at its first poll.
             handler(req).map(move |response| {
                 if lingers(version, &response) {
                     // Before the request counts as finished: no byte read in between may be taken
                     // for a next request's.
-                    in_flight.0.lingering.store(true, Ordering::Release);
+                    in_flight.activity.lingering.store(true, Ordering::Release);
                 }
                 drop(in_flight);
                 Ok::<_, std::convert::Infallible>(response)

@@ -16,6 +16,7 @@ pub use ddbcache_protocol as protocol;
 mod admin;
 pub mod aliases;
 pub mod cache;
+mod clock;
 pub mod config;
 mod connection;
 mod fleet;

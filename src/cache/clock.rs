@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Milliseconds since some fixed moment; never goes backwards.
 pub trait Clock: Send + Sync {
@@ -15,20 +15,20 @@ pub trait Clock: Send + Sync {
 
 /// The process's monotonic clock, counted from when this one was made.
 pub struct MonotonicClock {
-    origin: Instant,
+    origin_ms: u64,
 }
 
 impl MonotonicClock {
     pub fn new() -> Arc<MonotonicClock> {
         Arc::new(MonotonicClock {
-            origin: Instant::now(),
+            origin_ms: crate::clock::monotonic_ms(),
         })
     }
 }
 
 impl Clock for MonotonicClock {
     fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+        crate::clock::monotonic_ms() - self.origin_ms
     }
 }
 

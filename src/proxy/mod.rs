@@ -121,12 +121,13 @@ impl Proxy {
         let _in_flight = self.counters.in_flight();
 
         let admitted = admit::admit(req, &self.budget, &self.regions, started).await;
+        // The admitted request is borrowed where it lies, not moved out of its `Result`.
         let (op, mut response, outcome) = match admitted {
-            Ok(inbound) => {
+            Ok(ref inbound) => {
                 // A request naming an alias is sent on the heap: each place that awaits a future
                 // holds it in this one, which every request's task then carries and moves.
-                let answered = match aliases::apply(&self.aliases, &inbound) {
-                    Ok(None) => self.dispatch(&inbound).await,
+                let answered = match aliases::apply(&self.aliases, inbound) {
+                    Ok(None) => self.dispatch(inbound).await,
                     Ok(Some(aliased)) => Box::pin(self.aliased(aliased)).await,
                     Err(refused) => Err(refused),
                 };
