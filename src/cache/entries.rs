@@ -50,22 +50,45 @@ pub struct CacheKey {
 impl CacheKey {
     /// Item cache key: table, canonical primary key, canonical projection.
     pub fn item(table: &TableId, key: &[u8], projection: &[u8]) -> CacheKey {
-        Self::build(table, &[key, b"\xff", projection])
+        Self::build(table, key, Some(projection))
     }
 
     /// Query cache key: table and the canonical request.
     pub fn query(table: &TableId, canonical: &[u8]) -> CacheKey {
-        Self::build(table, &[canonical])
+        Self::build(table, canonical, None)
     }
 
-    fn build(table: &TableId, parts: &[&[u8]]) -> CacheKey {
-        // A table identity never contains NUL, so the first NUL ends it.
-        let mut bytes = SmallVec::new();
-        bytes.extend_from_slice(table.as_str().as_bytes());
-        bytes.push(0);
-        for p in parts {
-            bytes.extend_from_slice(p);
-        }
+    /// The table, a NUL (a table identity never contains one, so the first NUL ends it), then
+    /// `request`, and for an item 0xFF and its `projection`.
+    fn build(table: &TableId, request: &[u8], projection: Option<&[u8]>) -> CacheKey {
+        let table = table.as_str().as_bytes();
+        let len = table.len() + 1 + request.len() + projection.map_or(0, |p| 1 + p.len());
+        // Joined on the stack when it fits (every read's key is built here): a `SmallVec`
+        // extended piece by piece moves its tail and copies each piece, a call apiece.
+        let bytes = if len <= INLINE_KEY {
+            let mut joined = [0; INLINE_KEY];
+            joined[..table.len()].copy_from_slice(table);
+            let mut at = table.len() + 1;
+            joined[at..at + request.len()].copy_from_slice(request);
+            at += request.len();
+            if let Some(projection) = projection {
+                joined[at] = 0xff;
+                if !projection.is_empty() {
+                    joined[at + 1..len].copy_from_slice(projection);
+                }
+            }
+            SmallVec::from_buf_and_len(joined, len)
+        } else {
+            let mut bytes = SmallVec::with_capacity(len);
+            bytes.extend_from_slice(table);
+            bytes.push(0);
+            bytes.extend_from_slice(request);
+            if let Some(projection) = projection {
+                bytes.push(0xff);
+                bytes.extend_from_slice(projection);
+            }
+            bytes
+        };
         CacheKey {
             hash: hash_key(&bytes),
             bytes,
@@ -631,6 +654,26 @@ mod tests {
             shared: 0,
             compress,
         })
+    }
+
+    #[test]
+    fn keys_are_the_table_a_nul_and_the_request_however_long() {
+        let table = TableId::new("us-east-1", "t");
+        for len in [0, 1, 60, INLINE_KEY, 200] {
+            let request = vec![b'k'; len];
+            for projection in [&b""[..], b"p.q"] {
+                let mut expected = b"us-east-1/t\0".to_vec();
+                expected.extend_from_slice(&request);
+                expected.push(0xff);
+                expected.extend_from_slice(projection);
+                let key = CacheKey::item(&table, &request, projection);
+                assert_eq!(key.bytes(), &expected[..]);
+                assert_eq!(key.hash(), hash_key(&expected));
+            }
+            let mut expected = b"us-east-1/t\0".to_vec();
+            expected.extend_from_slice(&request);
+            assert_eq!(CacheKey::query(&table, &request).bytes(), &expected[..]);
+        }
     }
 
     #[test]
