@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -349,6 +348,35 @@ impl Drop for InFlight {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request's handler, and what its end means to the connection. A future of its own: an
+    /// `async` block awaiting the handler's future (kilobytes) would move it once more at its
+    /// first poll, and a mapped one moves it out whole when it ends.
+    struct Tracked<F> {
+        #[pin]
+        answer: F,
+        in_flight: Option<InFlight>,
+        version: http::Version,
+    }
+}
+
+impl<F: Future<Output = Response<Full<Bytes>>>> Future for Tracked<F> {
+    type Output = Result<Response<Full<Bytes>>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.answer.poll(cx));
+        if let Some(in_flight) = this.in_flight.take() {
+            if lingers(*this.version, &response) {
+                // Before the request counts as finished: no byte read in between may be taken
+                // for a next request's.
+                in_flight.activity.lingering.store(true, Ordering::Release);
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
 /// Serves one connection until it closes, a limit closes it, or shutdown drains it. `slot` is the
 /// port's connection slot, given back when this returns.
 pub(crate) async fn serve<IO, H, Fut>(io: IO, peer: SocketAddr, slot: Slot, port: Port, handler: H)
@@ -368,17 +396,11 @@ where
                 activity: activity.clone(),
                 in_poll: version < http::Version::HTTP_2,
             };
-            // Mapped rather than awaited in an `async` block, which would move the handler's
-            // future (kilobytes) once more at its first poll.
-            handler(req).map(move |response| {
-                if lingers(version, &response) {
-                    // Before the request counts as finished: no byte read in between may be taken
-                    // for a next request's.
-                    in_flight.activity.lingering.store(true, Ordering::Release);
-                }
-                drop(in_flight);
-                Ok::<_, std::convert::Infallible>(response)
-            })
+            Tracked {
+                answer: handler(req),
+                in_flight: Some(in_flight),
+                version,
+            }
         })
     };
     let io = Watched {

@@ -567,7 +567,8 @@ impl<'a> AuthParams<'a> {
                 if rest.is_empty() {
                     values[i] = None;
                 } else if let Some(rest) = rest.strip_prefix(b"=") {
-                    let value = memchr::memchr(b'=', rest).map_or(rest, |e| &rest[..e]);
+                    let end = swar::find(rest, |w| swar::equal(w, b'='), |b| b == b'=');
+                    let value = end.map_or(rest, |e| &rest[..e]);
                     values[i] = Some(value);
                 }
             }
