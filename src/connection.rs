@@ -279,6 +279,9 @@ struct Gated<F> {
     future: Pin<Box<F>>,
     wake: Arc<GateWake>,
     waker: Waker,
+    /// The task's waker last registered: the same task polls it every time, so it is
+    /// registered again only if it changed.
+    registered: Option<Waker>,
 }
 
 /// Wakes the task that polls a [`Gated`] future, and remembers that it did.
@@ -309,6 +312,7 @@ impl<F: Future> Gated<F> {
             future: Box::pin(future),
             waker: Waker::from(wake.clone()),
             wake,
+            registered: None,
         }
     }
 }
@@ -318,7 +322,14 @@ impl<F: Future> Future for Gated<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // Whatever task polls last is the one woken.
-        self.wake.task.register(cx.waker());
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.wake.task.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
         if !self.wake.fired.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }

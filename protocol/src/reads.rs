@@ -267,7 +267,10 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
     let mut attrs: ArrayVec<(&'a str, KeyAttr<'a>), 2> = ArrayVec::new();
     scan.object(|name, scan| {
-        if name.is_empty() || attrs.len() == 2 || attrs.iter().any(|(n, _)| *n == name) {
+        // Two short names at most: compared in place, not by a call to `memcmp`.
+        let same =
+            |n: &str| n.len() == name.len() && n.bytes().zip(name.bytes()).all(|(a, b)| a == b);
+        if name.is_empty() || attrs.len() == 2 || attrs.iter().any(|(n, _)| same(n)) {
             return None;
         }
         let mut typed = None;
