@@ -8,6 +8,7 @@ use std::borrow::{Borrow, Cow};
 
 use base64::Engine as _;
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use super::projection::{self, Step};
 
@@ -46,8 +47,9 @@ impl<'a> KeyAttr<'a> {
             .sum()
     }
 
-    /// Appends the canonical encoding of this value; `None` if it is not a valid key value.
-    fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
+    /// Appends the canonical encoding of this value; `None` if it is not a valid key value (or
+    /// does not fit `out`).
+    fn encode_into(&self, out: &mut impl KeyBuf) -> Option<()> {
         match (&self.s, &self.n, &self.b) {
             (Some(s), None, None) => push_field(out, b'S', s.as_bytes()),
             (None, Some(n), None) => push_field(out, b'N', normalize_number(n)?.as_bytes()),
@@ -57,16 +59,45 @@ impl<'a> KeyAttr<'a> {
                     .ok()?;
                 push_field(out, b'B', &bytes)
             }
-            _ => return None,
+            _ => None,
         }
+    }
+}
+
+fn push_field(out: &mut impl KeyBuf, tag: u8, bytes: &[u8]) -> Option<()> {
+    out.put(&[tag])?;
+    out.put(&(bytes.len() as u32).to_le_bytes())?;
+    out.put(bytes)
+}
+
+/// Where a canonical key is written: a `Vec`, or a buffer on the stack that may be too short.
+trait KeyBuf {
+    fn put(&mut self, bytes: &[u8]) -> Option<()>;
+}
+
+impl KeyBuf for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        self.extend_from_slice(bytes);
         Some(())
     }
 }
 
-fn push_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
-    out.push(tag);
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+/// A canonical key inline up to 64 bytes (a usual GetItem's two attributes take about 40).
+pub type InlineKey = SmallVec<[u8; 64]>;
+
+/// An [`InlineKey`] as it is written on the stack.
+struct Stack {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl KeyBuf for Stack {
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len + bytes.len();
+        self.bytes.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
 }
 
 /// Canonical bytes of a primary key given as `(attribute name, value)` pairs in any order.
@@ -94,11 +125,38 @@ pub fn encode_sorted_key<'b, V: Borrow<KeyAttr<'b>>>(pairs: &[(&str, V)]) -> Opt
         .map(|(name, value)| 10 + name.len() + value.borrow().text_len())
         .sum();
     let mut out = Vec::with_capacity(size);
-    for (name, value) in pairs {
-        push_field(&mut out, b'A', name.as_bytes());
-        value.borrow().encode_into(&mut out)?;
-    }
+    encode_pairs(pairs, &mut out)?;
     Some(out)
+}
+
+/// [`encode_sorted_key`] inline, with no allocation when it fits an [`InlineKey`] (every
+/// GetItem's key is encoded on its way to a hit).
+pub fn encode_sorted_key_inline<'b, V: Borrow<KeyAttr<'b>>>(
+    pairs: &[(&str, V)],
+) -> Option<InlineKey> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut stack = Stack {
+        bytes: [0; 64],
+        len: 0,
+    };
+    match encode_pairs(pairs, &mut stack) {
+        Some(()) => Some(SmallVec::from_buf_and_len(stack.bytes, stack.len)),
+        // Too long for the stack, or not a key: the `Vec` says which.
+        None => encode_sorted_key(pairs).map(SmallVec::from_vec),
+    }
+}
+
+fn encode_pairs<'b, V: Borrow<KeyAttr<'b>>>(
+    pairs: &[(&str, V)],
+    out: &mut impl KeyBuf,
+) -> Option<()> {
+    for (name, value) in pairs {
+        push_field(out, b'A', name.as_bytes())?;
+        value.borrow().encode_into(out)?;
+    }
+    Some(())
 }
 
 /// Normalizes a DynamoDB number: `-0012.50E+1` → `-125e-1`, every zero → `0`.
@@ -182,10 +240,11 @@ pub fn encode_projection(
         for path in projection::parse(expr, resolve).ok()? {
             let mut encoded = Vec::new();
             for step in path {
-                match step {
+                // A `Vec` always takes what is put in it.
+                let _ = match step {
                     Step::Name(name) => push_field(&mut encoded, b'.', name.as_bytes()),
                     Step::Index(i) => push_field(&mut encoded, b'[', i.to_string().as_bytes()),
-                }
+                };
             }
             paths.push(encoded);
         }
@@ -208,6 +267,26 @@ mod tests {
 
     fn attr(json: &str) -> KeyAttr<'_> {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_key_encoded_inline_is_the_key_encoded_in_a_vec() {
+        for (name, tag, value) in [
+            ("pk", "S", "p0000000123".to_string()),
+            ("pk", "N", "0012.50".to_string()),
+            ("pk", "B", "AAE=".to_string()),
+            // Longer than the stack holds: the same bytes, from the heap.
+            ("pk", "S", "v".repeat(100)),
+        ] {
+            let attr = KeyAttr::new(tag, &value).unwrap();
+            let other = KeyAttr::new("S", "s1").unwrap();
+            let pairs = [(name, &attr), ("sk", &other)];
+            let inline = encode_sorted_key_inline(&pairs).unwrap();
+            assert_eq!(&inline[..], &encode_sorted_key(&pairs).unwrap()[..]);
+            assert_eq!(inline.spilled(), value.len() > 40, "{value}");
+        }
+        let bad = KeyAttr::new("N", "x").unwrap();
+        assert_eq!(encode_sorted_key_inline(&[("pk", &bad)]), None);
     }
 
     #[test]

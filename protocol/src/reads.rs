@@ -17,7 +17,8 @@ use serde_json::Value;
 use base64::Engine as _;
 
 use super::canonical::{
-    encode_key, encode_projection, encode_sorted_key, normalize_numbers_in, KeyAttr,
+    encode_key, encode_projection, encode_sorted_key_inline, normalize_numbers_in, InlineKey,
+    KeyAttr,
 };
 use super::error::ProtocolError;
 use super::swar;
@@ -181,7 +182,7 @@ pub struct GetItemRead<'a> {
     /// The key's attribute names, sorted: what the table's key schema must be.
     pub key_names: KeyNames<'a>,
     /// Canonical primary key.
-    pub key: Vec<u8>,
+    pub key: InlineKey,
     /// Canonical projection (empty: whole item).
     pub projection: Vec<u8>,
     pub consistent_read: bool,
@@ -213,7 +214,7 @@ pub fn parse_get_item(body: &[u8]) -> Result<ReadParse<GetItemRead<'_>>, Protoco
     Ok(ReadParse::Cacheable(GetItemRead {
         table: input.table_name,
         key_names: input.key.into_keys().collect(),
-        key,
+        key: InlineKey::from_vec(key),
         projection,
         consistent_read: input.consistent_read.unwrap_or(false),
         capacity,
@@ -264,7 +265,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 /// A `Key` of one or two valid S, N or B attributes: its sorted names and canonical bytes.
-fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
+fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, InlineKey)> {
     let mut attrs: ArrayVec<(&'a str, KeyAttr<'a>), 2> = ArrayVec::new();
     scan.object(|name, scan| {
         // Two short names at most: compared in place, not by a call to `memcmp`.
@@ -293,7 +294,7 @@ fn fast_key<'a>(scan: &mut Scan<'a>) -> Option<(KeyNames<'a>, Vec<u8>)> {
     if attrs.len() == 2 && attrs[0].0 > attrs[1].0 {
         attrs.swap(0, 1);
     }
-    let key = encode_sorted_key(&attrs)?;
+    let key = encode_sorted_key_inline(&attrs)?;
     let mut names = KeyNames::new();
     for (name, _) in &attrs {
         names.push(Cow::Borrowed(*name));

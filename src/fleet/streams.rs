@@ -717,7 +717,7 @@ mod tests {
         };
         assert_eq!(scope.items.len(), 1);
         assert_eq!(scope.items[0].table, id);
-        assert_eq!(scope.items[0].key, get.key);
+        assert_eq!(scope.items[0].key, &get.key[..]);
         let partition = crate::protocol::canonical::encode_key([(
             "pk",
             &serde_json::from_str::<KeyAttr>(r#"{"S":"a"}"#).unwrap(),
