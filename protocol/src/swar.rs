@@ -32,15 +32,16 @@ pub fn find(
     flags: impl Fn(u64) -> u64,
     wanted: impl Fn(u8) -> bool,
 ) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
     let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let found = flags(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+    for word in &mut words {
+        let found = flags(u64::from_le_bytes(word.try_into().expect("eight bytes")));
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
         }
         at += 8;
     }
-    let tail = bytes[at..].iter().position(|b| wanted(*b))?;
+    let tail = words.remainder().iter().position(|b| wanted(*b))?;
     Some(at + tail)
 }
 
