@@ -240,11 +240,10 @@ pub fn encode_projection(
         for path in projection::parse(expr, resolve).ok()? {
             let mut encoded = Vec::new();
             for step in path {
-                // A `Vec` always takes what is put in it.
-                let _ = match step {
-                    Step::Name(name) => push_field(&mut encoded, b'.', name.as_bytes()),
-                    Step::Index(i) => push_field(&mut encoded, b'[', i.to_string().as_bytes()),
-                };
+                match step {
+                    Step::Name(name) => push_field(&mut encoded, b'.', name.as_bytes())?,
+                    Step::Index(i) => push_field(&mut encoded, b'[', i.to_string().as_bytes())?,
+                }
             }
             paths.push(encoded);
         }
@@ -252,7 +251,7 @@ pub fn encode_projection(
     if let Some(attrs) = attributes_to_get {
         for a in attrs {
             let mut encoded = Vec::new();
-            push_field(&mut encoded, b'.', a.as_bytes());
+            push_field(&mut encoded, b'.', a.as_bytes())?;
             paths.push(encoded);
         }
     }

@@ -63,31 +63,29 @@ impl CacheKey {
     fn build(table: &TableId, request: &[u8], projection: Option<&[u8]>) -> CacheKey {
         let table = table.as_str().as_bytes();
         let len = table.len() + 1 + request.len() + projection.map_or(0, |p| 1 + p.len());
-        // Joined on the stack when it fits (every read's key is built here): a `SmallVec`
-        // extended piece by piece moves its tail and copies each piece, a call apiece.
-        let bytes = if len <= INLINE_KEY {
-            let mut joined = [0; INLINE_KEY];
-            joined[..table.len()].copy_from_slice(table);
-            let mut at = table.len() + 1;
-            joined[at..at + request.len()].copy_from_slice(request);
-            at += request.len();
+        // Written in place (every read's key is built here): a `SmallVec` extended piece by
+        // piece moves its tail and copies each piece, a call apiece.
+        let join = |out: &mut [u8]| {
+            out[..table.len()].copy_from_slice(table);
+            out[table.len()] = 0;
+            let at = table.len() + 1 + request.len();
+            out[table.len() + 1..at].copy_from_slice(request);
             if let Some(projection) = projection {
-                joined[at] = 0xff;
+                out[at] = 0xff;
                 if !projection.is_empty() {
-                    joined[at + 1..len].copy_from_slice(projection);
+                    out[at + 1..].copy_from_slice(projection);
                 }
             }
+        };
+        // On the stack when it fits, on the heap when not.
+        let bytes = if len <= INLINE_KEY {
+            let mut joined = [0; INLINE_KEY];
+            join(&mut joined[..len]);
             SmallVec::from_buf_and_len(joined, len)
         } else {
-            let mut bytes = SmallVec::with_capacity(len);
-            bytes.extend_from_slice(table);
-            bytes.push(0);
-            bytes.extend_from_slice(request);
-            if let Some(projection) = projection {
-                bytes.push(0xff);
-                bytes.extend_from_slice(projection);
-            }
-            bytes
+            let mut joined = vec![0; len];
+            join(&mut joined);
+            SmallVec::from_vec(joined)
         };
         CacheKey {
             hash: hash_key(&bytes),

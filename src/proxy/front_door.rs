@@ -456,7 +456,7 @@ fn check_auth(
             }
             if !message.is_empty() {
                 message.push_str("Authorization=");
-                message.extend(auth.iter().map(|&b| char::from(b)));
+                message.push_str(&latin1(auth));
             }
             params.values[0].and_then(|c| scope_region(c, usual))
         }
@@ -685,10 +685,13 @@ fn joined(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<Cow<'_
 
 /// A header's value as text (bytes beyond ASCII read as Latin-1, as Node reads them).
 fn text(value: &HeaderValue) -> Cow<'_, str> {
+    latin1(value.as_bytes())
+}
+
+/// Bytes read as Latin-1 text, each byte one char.
+fn latin1(bytes: &[u8]) -> Cow<'_, str> {
     // ASCII reads the same either way; `is_ascii` and `from_utf8` take it a word at a time,
-    // where `HeaderValue::to_str` checks a byte at a time (the `Authorization` header of every
-    // request is a few hundred bytes).
-    let bytes = value.as_bytes();
+    // where `HeaderValue::to_str` checks a byte at a time.
     match std::str::from_utf8(bytes) {
         Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
         _ => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
