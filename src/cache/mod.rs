@@ -22,6 +22,7 @@ pub mod clock;
 mod entries;
 mod generations;
 mod schemas;
+mod segments;
 pub mod tier;
 
 use std::ops::Range;
@@ -36,12 +37,13 @@ use crate::metrics::Metrics;
 use crate::protocol::table::{KeySchema, TableId};
 use crate::protocol::writes::WriteScope;
 pub use clock::{Clock, ManualClock, MonotonicClock};
+use entries::NewEntry;
 pub use entries::{CacheKey, Entry};
-use entries::{Entries, NewEntry, Reservation};
 pub use generations::Restrictions;
 use generations::{Generations, Marks, Scope, Stamp, TableGenerations};
 use schemas::KeySchemas;
 pub(crate) use schemas::Need;
+use segments::{Entries, Reservation};
 pub use tier::{SharedEntry, Tier, TierAnswer, TierFill, TierFuture};
 
 /// Which cache.
@@ -603,19 +605,7 @@ impl Cache {
         // Bounded: each turn either answers or removes a dead entry; a key rewritten faster than
         // it can be read falls through to an unguarded miss.
         for _ in 0..4 {
-            // Taken before the read can go upstream: a write that starts after it ends the fill.
-            let stamp = self.generations.stamp(&state, scope);
-            let placeholder = Entry::new(NewEntry {
-                key: at.key.bytes(),
-                body: b"",
-                item: None,
-                table: state.clone(),
-                stamp,
-                expires: 0,
-                shared: 0,
-                compress: false,
-            });
-            let (found, coalesced) = match store.entries.get_or_reserve(placeholder).await {
+            let (found, coalesced) = match store.entries.get_or_reserve(at.key).await {
                 // Another request's upstream call filled it while this one waited, unless it was
                 // there all along.
                 Ok(entry) => (entry, true),

@@ -68,9 +68,9 @@ impl Config {
     }
 
     /// The memory a container running this config needs ([`CONTAINER_MEMORY_RULE`]). A capacity
-    /// bounds the bytes the cache weighs (each entry's key, response body and a fixed per-entry
-    /// estimate); the quarter on top covers what that leaves out (the caches' own tables,
-    /// allocator slack). Request bodies being read are bounded by `server.max_buffered_bytes`,
+    /// bounds the bytes the cache weighs (its segments of entries and its index); the quarter on
+    /// top covers what that leaves out (segments still answering hits after their eviction, the
+    /// newest segment of each shard, the caches' other tables, allocator slack). Request bodies being read are bounded by `server.max_buffered_bytes`,
     /// connections by `server.max_connections` per port, and the 30MiB is the process itself.
     pub fn container_memory_bytes(&self) -> u64 {
         let capacity = self
