@@ -207,13 +207,18 @@ pub struct Entry {
     table: Arc<TableGenerations>,
 }
 
-/// A record's slice of its segment, as the owner of an entry's `Bytes`.
+/// A slice of a segment, as the owner of a `Bytes`.
 struct InSegment(BytesSlice);
 
 impl AsRef<[u8]> for InSegment {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+/// A slice of a segment as `Bytes`, which a hit's answer can be sliced from.
+pub(crate) fn share(slice: BytesSlice) -> Bytes {
+    Bytes::from_owner(InSegment(slice))
 }
 
 /// What an [`Entry`] is built from.
@@ -318,17 +323,25 @@ impl Entry {
         }
     }
 
-    /// The entry found at `offset` of a segment, whose tables include its table.
+    /// The entry found at `offset` of a segment, whose tables include its table. `shared` is
+    /// the segment as far as it was written when last shared: a record inside it is a slice of
+    /// it (a reference count). One appended since (none, once a shard lets go of its lock) is
+    /// shared on its own, an allocation.
     pub(crate) fn in_segment(
         segment: &AppendOnlyBytes,
+        shared: &Bytes,
         offset: usize,
         tables: &[Arc<TableGenerations>],
     ) -> Entry {
         let record = &segment[offset..];
-        let len = record_len(record);
+        let end = offset + record_len(record);
         Entry {
             table: table_of(record, tables).clone(),
-            record: Bytes::from_owner(InSegment(segment.slice(offset..offset + len))),
+            record: if end <= shared.len() {
+                shared.slice(offset..end)
+            } else {
+                share(segment.slice(offset..end))
+            },
         }
     }
 

@@ -2,17 +2,23 @@
 //! evicted a segment at a time: memcached's and Segcache's layout, sized for a million entries
 //! that cost little more than their bytes.
 //!
-//! Entries are split into shards by their key's hash, each behind its own lock. A shard appends
-//! each record ([`super::entries`]) to its newest segment; a full segment stays as it is, and a
-//! hit holds its record's slice of it ([`Entry`]), so the segment's memory lives on while a hit
-//! still answers from it. The index is a hash table of slots: the record's segment (a sequence
-//! number) and its offset there, 8 bytes with a bit for "read since it was stored". Keys are not
-//! in the index: a probe compares the key's bytes in the record it is about to answer from.
+//! Entries are split into shards by their key's hash, each behind its own lock: hits share it,
+//! fills, removals and evictions take it alone. A shard appends each record ([`super::entries`])
+//! to the newest segment of a queue. A segment is shared as `Bytes` as far as it is written, once
+//! per fill: a hit's [`Entry`] is a slice of it, so the segment's memory lives on while a hit
+//! still answers from it, and a hit allocates nothing. The index is a hash table of slots: the
+//! record's queue, segment (a sequence number) and offset, 8 bytes with a count of the reads
+//! since it was stored. Keys are not in the index: a probe compares the key's bytes in the record
+//! it is about to answer from.
 //!
-//! When a shard holds more than its share of the capacity, its oldest segment goes. A record in it
-//! that was read since it was stored is copied to the newest segment (a second chance, up to half
-//! the segment's bytes, so that eviction always frees memory); the others are gone, and counted.
-//! A record replaced or removed stays in its segment, unreachable, until that segment goes.
+//! Eviction is S3-FIFO's, a segment at a time. New records go to a small queue (a twentieth of
+//! the shard); when its oldest segment goes, the records read meanwhile are promoted to the main
+//! queue and the others are evicted, so that entries read once and never again (most of a
+//! skewed workload's) do not take the place of those read again. When the main queue's oldest
+//! segment goes, the records read since they were last moved are moved to its newest segment, a
+//! read fewer, up to seven eighths of the segment's bytes, so that eviction always frees memory;
+//! the others are evicted, and counted. A record replaced or removed stays in its segment,
+//! unreachable, until that segment goes.
 //!
 //! A miss may reserve its key: lookups of the same key then wait for the reserving fill
 //! (single-flight), and try again when it is stored or given up.
@@ -22,26 +28,55 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use append_only_bytes::AppendOnlyBytes;
+use bytes::Bytes;
 use hashbrown::HashTable;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use super::entries::{copy_record, hash_key, record_key, record_len, table_of, CacheKey, Entry};
+use super::entries::{
+    copy_record, hash_key, record_key, record_len, share, table_of, CacheKey, Entry,
+};
 use super::generations::TableGenerations;
 use crate::protocol::table::TableId;
 
-/// Where a record is: its segment's sequence number (31 bits) and its offset there (32 bits),
-/// and whether a hit read it since it was stored there (the top bit).
+/// Where a record is: its queue ([`SMALL`] or [`MAIN`]), its segment's sequence number there
+/// (29 bits) and its offset in that segment (32 bits), and how often hits read it since it was
+/// stored there, up to 3 (the top two bits).
 #[derive(Clone, Copy)]
 struct Slot(u64);
 
-const READ: u64 = 1 << 63;
-const SEQUENCE: u32 = (1 << 31) - 1;
+const READS: u64 = 3 << 62;
+const ONE_READ: u64 = 1 << 62;
+const IN_MAIN: u64 = 1 << 61;
+const SEQUENCE: u32 = (1 << 29) - 1;
+
+/// The queue new entries start in, a twentieth of a shard's bytes: an entry read there is
+/// promoted to [`MAIN`], one never read is evicted early (S3-FIFO: most entries of a skewed
+/// workload are never read again, and would otherwise take the place of those that are).
+const SMALL: usize = 0;
+/// The queue of entries read since they were stored.
+const MAIN: usize = 1;
+
+/// The small queue's share of a shard, in percent.
+const SMALL_SHARE: u64 = 5;
+
+/// How much of a main segment, in eighths, may move to the newest when it is evicted: what is
+/// left is what eviction frees at least.
+const SECOND_CHANCES: usize = 7;
 
 impl Slot {
-    fn new(sequence: u32, offset: usize) -> Slot {
-        Slot(u64::from(sequence & SEQUENCE) << 32 | offset as u32 as u64)
+    fn new(queue: usize, sequence: u32, offset: usize) -> Slot {
+        let main = if queue == MAIN { IN_MAIN } else { 0 };
+        Slot(main | u64::from(sequence & SEQUENCE) << 32 | offset as u32 as u64)
+    }
+
+    fn queue(self) -> usize {
+        if self.0 & IN_MAIN != 0 {
+            MAIN
+        } else {
+            SMALL
+        }
     }
 
     fn sequence(self) -> u32 {
@@ -52,13 +87,41 @@ impl Slot {
         self.0 as u32 as usize
     }
 
-    fn read(self) -> bool {
-        self.0 & READ != 0
+    fn reads(self) -> u64 {
+        self.0 >> 62
     }
 
-    /// The place alone, without the read bit.
+    /// The place alone, without the reads.
     fn place(self) -> u64 {
-        self.0 & !READ
+        self.0 & !READS
+    }
+
+    /// The same place, read `reads` times.
+    fn with_reads(self, reads: u64) -> Slot {
+        Slot(self.place() | reads.min(3) << 62)
+    }
+}
+
+/// A [`Slot`] in the index: hits mark it read under the shard's read lock.
+struct Stored(AtomicU64);
+
+impl Stored {
+    fn new(slot: Slot) -> Stored {
+        Stored(AtomicU64::new(slot.0))
+    }
+
+    fn load(&self) -> Slot {
+        Slot(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Counts a read, up to 3: written no more than three times, so that hits on a hot entry
+    /// from many threads do not all write its cache line. Two hits counting at once may count
+    /// one: the count is a hint to eviction.
+    fn mark_read(&self) {
+        let slot = self.load();
+        if slot.reads() < 3 {
+            self.0.store(slot.0 + ONE_READ, Ordering::Relaxed);
+        }
     }
 }
 
@@ -66,6 +129,9 @@ impl Slot {
 /// `tables`: a byte, instead of a pointer per record).
 struct Segment {
     bytes: AppendOnlyBytes,
+    /// The bytes as far as they were written when last shared ([`Segment::share`]): hits slice
+    /// their answers from it.
+    shared: Bytes,
     tables: Vec<Arc<TableGenerations>>,
 }
 
@@ -76,7 +142,16 @@ impl Segment {
     fn new(size: usize) -> Segment {
         Segment {
             bytes: AppendOnlyBytes::with_capacity(size),
+            shared: Bytes::new(),
             tables: Vec::new(),
+        }
+    }
+
+    /// Shares what was appended since the last time, once for all the hits that will read it
+    /// (instead of an allocation a hit).
+    fn share(&mut self) {
+        if self.shared.len() != self.bytes.len() {
+            self.shared = share(self.bytes.slice(..));
         }
     }
 
@@ -101,6 +176,78 @@ impl Segment {
     }
 }
 
+/// Segments in the order they were made: appended to at the back, evicted from the front.
+#[derive(Default)]
+struct Queue {
+    segments: VecDeque<Segment>,
+    /// The sequence number of `segments[0]`.
+    first: u32,
+    /// Bytes of the segments, as allocated.
+    allocated: u64,
+}
+
+impl Queue {
+    /// The segments' bytes, the newest one's only as far as it is written: the rest of it is not
+    /// yet memory a page of which was touched.
+    fn weight(&self) -> u64 {
+        let unwritten = self
+            .segments
+            .back()
+            .map_or(0, |s| s.bytes.capacity() - s.bytes.len());
+        self.allocated - unwritten as u64
+    }
+
+    fn newest(&self) -> u32 {
+        self.first.wrapping_add(self.segments.len() as u32 - 1) & SEQUENCE
+    }
+
+    /// Appends a record, in a new segment if the newest has no room; returns its sequence number
+    /// and offset. Hits find it at once, but slice their answers from it cheaply only after
+    /// [`Queue::share`].
+    fn append(
+        &mut self,
+        record: &[u8],
+        table: &Arc<TableGenerations>,
+        segment: usize,
+    ) -> (u32, usize) {
+        if !self
+            .segments
+            .back()
+            .is_some_and(|s| s.fits(record.len(), table))
+        {
+            // A record of more than a quarter of a segment gets one of its own size.
+            let size = if record.len() > segment / 4 {
+                record.len()
+            } else {
+                segment
+            };
+            if let Some(full) = self.segments.back_mut() {
+                full.share();
+            }
+            self.segments.push_back(Segment::new(size));
+            self.allocated += size as u64;
+        }
+        let newest = self.newest();
+        let back = self.segments.back_mut().expect("a segment with room");
+        (newest, back.append(record, table))
+    }
+
+    /// Shares what the newest segment was appended since ([`Segment::share`]).
+    fn share(&mut self) {
+        if let Some(newest) = self.segments.back_mut() {
+            newest.share();
+        }
+    }
+
+    fn pop(&mut self) -> Option<(u32, Segment)> {
+        let oldest = self.segments.pop_front()?;
+        let sequence = self.first;
+        self.first = self.first.wrapping_add(1) & SEQUENCE;
+        self.allocated -= oldest.bytes.capacity() as u64;
+        Some((sequence, oldest))
+    }
+}
+
 /// A fill other lookups of its key wait for.
 struct Pending {
     hash: u64,
@@ -113,23 +260,20 @@ struct Pending {
 struct Shape {
     /// Bytes a shard may hold: its segments and its index.
     budget: u64,
-    /// Bytes of a segment; a record of more than a quarter of that gets a segment of its own size.
+    /// Bytes of a segment.
     segment: usize,
 }
 
 struct Shard {
-    index: HashTable<Slot>,
-    segments: VecDeque<Segment>,
-    /// The sequence number of `segments[0]`.
-    first: u32,
-    /// Bytes of the segments, as allocated.
-    segment_bytes: u64,
+    index: HashTable<Stored>,
+    queues: [Queue; 2],
     pending: Vec<Pending>,
 }
 
 /// The record a slot names (its bytes from its start to its segment's end), and its segment.
-fn at(segments: &VecDeque<Segment>, first: u32, slot: Slot) -> (&Segment, &[u8]) {
-    let segment = &segments[(slot.sequence().wrapping_sub(first) & SEQUENCE) as usize];
+fn at(queues: &[Queue; 2], slot: Slot) -> (&Segment, &[u8]) {
+    let queue = &queues[slot.queue()];
+    let segment = &queue.segments[(slot.sequence().wrapping_sub(queue.first) & SEQUENCE) as usize];
     (segment, &segment.bytes[slot.offset()..])
 }
 
@@ -137,60 +281,42 @@ impl Shard {
     fn new() -> Shard {
         Shard {
             index: HashTable::new(),
-            segments: VecDeque::new(),
-            first: 0,
-            segment_bytes: 0,
+            queues: Default::default(),
             pending: Vec::new(),
         }
     }
 
-    /// The segments' bytes (the newest one's only as far as it is written: the rest of it is
-    /// not yet memory a page of which was touched) and the index's.
+    /// The queues' bytes and the index's.
     fn weight(&self) -> u64 {
-        let unwritten = self
-            .segments
-            .back()
-            .map_or(0, |s| s.bytes.capacity() - s.bytes.len());
-        self.segment_bytes - unwritten as u64 + self.index.allocation_size() as u64
+        self.queues.iter().map(Queue::weight).sum::<u64>() + self.index.allocation_size() as u64
     }
 
-    fn get(&mut self, key: &CacheKey) -> Option<Entry> {
-        let Shard {
-            index,
-            segments,
-            first,
-            ..
-        } = self;
+    fn get(&self, key: &CacheKey) -> Option<Entry> {
         // The segment the probe found the key in: found once, read twice.
         let mut found = None;
-        let slot = index.find_mut(key.hash(), |s| {
-            let (segment, record) = at(segments, *first, *s);
+        let stored = self.index.find(key.hash(), |s| {
+            let (segment, record) = at(&self.queues, s.load());
             let same = record_key(record) == key.bytes();
             if same {
                 found = Some(segment);
             }
             same
         })?;
-        slot.0 |= READ;
+        stored.mark_read();
         let segment = found?;
         Some(Entry::in_segment(
             &segment.bytes,
-            slot.offset(),
+            &segment.shared,
+            stored.load().offset(),
             &segment.tables,
         ))
     }
 
     /// Forgets what is stored under `key` if `only` says so (given the record's first byte).
     fn remove(&mut self, hash: u64, key: &[u8], only: impl FnOnce(*const u8) -> bool) {
-        let Shard {
-            index,
-            segments,
-            first,
-            ..
-        } = self;
-        if let Ok(found) = index.find_entry(hash, |s| record_key(at(segments, *first, *s).1) == key)
-        {
-            if only(at(segments, *first, *found.get()).1.as_ptr()) {
+        let Shard { index, queues, .. } = self;
+        if let Ok(found) = index.find_entry(hash, |s| record_key(at(queues, s.load()).1) == key) {
+            if only(at(queues, found.get().load()).1.as_ptr()) {
                 found.remove();
             }
         }
@@ -201,82 +327,70 @@ impl Shard {
     fn store(&mut self, entry: &Entry, hash: u64, shape: &Shape, evicted: &IntCounter) {
         self.remove(hash, entry.key(), |_| true);
         let record = entry.record();
-        if record.len() as u64 > shape.budget {
+        if record.len() as u64 > shape.budget / 2 {
             return;
         }
-        if !self
-            .segments
-            .back()
-            .is_some_and(|s| s.fits(record.len(), entry.table()))
-        {
-            let size = if record.len() > shape.segment / 4 {
-                record.len()
-            } else {
-                shape.segment
-            };
-            self.segments.push_back(Segment::new(size));
-            self.segment_bytes += size as u64;
-        }
-        let sequence = self.newest();
-        let Shard {
-            index,
-            segments,
-            first,
-            ..
-        } = self;
-        let offset = segments
-            .back_mut()
-            .expect("a segment was just made if none had room")
-            .append(record, entry.table());
-        index.insert_unique(hash, Slot::new(sequence, offset), |s| {
-            hash_key(record_key(at(segments, *first, *s).1))
+        let (sequence, offset) = self.queues[SMALL].append(record, entry.table(), shape.segment);
+        let Shard { index, queues, .. } = self;
+        index.insert_unique(hash, Stored::new(Slot::new(SMALL, sequence, offset)), |s| {
+            hash_key(record_key(at(queues, s.load()).1))
         });
-        while self.weight() > shape.budget && self.segments.len() > 1 {
-            self.evict_oldest(evicted);
+        while self.weight() > shape.budget {
+            // The small queue keeps its share, and the segment just stored to.
+            let small = &self.queues[SMALL];
+            let evict =
+                if small.weight() > shape.budget * SMALL_SHARE / 100 && small.segments.len() > 1 {
+                    SMALL
+                } else if !self.queues[MAIN].segments.is_empty() {
+                    MAIN
+                } else if small.segments.len() > 1 {
+                    SMALL
+                } else {
+                    break;
+                };
+            self.evict_oldest(evict, shape, evicted);
+        }
+        for queue in &mut self.queues {
+            queue.share();
         }
     }
 
-    fn newest(&self) -> u32 {
-        self.first.wrapping_add(self.segments.len() as u32 - 1) & SEQUENCE
-    }
-
-    /// Drops the oldest segment. Its records read since they were stored are copied to the newest
-    /// segment while it has room, up to half the dropped segment's bytes; the rest are evicted.
-    fn evict_oldest(&mut self, evicted: &IntCounter) {
-        let Some(oldest) = self.segments.pop_front() else {
+    /// Drops a queue's oldest segment. A record read since it was stored moves to the main
+    /// queue's newest segment: from the small queue, every one (promoted); from the main queue,
+    /// up to seven eighths of the segment's bytes, a read fewer (a second chance, which leaves
+    /// eviction something to free). The rest are evicted.
+    fn evict_oldest(&mut self, queue: usize, shape: &Shape, evicted: &IntCounter) {
+        let Some((sequence, oldest)) = self.queues[queue].pop() else {
             return;
         };
-        let sequence = self.first;
-        self.first = self.first.wrapping_add(1) & SEQUENCE;
-        self.segment_bytes -= oldest.bytes.capacity() as u64;
-        let newest = self.newest();
-        let mut second_chances = oldest.bytes.capacity() / 2;
-        let Shard {
-            index, segments, ..
-        } = self;
+        let mut second_chances = if queue == MAIN {
+            oldest.bytes.capacity() * SECOND_CHANCES / 8
+        } else {
+            usize::MAX
+        };
+        let Shard { index, queues, .. } = self;
         let bytes = oldest.bytes.as_bytes();
         let mut offset = 0;
         while offset < bytes.len() {
             let record = &bytes[offset..];
             let len = record_len(record);
-            let place = Slot::new(sequence, offset).place();
+            let place = Slot::new(queue, sequence, offset).place();
             // Replaced and removed records are still here, but no slot names them.
             if let Ok(mut found) =
-                index.find_entry(hash_key(record_key(record)), |s| s.place() == place)
+                index.find_entry(hash_key(record_key(record)), |s| s.load().place() == place)
             {
-                let table = table_of(record, &oldest.tables);
-                match segments.back_mut() {
-                    Some(back)
-                        if found.get().read() && len <= second_chances && back.fits(len, table) =>
-                    {
-                        second_chances -= len;
-                        let moved = back.append(&record[..len], table);
-                        *found.get_mut() = Slot::new(newest, moved);
-                    }
-                    _ => {
-                        found.remove();
-                        evicted.inc();
-                    }
+                let reads = found.get().load().reads();
+                if reads > 0 && len <= second_chances {
+                    second_chances -= len;
+                    let table = table_of(record, &oldest.tables);
+                    let (moved, at) = queues[MAIN].append(&record[..len], table, shape.segment);
+                    // Promoted from the small queue, it starts afresh; kept in the main one, it
+                    // has a read fewer.
+                    let left = if queue == MAIN { reads - 1 } else { 0 };
+                    *found.get_mut() = Stored::new(Slot::new(MAIN, moved, at).with_reads(left));
+                } else {
+                    found.remove();
+                    evicted.inc();
                 }
             }
             offset += len;
@@ -287,12 +401,11 @@ impl Shard {
     fn forget(&mut self, matches: impl Fn(&[u8]) -> bool) {
         let Shard {
             index,
-            segments,
-            first,
+            queues,
             pending,
             ..
         } = self;
-        index.retain(|s| !matches(record_key(at(segments, *first, *s).1)));
+        index.retain(|s| !matches(record_key(at(queues, s.load()).1)));
         pending.retain(|p| {
             let forgotten = matches(&p.key);
             if forgotten {
@@ -316,7 +429,7 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.entries
             .shard(self.hash)
-            .lock()
+            .write()
             .pending
             .retain(|p| p.id != self.id);
         self.done.notify_waiters();
@@ -325,7 +438,7 @@ impl Drop for Reservation<'_> {
 
 /// A bounded set of entries, weighed in bytes.
 pub(crate) struct Entries {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[RwLock<Shard>]>,
     shape: Shape,
     evictions: IntCounter,
     fills: AtomicU64,
@@ -343,12 +456,14 @@ impl Entries {
         let most = (capacity / SMALLEST_SHARD).max(1);
         let shards = ((threads * 4).next_power_of_two() as u64).min(1 << most.ilog2());
         let budget = capacity / shards;
+        // Segments small enough for the small queue to be a few of them.
+        let shape = Shape {
+            budget,
+            segment: (budget / 128).clamp(SMALLEST_SEGMENT, LARGEST_SEGMENT) as usize,
+        };
         Entries {
-            shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
-            shape: Shape {
-                budget,
-                segment: (budget / 8).clamp(SMALLEST_SEGMENT, LARGEST_SEGMENT) as usize,
-            },
+            shards: (0..shards).map(|_| RwLock::new(Shard::new())).collect(),
+            shape,
             evictions,
             fills: AtomicU64::new(0),
         }
@@ -356,13 +471,13 @@ impl Entries {
 
     /// Bits of the hash the index does not use (its buckets take the low bits, its tags the top
     /// seven) choose the shard.
-    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
         &self.shards[(hash >> 40) as usize & (self.shards.len() - 1)]
     }
 
     /// A hit, without reserving anything.
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Entry> {
-        self.shard(key.hash()).lock().get(key)
+        self.shard(key.hash()).read().get(key)
     }
 
     /// The entry, or (on a miss) the right to fill it: concurrent callers wait for that fill,
@@ -370,7 +485,7 @@ impl Entries {
     pub(crate) async fn get_or_reserve(&self, key: &CacheKey) -> Result<Entry, Reservation<'_>> {
         loop {
             let filled = {
-                let mut shard = self.shard(key.hash()).lock();
+                let mut shard = self.shard(key.hash()).write();
                 if let Some(entry) = shard.get(key) {
                     return Ok(entry);
                 }
@@ -407,7 +522,7 @@ impl Entries {
     /// reservation was cancelled (its table dropped, or the cache cleared) and nothing is stored.
     pub(crate) fn insert(&self, entry: Entry, reservation: Option<Reservation<'_>>) -> bool {
         let hash = hash_key(entry.key());
-        let mut shard = self.shard(hash).lock();
+        let mut shard = self.shard(hash).write();
         if let Some(r) = &reservation {
             let Some(at) = shard.pending.iter().position(|p| p.id == r.id) else {
                 return false;
@@ -422,7 +537,7 @@ impl Entries {
     pub(crate) fn remove_if_same(&self, key: &CacheKey, entry: &Entry) {
         let record = entry.record().as_ptr();
         self.shard(key.hash())
-            .lock()
+            .write()
             .remove(key.hash(), key.bytes(), |stored| stored == record);
     }
 
@@ -430,7 +545,7 @@ impl Entries {
     pub(crate) fn remove_table(&self, table: &TableId) {
         let table = table.as_str().as_bytes();
         for shard in &self.shards {
-            shard.lock().forget(|key| {
+            shard.write().forget(|key| {
                 key.len() > table.len() && key[table.len()] == 0 && key.starts_with(table)
             });
         }
@@ -438,7 +553,7 @@ impl Entries {
 
     pub(crate) fn clear(&self) {
         for shard in &self.shards {
-            let mut shard = shard.lock();
+            let mut shard = shard.write();
             shard.forget(|_| true);
             *shard = Shard {
                 pending: std::mem::take(&mut shard.pending),
@@ -448,12 +563,12 @@ impl Entries {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().index.len()).sum()
+        self.shards.iter().map(|s| s.read().index.len()).sum()
     }
 
     /// Bytes held: the segments (the newest as far as it is written) and the index.
     pub(crate) fn weight(&self) -> u64 {
-        self.shards.iter().map(|s| s.lock().weight()).sum()
+        self.shards.iter().map(|s| s.read().weight()).sum()
     }
 }
 
@@ -546,20 +661,50 @@ mod tests {
     }
 
     #[test]
+    fn entries_never_read_do_not_take_the_place_of_those_read_once() {
+        let (entries, evictions) = entries(64 << 10);
+        let read: Vec<CacheKey> = (0..50u32).map(|i| key("read", &i.to_le_bytes())).collect();
+        for k in &read {
+            entries.insert(stored(k, &[b' '; 200]), None);
+            assert!(entries.get(k).is_some());
+        }
+        // A scan of many times the capacity, never read again.
+        for i in 0..2000u32 {
+            entries.insert(stored(&key("scan", &i.to_le_bytes()), &[b' '; 200]), None);
+        }
+        assert!(evictions.get() > 1500);
+        let kept = read.iter().filter(|k| entries.get(k).is_some()).count();
+        assert_eq!(
+            kept,
+            read.len(),
+            "the scan went through the small queue alone"
+        );
+    }
+
+    #[test]
     fn segment_numbers_wrap_around() {
         let (entries, _) = entries(64 << 10);
         for shard in entries.shards.iter() {
-            shard.lock().first = SEQUENCE - 2;
+            for queue in &mut shard.write().queues {
+                queue.first = SEQUENCE - 2;
+            }
         }
         let hot = key("t", b"hot");
         entries.insert(stored(&hot, &[b' '; 200]), None);
         for i in 0..2000u32 {
             let k = key("t", &i.to_le_bytes());
             entries.insert(stored(&k, &[b' '; 200]), None);
-            assert!(entries.get(&k).is_some());
+            // Every other one read: promoted to the main queue, which turns over too.
+            if i % 2 == 0 {
+                assert!(entries.get(&k).is_some());
+            }
             assert!(entries.get(&hot).is_some(), "lost after {i} fills");
         }
-        let firsts: Vec<u32> = entries.shards.iter().map(|s| s.lock().first).collect();
+        let firsts: Vec<u32> = entries
+            .shards
+            .iter()
+            .flat_map(|s| s.read().queues.iter().map(|q| q.first).collect::<Vec<_>>())
+            .collect();
         assert!(firsts.iter().all(|f| *f < 1000), "{firsts:?}");
     }
 
