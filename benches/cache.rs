@@ -11,38 +11,17 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ddbcache::cache::{
-    Address, Cache, CacheKey, Dependency, Kind, Lookup, WriteKind, WriteOutcome,
-};
+use ddbcache::cache::{Address, CacheKey, Dependency, Kind, Lookup, WriteKind, WriteOutcome};
 use ddbcache::config::Compression;
 use ddbcache::protocol::table::TableId;
 use ddbcache::protocol::writes::{ItemWrite, WriteScope};
 
 mod support;
 use support::{
-    get_item_body, key_part, new_cache, new_cache_with, next_random, response, runtime,
-    serve_get_item, TABLE, TTL,
+    get_item_body, key_part, lookup_or_fill, new_cache, new_cache_with, next_random, response,
+    runtime, serve_get_item, TABLE, TTL,
 };
-
-/// Looks `key` up and, on a miss, stores `body`. Returns whether it was a hit.
-async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
-    let cache_key = CacheKey::item(&TABLE, key, b"");
-    let at = Address {
-        kind: Kind::Item,
-        table: &TABLE,
-        dependency: Dependency::Item(key),
-        key: &cache_key,
-    };
-    match cache.lookup(at).await {
-        Lookup::Hit { .. } => true,
-        Lookup::Miss(fill) => {
-            let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
-            false
-        }
-    }
-}
 
 /// xorshift64*: cheap, and not the thing being measured.
 fn lookup_hit(c: &mut Criterion) {

@@ -7,10 +7,8 @@
 //! share of what the whole key set would take, the distribution, and the hit ratio over the reads
 //! after a warm-up of as many reads.
 
-use ddbcache::cache::{Address, CacheKey, Dependency, Kind, Lookup};
-
 mod support;
-use support::{answer, key_part, new_cache, runtime, TABLE, TTL};
+use support::{answer, key_part, lookup_or_fill, new_cache, runtime};
 
 /// Distinct items read.
 const ITEMS: u64 = 100_000;
@@ -76,23 +74,7 @@ fn main() {
             rt.block_on(async {
                 for n in 0..2 * READS {
                     let i = popularity.item(&mut draw);
-                    let k = key_part(i);
-                    let key = CacheKey::item(&TABLE, &k, b"");
-                    let at = Address {
-                        kind: Kind::Item,
-                        table: &TABLE,
-                        dependency: Dependency::Item(&k),
-                        key: &key,
-                    };
-                    let hit = match cache.lookup(at).await {
-                        Lookup::Hit { .. } => true,
-                        Lookup::Miss(fill) => {
-                            let body = answer(i);
-                            let item = Some(8..body.len() - 1);
-                            let _ = fill.complete(body, item, TTL);
-                            false
-                        }
-                    };
+                    let hit = lookup_or_fill(&cache, &key_part(i), &answer(i)).await;
                     if n >= READS {
                         reads += 1;
                         hits += u64::from(hit);

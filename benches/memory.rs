@@ -15,12 +15,12 @@
 
 use std::sync::Arc;
 
-use ddbcache::cache::{Address, Cache, CacheKey, Dependency, Kind, Lookup, MonotonicClock};
+use ddbcache::cache::{Cache, Kind, MonotonicClock};
 use ddbcache::config::{Compression, Config};
 use ddbcache::metrics::Metrics;
 
 mod support;
-use support::{answer, key_part, TABLE, TTL};
+use support::{answer, key_part, lookup_or_fill, TABLE};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -48,20 +48,11 @@ async fn fill(cache: &Cache, n: u64) -> (u64, u64) {
     let mut keys = 0;
     for i in 0..n {
         let k = key_part(i);
-        let key = CacheKey::item(&TABLE, &k, b"");
-        let at = Address {
-            kind: Kind::Item,
-            table: &TABLE,
-            dependency: Dependency::Item(&k),
-            key: &key,
-        };
-        if let Lookup::Miss(fill) = cache.lookup(at).await {
-            let body = answer(i);
+        let body = answer(i);
+        if !lookup_or_fill(cache, &k, &body).await {
             payload += body.len() as u64;
             // The key as stored: table, NUL, canonical key, 0xff, projection (none).
             keys += (TABLE.as_str().len() + 1 + k.len() + 1) as u64;
-            let item = Some(8..body.len() - 1);
-            let _ = fill.complete(body, item, TTL);
         }
     }
     (payload, keys)

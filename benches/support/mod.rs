@@ -139,3 +139,22 @@ pub fn next_random(state: &mut u64) -> u64 {
     *state ^= *state >> 27;
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
+
+/// Looks item `key` up as the proxy does and, on a miss, stores `body` (a GetItem answer, its
+/// item between the first 8 bytes and the last). Returns whether it was a hit.
+pub async fn lookup_or_fill(cache: &Cache, key: &[u8], body: &Bytes) -> bool {
+    let cache_key = CacheKey::item(&TABLE, key, b"");
+    let at = Address {
+        kind: Kind::Item,
+        table: &TABLE,
+        dependency: Dependency::Item(key),
+        key: &cache_key,
+    };
+    match cache.lookup(at).await {
+        Lookup::Hit { .. } => true,
+        Lookup::Miss(fill) => {
+            let _ = fill.complete(body.clone(), Some(8..body.len() - 1), TTL);
+            false
+        }
+    }
+}

@@ -576,7 +576,8 @@ impl Cache {
     pub async fn lookup(&self, at: Address<'_>) -> Lookup<'_> {
         let store = self.store(at.kind);
         let mut stale = None;
-        // The plain get answers hits without touching placeholders; only a miss reserves.
+        // The plain get answers hits under a shared lock, touching no reservation; only a miss
+        // reserves.
         if let Some(found) = store.entries.get(at.key) {
             if self.is_current(&found) && self.confirmed(at, &found).await {
                 self.count_hit(at.kind, &found, false);
@@ -1324,8 +1325,8 @@ mod tests {
                 }
             })
         };
-        // On the current-thread test runtime, yielding runs the waiter until it parks on the
-        // placeholder.
+        // On the current-thread test runtime, yielding runs the waiter until it waits for the
+        // reservation.
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         assert!(fill.complete(Bytes::from_static(b"{}"), None, TTL).is_ok());

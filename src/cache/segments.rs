@@ -725,35 +725,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lookups_of_a_reserved_key_wait_for_its_fill() {
+    async fn lookups_of_a_reserved_key_wait_for_its_fill_or_reserve_it_when_given_up() {
         let (entries, evictions) = entries(1 << 20);
         let k = key("t", b"q");
-        let Err(reservation) = entries.get_or_reserve(&k).await else {
+        let Err(given_up) = entries.get_or_reserve(&k).await else {
             panic!("an empty index reserves");
         };
         let waiter = entries.get_or_reserve(&k);
         tokio::pin!(waiter);
         assert!(still_waiting(waiter.as_mut()).await);
-        assert!(entries.insert(stored(&k, b"{}"), Some(reservation)));
+        drop(given_up);
+        let Err(filled) = waiter.await else {
+            panic!("the waiter reserves in turn");
+        };
+        let waiter = entries.get_or_reserve(&k);
+        tokio::pin!(waiter);
+        assert!(still_waiting(waiter.as_mut()).await);
+        assert!(entries.insert(stored(&k, b"{}"), Some(filled)));
         let Ok(found) = waiter.await else {
             panic!("the waiter gets the fill");
         };
         assert_eq!(&found.body()[..], b"{}");
         assert_eq!(evictions.get(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_reservation_given_up_lets_a_waiter_reserve() {
-        let (entries, _) = entries(1 << 20);
-        let k = key("t", b"q");
-        let Err(reservation) = entries.get_or_reserve(&k).await else {
-            panic!("an empty index reserves");
-        };
-        let waiter = entries.get_or_reserve(&k);
-        tokio::pin!(waiter);
-        assert!(still_waiting(waiter.as_mut()).await);
-        drop(reservation);
-        assert!(waiter.await.is_err(), "the waiter reserves in turn");
     }
 
     #[tokio::test]
