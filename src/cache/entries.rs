@@ -258,7 +258,7 @@ fn dictionary<'t>(table: &'t TableGenerations, first: &[u8]) -> &'t [u8] {
 
 impl Entry {
     /// An entry of its own: its record in an allocation of its exact size, until a segment
-    /// stores a copy ([`Entry::copy_into`]).
+    /// stores a copy of it ([`copy_record`]).
     pub(crate) fn new(e: NewEntry<'_>) -> Entry {
         let mut digits = itoa::Buffer::new();
         let crc = digits.format(crc32fast::hash(e.body)).as_bytes();

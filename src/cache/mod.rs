@@ -224,7 +224,7 @@ impl Drop for Fill<'_> {
                 cache
                     .store(self.kind)
                     .entries
-                    .insert(stale, self.reservation.take());
+                    .insert(&self.key, stale, self.reservation.take());
             }
         }
     }
@@ -308,7 +308,7 @@ impl Fill<'_> {
         if cache
             .store(self.kind)
             .entries
-            .insert(entry, self.reservation.take())
+            .insert(&self.key, entry, self.reservation.take())
         {
             Ok(())
         } else {
@@ -336,10 +336,11 @@ impl Fill<'_> {
         });
         if current && !found.ttl.is_zero() {
             self.done = true;
-            cache
-                .store(self.kind)
-                .entries
-                .insert(entry.clone(), self.reservation.take());
+            cache.store(self.kind).entries.insert(
+                &self.key,
+                entry.clone(),
+                self.reservation.take(),
+            );
         }
         entry
     }

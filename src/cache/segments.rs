@@ -521,18 +521,24 @@ impl Entries {
         }
     }
 
-    /// Stores an entry under its own key, through a reservation or not. `false`: the
-    /// reservation was cancelled (its table dropped, or the cache cleared) and nothing is stored.
-    pub(crate) fn insert(&self, entry: Entry, reservation: Option<Reservation<'_>>) -> bool {
-        let hash = hash_key(entry.key());
-        let mut shard = self.shard(hash).write();
+    /// Stores an entry under its key (`key`, whose hash is already known), through a reservation
+    /// or not. `false`: the reservation was cancelled (its table dropped, or the cache cleared)
+    /// and nothing is stored.
+    pub(crate) fn insert(
+        &self,
+        key: &CacheKey,
+        entry: Entry,
+        reservation: Option<Reservation<'_>>,
+    ) -> bool {
+        debug_assert_eq!(entry.key(), key.bytes());
+        let mut shard = self.shard(key.hash()).write();
         if let Some(r) = &reservation {
             let Some(at) = shard.pending.iter().position(|p| p.id == r.id) else {
                 return false;
             };
             shard.pending.swap_remove(at);
         }
-        shard.store(&entry, hash, &self.shape, &self.evictions);
+        shard.store(&entry, key.hash(), &self.shape, &self.evictions);
         true
     }
 
@@ -602,7 +608,7 @@ mod tests {
     fn keys_with_the_same_hash_but_other_bytes_are_different_entries() {
         let (entries, _) = entries(1 << 20);
         let a = key("t", b"a");
-        assert!(entries.insert(stored(&a, b"{\"A\":1}"), None));
+        assert!(entries.insert(&a, stored(&a, b"{\"A\":1}"), None));
         // Forge a key that collides with `a` on the hash but differs in its bytes.
         let forged = key("t", b"b").with_hash(a.hash());
         assert!(entries.get(&forged).is_none(), "a collision is a miss");
@@ -617,9 +623,9 @@ mod tests {
         let (entries, _) = entries(1 << 20);
         let k = key("t", b"q");
         let old = stored(&k, b"{\"v\":1}");
-        entries.insert(old, None);
+        entries.insert(&k, old, None);
         let found_old = entries.get(&k).unwrap();
-        entries.insert(stored(&k, b"{\"v\":2}"), None);
+        entries.insert(&k, stored(&k, b"{\"v\":2}"), None);
         assert_eq!(entries.len(), 1);
         entries.remove_if_same(&k, &found_old);
         let found_new = entries
@@ -638,7 +644,7 @@ mod tests {
         let (entries, evictions) = entries(capacity);
         for i in 0..1000u32 {
             let k = key("t", &i.to_le_bytes());
-            entries.insert(stored(&k, &[b' '; 200]), None);
+            entries.insert(&k, stored(&k, &[b' '; 200]), None);
             assert!(entries.weight() <= capacity, "{}", entries.weight());
         }
         assert!(evictions.get() > 0);
@@ -653,11 +659,11 @@ mod tests {
         let capacity = 64 << 10;
         let (entries, _) = entries(capacity);
         let hot = key("t", b"hot");
-        entries.insert(stored(&hot, &[b' '; 200]), None);
+        entries.insert(&hot, stored(&hot, &[b' '; 200]), None);
         for i in 0..2000u32 {
             assert!(entries.get(&hot).is_some(), "evicted after {i} fills");
             let k = key("t", &i.to_le_bytes());
-            entries.insert(stored(&k, &[b' '; 200]), None);
+            entries.insert(&k, stored(&k, &[b' '; 200]), None);
         }
         // Not read, the first cold entry is long gone.
         assert!(entries.get(&key("t", &0u32.to_le_bytes())).is_none());
@@ -668,12 +674,13 @@ mod tests {
         let (entries, evictions) = entries(64 << 10);
         let read: Vec<CacheKey> = (0..50u32).map(|i| key("read", &i.to_le_bytes())).collect();
         for k in &read {
-            entries.insert(stored(k, &[b' '; 200]), None);
+            entries.insert(k, stored(k, &[b' '; 200]), None);
             assert!(entries.get(k).is_some());
         }
         // A scan of many times the capacity, never read again.
         for i in 0..2000u32 {
-            entries.insert(stored(&key("scan", &i.to_le_bytes()), &[b' '; 200]), None);
+            let scanned = key("scan", &i.to_le_bytes());
+            entries.insert(&scanned, stored(&scanned, &[b' '; 200]), None);
         }
         assert!(evictions.get() > 1500);
         let kept = read.iter().filter(|k| entries.get(k).is_some()).count();
@@ -693,10 +700,10 @@ mod tests {
             }
         }
         let hot = key("t", b"hot");
-        entries.insert(stored(&hot, &[b' '; 200]), None);
+        entries.insert(&hot, stored(&hot, &[b' '; 200]), None);
         for i in 0..2000u32 {
             let k = key("t", &i.to_le_bytes());
-            entries.insert(stored(&k, &[b' '; 200]), None);
+            entries.insert(&k, stored(&k, &[b' '; 200]), None);
             // Every other one read: promoted to the main queue, which turns over too.
             if i % 2 == 0 {
                 assert!(entries.get(&k).is_some());
@@ -716,10 +723,10 @@ mod tests {
         let capacity = 64 << 10;
         let (entries, _) = entries(capacity);
         let large = key("t", b"large");
-        entries.insert(stored(&large, &vec![b' '; 20 << 10]), None);
+        entries.insert(&large, stored(&large, &vec![b' '; 20 << 10]), None);
         assert_eq!(entries.get(&large).unwrap().body().len(), 20 << 10);
         let huge = key("t", b"huge");
-        entries.insert(stored(&huge, &vec![b' '; 80 << 10]), None);
+        entries.insert(&huge, stored(&huge, &vec![b' '; 80 << 10]), None);
         assert!(entries.get(&huge).is_none());
         assert!(entries.weight() <= capacity);
     }
@@ -741,7 +748,7 @@ mod tests {
         let waiter = entries.get_or_reserve(&k);
         tokio::pin!(waiter);
         assert!(still_waiting(waiter.as_mut()).await);
-        assert!(entries.insert(stored(&k, b"{}"), Some(filled)));
+        assert!(entries.insert(&k, stored(&k, b"{}"), Some(filled)));
         let Ok(found) = waiter.await else {
             panic!("the waiter gets the fill");
         };
@@ -757,7 +764,7 @@ mod tests {
             panic!("an empty index reserves");
         };
         entries.remove_table(&TableId::new("r", "t"));
-        assert!(!entries.insert(stored(&k, b"{}"), Some(reservation)));
+        assert!(!entries.insert(&k, stored(&k, b"{}"), Some(reservation)));
         assert!(entries.get(&k).is_none());
     }
 
@@ -765,7 +772,8 @@ mod tests {
     fn removing_a_table_keeps_tables_whose_names_extend_it() {
         let (entries, _) = entries(1 << 20);
         for table in ["t", "tt"] {
-            entries.insert(stored(&key(table, b"q"), b"{}"), None);
+            let k = key(table, b"q");
+            entries.insert(&k, stored(&k, b"{}"), None);
         }
         entries.remove_table(&TableId::new("r", "t"));
         assert!(entries.get(&key("t", b"q")).is_none());
